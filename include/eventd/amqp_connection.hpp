@@ -1,0 +1,146 @@
+// The daemon's AMQP connection, driven from the libuv loop.
+//
+// Setting up (TCP connect, login, channels, topology, qos, confirm.select) is a
+// series of blocking RPCs, so it runs on libuv's threadpool (uv_queue_work). Once up,
+// the connection belongs to the loop thread: a uv_poll on its socket reads frames
+// without blocking (rabbitmq-c with a zero timeout) and assembles deliveries, confirms
+// and returns; a timer keeps heartbeats flowing and notices a silent peer. No RPC is
+// made on the loop: basic.consume/cancel are sent as plain methods and their replies
+// read by the frame pump. Writes (ack, publish) go straight to the socket; they can
+// only stall if the broker stops reading, which it announces with connection.blocked
+// first (see blocked()).
+//
+// On any failure the connection is torn down, every unconfirmed publish is failed,
+// and a reconnect is scheduled with capped exponential backoff and jitter; after
+// reconnecting the topology is declared again and consumers resume.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "eventd/amqp_message.hpp"
+#include "eventd/backoff.hpp"
+#include "eventd/config.hpp"
+#include "eventd/topology.hpp"
+#include "eventd/uv_handle.hpp"
+
+namespace eventd {
+
+enum class AmqpState { Closed, Connecting, Connected, Closing };
+
+class AmqpConnection {
+ public:
+  struct Handlers {
+    std::function<void()> on_connected;                      // channels ready, topology declared
+    std::function<void(Delivery&&)> on_delivery;             // one complete message
+    std::function<void(const std::string& reason)> on_disconnected;  // after pending publishes failed
+  };
+  // Called exactly once: ok, or why the broker did not take the message (nack,
+  // unroutable with mandatory, connection lost before the confirm).
+  using PublishDone = std::function<void(bool ok, const std::string& error)>;
+
+  AmqpConnection(uv_loop_t* loop, const Config& config, Topology topology, Handlers handlers);
+  ~AmqpConnection();
+  AmqpConnection(const AmqpConnection&) = delete;
+  AmqpConnection& operator=(const AmqpConnection&) = delete;
+
+  // Starts connecting; reconnects by itself until stop().
+  void start();
+  // connection.close (bounded wait for close-ok), no reconnect; `done` runs once.
+  void stop(std::function<void()> done);
+
+  AmqpState state() const { return state_; }
+  uint64_t generation() const { return generation_; }
+  bool blocked() const { return blocked_; }
+  // basic.consume acknowledged for every consumed queue.
+  bool consuming() const { return state_ == AmqpState::Connected && consumers_active_ == topology_.consumed.size(); }
+  uint64_t reconnects() const { return reconnects_; }
+
+  // basic.consume / basic.cancel on every consumed queue; no-ops when not connected.
+  void consume();
+  void cancel();
+
+  // false (and nothing sent) when `generation` is not the current connection: the
+  // broker has already requeued that delivery.
+  bool ack(uint64_t generation, uint64_t delivery_tag);
+  bool reject(uint64_t generation, uint64_t delivery_tag, bool requeue);
+
+  // Publishes with mandatory=true on the confirm channel. Returns false when not
+  // connected; `done` is then never called.
+  bool publish(std::string_view exchange, std::string_view routing_key, const amqp_basic_properties_t& props,
+               std::string_view body, PublishDone done);
+  std::size_t unconfirmed() const { return pending_.size(); }
+
+ private:
+  struct ConnectJob;
+  struct PendingConfirm {
+    uint64_t seq;
+    std::string message_id;
+    bool returned = false;
+    bool resolved = false;
+    PublishDone done;
+  };
+  struct Inbound {
+    enum class Kind { None, Delivery, Return } kind = Kind::None;
+    Delivery delivery;
+    std::string return_text;
+    uint64_t body_size = 0;
+    bool have_header = false;
+  };
+
+  static void on_work(uv_work_t* req);
+  static void on_work_done(uv_work_t* req, int status);
+  static void on_poll(uv_poll_t* handle, int status, int events);
+  static void on_heartbeat_timer(uv_timer_t* handle);
+  static void on_reconnect_timer(uv_timer_t* handle);
+  static void on_close_timer(uv_timer_t* handle);
+
+  void connect();
+  void adopt(amqp_connection_state_t conn);
+  void pump();
+  bool handle_frame(const amqp_frame_t& frame);
+  bool handle_method(amqp_channel_t channel, const amqp_method_t& method);
+  void finish_inbound();
+  void resolve_confirms(uint64_t tag, bool multiple, bool ack);
+  void fail(const std::string& reason);
+  void teardown();
+  void schedule_reconnect();
+  void finish_stop();
+  bool check_send(int rc, std::string_view what);
+
+  uv_loop_t* loop_;
+  AmqpEndpoint endpoint_;
+  uint16_t prefetch_;
+  uint16_t heartbeat_sec_;
+  uint32_t connect_timeout_ms_;
+  Topology topology_;
+  Handlers handlers_;
+
+  AmqpState state_ = AmqpState::Closed;
+  amqp_connection_state_t conn_ = nullptr;
+  uint64_t generation_ = 0;
+  uint64_t reconnects_ = 0;
+  bool stopping_ = false;
+  bool blocked_ = false;
+  bool consume_requested_ = false;  // what the owner wants, across reconnects
+  bool consumers_sent_ = false;     // basic.consume sent on this connection
+  std::size_t consumers_active_ = 0;
+  uint64_t next_seq_ = 1;
+  uint64_t last_rx_ms_ = 0;
+  std::deque<PendingConfirm> pending_;
+  Inbound inbound_;
+  Backoff backoff_;
+  std::function<void()> stop_done_;
+
+  UvHandle<uv_poll_t> poll_;
+  UvHandle<uv_timer_t> heartbeat_timer_;
+  UvHandle<uv_timer_t> reconnect_timer_;
+  UvHandle<uv_timer_t> close_timer_;
+};
+
+}  // namespace eventd

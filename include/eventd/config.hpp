@@ -1,0 +1,127 @@
+// The daemon's and eventctl's configuration: parsed, validated and defaulted in one
+// place into plain structs. No other module reads a JSON document of the config.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace eventd {
+
+// Thrown for any invalid configuration. what() is one line that names the offending
+// field as a JSON pointer and says what was expected, e.g.
+//   "eventd.jsonc: /amqp/prefetch: must be >= 1, got 0"
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class QueueType { Quorum, Classic };
+
+// amqp://user:password@host:port/vhost (vhost percent-decoded; "%2f" is "/").
+struct AmqpEndpoint {
+  std::string host = "127.0.0.1";
+  int port = 5672;
+  std::string user = "guest";
+  std::string password = "guest";
+  std::string vhost = "/";
+};
+
+// redis://[[user:]password@]host:port[/db] (as redis-cli: "secret@" is a password,
+// "user:secret@" an ACL user and password; user and password percent-decoded).
+struct RedisEndpoint {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  int db = 0;
+  std::string password;
+  std::string user;  // empty: AUTH <password> as the default user
+};
+
+struct AmqpConfig {
+  std::string url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+  AmqpEndpoint endpoint;
+  uint16_t prefetch = 500;
+  uint16_t heartbeat_sec = 30;
+  uint32_t connect_timeout_ms = 5000;
+};
+
+struct RedisConfig {
+  std::string url = "redis://127.0.0.1:6379/0";
+  RedisEndpoint endpoint;
+  uint32_t connect_timeout_ms = 5000;
+};
+
+struct ExchangeConfig {
+  std::string name;
+  std::string type;  // "fanout" | "topic" | "direct"
+};
+
+// A work queue: bound to `exchange` with `binding_key`, consumed by eventd. Its
+// dead-letter queue is `name + ".dlq"` and its retry queues `name + ".retry." + ms`.
+struct QueueConfig {
+  std::string name;
+  std::string exchange;
+  std::string binding_key;
+  QueueType type = QueueType::Quorum;
+};
+
+struct TopologyConfig {
+  ExchangeConfig quotes_exchange{"market.quotes", "fanout"};
+  ExchangeConfig events_exchange{"events", "topic"};
+  // Defaults (when the config names none): eventd.quotes, eventd.analysis,
+  // eventd.analysis-results, eventd.alerts and eventd.notify.<channel> for
+  // discord, email and push, bound as in DESIGN.md.
+  std::vector<QueueConfig> queues;
+  // x-delivery-limit on quorum queues: the broker's backstop for a message that
+  // crashes eventd over and over. Above retry.max_attempts on purpose.
+  uint32_t delivery_limit = 20;
+};
+
+struct RetryConfig {
+  uint32_t initial_delay_ms = 1000;
+  uint32_t max_delay_ms = 60000;
+  uint32_t multiplier = 2;
+  uint32_t max_attempts = 5;          // handler runs, the first included
+  uint64_t max_age_ms = 3600000;      // older than this (body timestamp) -> EXPIRED
+};
+
+struct HttpConfig {
+  std::string host = "127.0.0.1";
+  uint16_t port = 9464;
+  bool enabled = true;
+};
+
+struct Config {
+  AmqpConfig amqp;
+  RedisConfig redis;
+  TopologyConfig topology;
+  RetryConfig retry;
+  HttpConfig http;
+  std::string log_level = "info";          // debug | info | warn | error
+  uint32_t idempotency_ttl_sec = 86400;
+  uint32_t quote_history_length = 1000;
+  uint32_t shutdown_drain_ms = 10000;
+  std::string source;                      // file the config came from, for messages
+};
+
+// Reads FILE (JSON with comments), validates it against schemas/config.schema.json,
+// fills defaults, then applies EVENTD_AMQP_URL / EVENTD_REDIS_URL from the
+// environment. Throws ConfigError with a one-line message.
+Config load_config(const std::string& path);
+
+// The same from text; `source` names it in messages. `env` is consulted for the URL
+// overrides (nullptr: no overrides), so tests need not touch the process environment.
+Config parse_config(std::string_view text, const std::string& source,
+                    const char* (*getenv_fn)(const char*) = nullptr);
+
+// Throw ConfigError("<what>: ...") when the URL is malformed.
+AmqpEndpoint parse_amqp_url(const std::string& url);
+RedisEndpoint parse_redis_url(const std::string& url);
+
+// The default queue set of DESIGN.md for the given exchanges.
+std::vector<QueueConfig> default_queues(const TopologyConfig& topology);
+
+}  // namespace eventd

@@ -1,0 +1,83 @@
+// The per-message pipeline: parse, normalise keys, validate against the type's
+// schema, check age, run the type's handler, then ack, retry (TTL retry queue) or
+// dead-letter (Q.dlq with x-error-* and x-original-* headers). A message is acked
+// only after its effects are recorded and every publish it caused is confirmed.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "eventd/amqp_connection.hpp"
+#include "eventd/config.hpp"
+#include "eventd/handler.hpp"
+#include "eventd/metrics.hpp"
+#include "eventd/retry_policy.hpp"
+#include "eventd/schema_registry.hpp"
+#include "eventd/uv_handle.hpp"
+
+namespace eventd {
+
+// The idempotency key of a message: eventd:idem:<message_id>, or, without one,
+// eventd:idem:h:<xxh128 of type and body>.
+std::string idempotency_key(std::string_view message_id, std::string_view type, std::string_view body);
+
+// Caps a header value at `max` bytes without splitting a UTF-8 sequence.
+std::string cap_utf8(std::string_view text, std::size_t max);
+
+class Dispatcher {
+ public:
+  Dispatcher(uv_loop_t* loop, const Config& config, AmqpConnection& amqp, const SchemaRegistry& schemas,
+             Metrics& metrics);
+  ~Dispatcher();
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+
+  void register_handler(const std::string& type, std::unique_ptr<Handler> handler);
+
+  void on_delivery(Delivery&& delivery);
+  // Redis is back: run the messages parked while it was away.
+  void resume_parked();
+  // The AMQP connection dropped: the broker requeues everything unacked, so parked
+  // and waiting messages of that connection are let go.
+  void on_amqp_lost();
+
+  std::size_t in_flight() const { return jobs_.size(); }
+  std::size_t parked() const { return parked_.size(); }
+  // Called whenever in_flight() drops to zero (drain on shutdown).
+  std::function<void()> on_idle;
+
+ private:
+  struct Job;
+  using JobIt = std::list<Job>::iterator;
+
+  void start(JobIt job);
+  void finish(JobIt job, HandlerResult result);
+  void ack(JobIt job);
+  void retry(JobIt job, const ProcessingError& error, uint32_t delay_ms);
+  void dead_letter(JobIt job, const ProcessingError& error);
+  void requeue_later(JobIt job);
+  void release(JobIt job);
+  static void on_requeue_timer(uv_timer_t* handle);
+
+  uv_loop_t* loop_;
+  const Config& config_;
+  AmqpConnection& amqp_;
+  const SchemaRegistry& schemas_;
+  Metrics& metrics_;
+  RetryPolicy retry_;
+  std::map<std::string, std::unique_ptr<Handler>, std::less<>> handlers_;
+  std::list<Job> jobs_;
+  std::vector<JobIt> parked_;
+  std::vector<JobIt> requeue_;
+  UvHandle<uv_timer_t> requeue_timer_;
+};
+
+}  // namespace eventd

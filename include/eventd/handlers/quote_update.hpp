@@ -1,0 +1,36 @@
+// quote_update: latest quote per symbol and a capped price history, written
+// together with the idempotency key in one Lua script (one Redis round trip).
+#pragma once
+
+#include "eventd/config.hpp"
+#include "eventd/handler.hpp"
+#include "eventd/redis_client.hpp"
+
+namespace eventd {
+
+// Redis keys written (README, "Redis key layout"):
+//   eventd:quote:<SYMBOL>    hash  price, change, timestamp (newest by timestamp wins)
+//   eventd:history:<SYMBOL>  list  prices, oldest first, capped at quotes.historyLength
+std::string quote_key(std::string_view symbol);
+std::string history_key(std::string_view symbol);
+
+// Shortest text that reads back as the same double ("187.12", not "187.1200000001").
+std::string format_number(double value);
+
+class QuoteUpdateHandler : public Handler {
+ public:
+  // Registers its script with `redis`; construct before redis.start().
+  QuoteUpdateHandler(RedisClient& redis, const Config& config);
+  void handle(const Message& message, HandlerDone done) override;
+
+ private:
+  RedisClient& redis_;
+  RedisClient::ScriptId script_;
+  std::string ttl_;
+  std::string history_length_;
+};
+
+// Maps a reply of a handler's Lua script (1 applied, 0 duplicate) or its failure.
+HandlerResult script_result(const redisReply* reply);
+
+}  // namespace eventd

@@ -1,0 +1,57 @@
+// Counters and histograms of what eventd did, by queue and type; rendered in the
+// Prometheus text format. Loop thread only.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace eventd {
+
+struct MessageCounters {
+  uint64_t consumed = 0;
+  uint64_t acked = 0;
+  uint64_t retried = 0;
+  uint64_t dead_lettered = 0;
+  uint64_t duplicates = 0;
+};
+
+class LatencyHistogram {
+ public:
+  static constexpr std::array<double, 12> kBounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                  0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+  void observe(double seconds);
+  const std::array<uint64_t, kBounds.size()>& buckets() const { return buckets_; }
+  uint64_t count() const { return count_; }
+  double sum() const { return sum_; }
+
+ private:
+  std::array<uint64_t, kBounds.size()> buckets_{};  // cumulative on render, not here
+  uint64_t count_ = 0;
+  double sum_ = 0;
+};
+
+class Metrics {
+ public:
+  // `type` is "unknown" when the body could not tell it.
+  MessageCounters& counters(std::string_view queue, std::string_view type);
+  LatencyHistogram& handler_latency(std::string_view type);
+
+  int64_t in_flight = 0;
+  bool amqp_up = false;
+  bool redis_up = false;
+  bool consuming = false;
+  uint64_t amqp_reconnects = 0;
+  uint64_t redis_reconnects = 0;
+
+  std::string render() const;
+
+ private:
+  std::map<std::pair<std::string, std::string>, MessageCounters, std::less<>> counters_;
+  std::map<std::string, LatencyHistogram, std::less<>> latency_;
+};
+
+}  // namespace eventd

@@ -1,0 +1,48 @@
+// JSON Schemas (draft-04, RapidJSON's validator) for every message type, the monitor
+// spec and the config, compiled into the binary from schemas/ at build time.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <rapidjson/document.h>
+#include <rapidjson/schema.h>
+
+namespace eventd {
+
+// The raw text of schemas/<name>.schema.json as embedded at build time, or empty.
+std::string_view embedded_schema(std::string_view name);
+// Every embedded schema name ("quote_update", ..., "monitor", "config").
+std::vector<std::string> embedded_schema_names();
+
+class SchemaRegistry {
+ public:
+  // Compiles every embedded schema once. Throws std::runtime_error naming the schema
+  // if one does not parse (a build defect, never user input).
+  SchemaRegistry();
+
+  bool has(std::string_view name) const;
+
+  // std::nullopt when `doc` is valid against schema `name`; otherwise one line naming
+  // the field as a JSON pointer and what was expected, e.g.
+  //   "/price: must be > 0, got 0"     (exclusiveMinimum)
+  //   "/symbol: required field missing"
+  //   "/analysisType: must be one of chart, options, full, got \"daily\""
+  //   "/alertId: expected integer, got string"
+  //   "/rules/0/cooldown: unknown key; did you mean \"cooldownSec\"?"
+  // A pointer to the whole document reads "(root)".
+  // `name` must be known (has(name)).
+  std::optional<std::string> validate(std::string_view name, const rapidjson::Value& doc) const;
+
+  // The five message types of DESIGN.md, in a stable order.
+  static const std::vector<std::string>& message_types();
+
+ private:
+  std::map<std::string, std::unique_ptr<rapidjson::SchemaDocument>, std::less<>> schemas_;
+};
+
+}  // namespace eventd

@@ -1,0 +1,504 @@
+// Loop-driven AMQP connection (see amqp_connection.hpp for the threading contract).
+#include "eventd/amqp_connection.hpp"
+
+#include <amqp_tcp_socket.h>
+
+#include <memory>
+
+#include "eventd/amqp_session.hpp"
+#include "eventd/amqp_table.hpp"
+#include "eventd/log.hpp"
+
+namespace eventd {
+namespace {
+
+constexpr std::string_view kConsumerTagPrefix = "eventd:";
+constexpr uint64_t kCloseTimeoutMs = 2000;
+
+std::string consumer_tag(const std::string& queue) { return std::string(kConsumerTagPrefix) + queue; }
+
+}  // namespace
+
+struct AmqpConnection::ConnectJob {
+  uv_work_t req{};
+  AmqpConnection* owner = nullptr;
+  AmqpEndpoint endpoint;
+  SessionOptions options;
+  const Topology* topology = nullptr;  // owned by `owner`, which outlives the job
+  uint16_t prefetch = 0;
+  amqp_connection_state_t conn = nullptr;
+  std::string error;
+};
+
+AmqpConnection::AmqpConnection(uv_loop_t* loop, const Config& config, Topology topology, Handlers handlers)
+    : loop_(loop),
+      endpoint_(config.amqp.endpoint),
+      prefetch_(config.amqp.prefetch),
+      heartbeat_sec_(config.amqp.heartbeat_sec),
+      connect_timeout_ms_(config.amqp.connect_timeout_ms),
+      topology_(std::move(topology)),
+      handlers_(std::move(handlers)) {
+  heartbeat_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  reconnect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  close_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+}
+
+AmqpConnection::~AmqpConnection() {
+  if (conn_ != nullptr) amqp_destroy_connection(conn_);
+  conn_ = nullptr;
+}
+
+void AmqpConnection::start() {
+  stopping_ = false;
+  if (state_ == AmqpState::Closed) connect();
+}
+
+void AmqpConnection::connect() {
+  state_ = AmqpState::Connecting;
+  auto job = std::make_unique<ConnectJob>();
+  job->owner = this;
+  job->endpoint = endpoint_;
+  job->options.heartbeat_sec = heartbeat_sec_;
+  job->options.connect_timeout_ms = connect_timeout_ms_;
+  job->options.connection_name = "eventd";
+  job->topology = &topology_;
+  job->prefetch = prefetch_;
+  job->req.data = job.get();
+  int rc = uv_queue_work(loop_, &job->req, on_work, on_work_done);
+  if (rc != 0) {
+    log::error("cannot queue AMQP connect", {{"error", uv_strerror(rc)}});
+    state_ = AmqpState::Closed;
+    schedule_reconnect();
+    return;
+  }
+  (void)job.release();  // reclaimed in on_work_done
+}
+
+// Threadpool: blocking set-up on a connection no other thread can see yet.
+void AmqpConnection::on_work(uv_work_t* req) {
+  auto* job = static_cast<ConnectJob*>(req->data);
+  try {
+    AmqpSession session(job->endpoint, job->options);
+    declare_topology(session, *job->topology);
+    session.qos(job->prefetch);
+    session.confirm_select();
+    job->conn = session.release();
+  } catch (const std::exception& e) {
+    job->error = e.what();
+  }
+}
+
+void AmqpConnection::on_work_done(uv_work_t* req, int status) {
+  std::unique_ptr<ConnectJob> job(static_cast<ConnectJob*>(req->data));
+  AmqpConnection* self = job->owner;
+  if (status != 0 && job->error.empty()) job->error = uv_strerror(status);
+  if (self->stopping_) {
+    if (job->conn != nullptr) {
+      amqp_connection_close(job->conn, AMQP_REPLY_SUCCESS);
+      amqp_destroy_connection(job->conn);
+    }
+    self->state_ = AmqpState::Closed;
+    self->finish_stop();
+    return;
+  }
+  if (job->conn == nullptr) {
+    self->state_ = AmqpState::Closed;
+    log::warn("amqp connect failed", {{"error", job->error}, {"host", self->endpoint_.host},
+                                      {"port", self->endpoint_.port}, {"vhost", self->endpoint_.vhost}});
+    self->schedule_reconnect();
+    return;
+  }
+  self->adopt(job->conn);
+}
+
+void AmqpConnection::adopt(amqp_connection_state_t conn) {
+  conn_ = conn;
+  int fd = amqp_socket_get_sockfd(amqp_get_socket(conn_));
+  int rc = poll_.init(this, [this, fd](uv_poll_t* p) { return uv_poll_init(loop_, p, fd); });
+  if (rc == 0) rc = uv_poll_start(poll_.get(), UV_READABLE | UV_DISCONNECT, on_poll);
+  if (rc != 0) {
+    fail(std::string("cannot watch AMQP socket: ") + uv_strerror(rc));
+    return;
+  }
+  ++generation_;
+  state_ = AmqpState::Connected;
+  next_seq_ = 1;
+  blocked_ = false;
+  consumers_active_ = 0;
+  inbound_ = Inbound{};
+  last_rx_ms_ = uv_now(loop_);
+  consumers_sent_ = false;
+  // Half the heartbeat interval keeps ours flowing; without heartbeats, still check
+  // now and then so a silent peer is noticed by the TCP stack's errors at least.
+  uint64_t tick = heartbeat_sec_ > 0 ? std::max<uint64_t>(heartbeat_sec_ * 1000ull / 2, 500) : 5000;
+  uv_timer_start(heartbeat_timer_.get(), on_heartbeat_timer, tick, tick);
+  log::info("amqp connected", {{"host", endpoint_.host}, {"port", endpoint_.port}, {"vhost", endpoint_.vhost},
+                               {"generation", generation_}});
+  if (handlers_.on_connected) handlers_.on_connected();
+  if (state_ == AmqpState::Connected && consume_requested_) consume();
+  if (state_ == AmqpState::Connected) pump();  // frames may already be buffered
+}
+
+void AmqpConnection::consume() {
+  consume_requested_ = true;
+  if (state_ != AmqpState::Connected || consumers_sent_) return;
+  consumers_sent_ = true;
+  for (const auto& queue : topology_.consumed) {
+    std::string tag = consumer_tag(queue);
+    amqp_basic_consume_t m{};
+    m.queue = as_bytes(queue);
+    m.consumer_tag = as_bytes(tag);
+    m.no_ack = 0;
+    m.exclusive = 0;
+    m.nowait = 0;
+    m.arguments = amqp_empty_table;
+    if (!check_send(amqp_send_method(conn_, AmqpSession::kConsumeChannel, AMQP_BASIC_CONSUME_METHOD, &m),
+                    "basic.consume")) {
+      return;
+    }
+  }
+}
+
+void AmqpConnection::cancel() {
+  consume_requested_ = false;
+  if (state_ != AmqpState::Connected || !consumers_sent_) return;
+  consumers_sent_ = false;
+  for (const auto& queue : topology_.consumed) {
+    std::string tag = consumer_tag(queue);
+    amqp_basic_cancel_t m{};
+    m.consumer_tag = as_bytes(tag);
+    m.nowait = 0;
+    if (!check_send(amqp_send_method(conn_, AmqpSession::kConsumeChannel, AMQP_BASIC_CANCEL_METHOD, &m),
+                    "basic.cancel")) {
+      return;
+    }
+  }
+}
+
+bool AmqpConnection::check_send(int rc, std::string_view what) {
+  if (rc == AMQP_STATUS_OK) return true;
+  fail(std::string(what) + " failed: " + amqp_error_string2(rc));
+  return false;
+}
+
+bool AmqpConnection::ack(uint64_t generation, uint64_t delivery_tag) {
+  if (state_ != AmqpState::Connected || generation != generation_) return false;
+  return check_send(amqp_basic_ack(conn_, AmqpSession::kConsumeChannel, delivery_tag, 0), "basic.ack");
+}
+
+bool AmqpConnection::reject(uint64_t generation, uint64_t delivery_tag, bool requeue) {
+  if (state_ != AmqpState::Connected || generation != generation_) return false;
+  return check_send(amqp_basic_reject(conn_, AmqpSession::kConsumeChannel, delivery_tag, requeue ? 1 : 0),
+                    "basic.reject");
+}
+
+bool AmqpConnection::publish(std::string_view exchange, std::string_view routing_key,
+                             const amqp_basic_properties_t& props, std::string_view body, PublishDone done) {
+  if (state_ != AmqpState::Connected) return false;
+  int rc = amqp_basic_publish(conn_, AmqpSession::kPublishChannel, as_bytes(exchange), as_bytes(routing_key), 1, 0,
+                              &props, as_bytes(body));
+  if (rc != AMQP_STATUS_OK) {
+    // The write may be partial: the connection is unusable. fail() reports the
+    // others; this one never went out, so it is not ours to call back.
+    fail(std::string("basic.publish failed: ") + amqp_error_string2(rc));
+    return false;
+  }
+  PendingConfirm p;
+  p.seq = next_seq_++;
+  if (props._flags & AMQP_BASIC_MESSAGE_ID_FLAG) p.message_id.assign(as_view(props.message_id));
+  p.done = std::move(done);
+  pending_.push_back(std::move(p));
+  return true;
+}
+
+void AmqpConnection::on_poll(uv_poll_t* handle, int status, int events) {
+  auto* self = owner_of<AmqpConnection>(handle);
+  if (self == nullptr) return;
+  if (status < 0) {
+    self->fail(std::string("AMQP socket error: ") + uv_strerror(status));
+    return;
+  }
+  if (events & (UV_READABLE | UV_DISCONNECT)) self->pump();
+}
+
+void AmqpConnection::on_heartbeat_timer(uv_timer_t* handle) {
+  auto* self = owner_of<AmqpConnection>(handle);
+  if (self == nullptr || self->conn_ == nullptr) return;
+  // rabbitmq-c sends our heartbeat when due while reading; it does not time out a
+  // silent broker on a zero-timeout read, so that check is ours (two missed beats).
+  if (self->heartbeat_sec_ > 0 && uv_now(self->loop_) - self->last_rx_ms_ > self->heartbeat_sec_ * 2000ull) {
+    self->fail("no heartbeat from broker for " + std::to_string(self->heartbeat_sec_ * 2) + " s");
+    return;
+  }
+  self->pump();
+}
+
+void AmqpConnection::pump() {
+  while (conn_ != nullptr) {
+    amqp_frame_t frame;
+    timeval zero{0, 0};
+    int rc = amqp_simple_wait_frame_noblock(conn_, &frame, &zero);
+    if (rc == AMQP_STATUS_TIMEOUT) break;
+    if (rc != AMQP_STATUS_OK) {
+      fail(std::string("AMQP read failed: ") + amqp_error_string2(rc));
+      return;
+    }
+    last_rx_ms_ = uv_now(loop_);
+    if (!handle_frame(frame)) return;  // the connection is gone
+  }
+  if (conn_ != nullptr) amqp_maybe_release_buffers(conn_);
+}
+
+bool AmqpConnection::handle_frame(const amqp_frame_t& frame) {
+  switch (frame.frame_type) {
+    case AMQP_FRAME_METHOD:
+      return handle_method(frame.channel, frame.payload.method);
+    case AMQP_FRAME_HEADER:
+      if (inbound_.kind == Inbound::Kind::None || inbound_.have_header) {
+        fail("unexpected content header frame");
+        return false;
+      }
+      inbound_.have_header = true;
+      inbound_.body_size = frame.payload.properties.body_size;
+      inbound_.delivery.properties =
+          OwnedProperties(*static_cast<amqp_basic_properties_t*>(frame.payload.properties.decoded));
+      inbound_.delivery.body.reserve(inbound_.body_size);
+      if (inbound_.body_size == 0) finish_inbound();
+      return conn_ != nullptr;
+    case AMQP_FRAME_BODY: {
+      if (inbound_.kind == Inbound::Kind::None || !inbound_.have_header) {
+        fail("unexpected content body frame");
+        return false;
+      }
+      std::string_view part = as_view(frame.payload.body_fragment);
+      inbound_.delivery.body.append(part);
+      if (inbound_.delivery.body.size() >= inbound_.body_size) finish_inbound();
+      return conn_ != nullptr;
+    }
+    case AMQP_FRAME_HEARTBEAT:
+    default:
+      return true;
+  }
+}
+
+bool AmqpConnection::handle_method(amqp_channel_t channel, const amqp_method_t& method) {
+  switch (method.id) {
+    case AMQP_BASIC_DELIVER_METHOD: {
+      auto* m = static_cast<amqp_basic_deliver_t*>(method.decoded);
+      inbound_ = Inbound{};
+      inbound_.kind = Inbound::Kind::Delivery;
+      Delivery& d = inbound_.delivery;
+      d.generation = generation_;
+      d.delivery_tag = m->delivery_tag;
+      d.redelivered = m->redelivered != 0;
+      std::string_view tag = as_view(m->consumer_tag);
+      if (tag.starts_with(kConsumerTagPrefix)) tag.remove_prefix(kConsumerTagPrefix.size());
+      d.queue.assign(tag);
+      d.exchange.assign(as_view(m->exchange));
+      d.routing_key.assign(as_view(m->routing_key));
+      return true;
+    }
+    case AMQP_BASIC_RETURN_METHOD: {
+      auto* m = static_cast<amqp_basic_return_t*>(method.decoded);
+      inbound_ = Inbound{};
+      inbound_.kind = Inbound::Kind::Return;
+      inbound_.return_text = std::to_string(m->reply_code) + " " + std::string(as_view(m->reply_text));
+      inbound_.delivery.exchange.assign(as_view(m->exchange));
+      inbound_.delivery.routing_key.assign(as_view(m->routing_key));
+      return true;
+    }
+    case AMQP_BASIC_ACK_METHOD: {
+      auto* m = static_cast<amqp_basic_ack_t*>(method.decoded);
+      resolve_confirms(m->delivery_tag, m->multiple != 0, true);
+      return conn_ != nullptr;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+      auto* m = static_cast<amqp_basic_nack_t*>(method.decoded);
+      resolve_confirms(m->delivery_tag, m->multiple != 0, false);
+      return conn_ != nullptr;
+    }
+    case AMQP_BASIC_CONSUME_OK_METHOD:
+      ++consumers_active_;
+      if (consumers_active_ == topology_.consumed.size()) {
+        backoff_.reset();  // only a connection that got this far counts as recovered
+        log::info("consuming", {{"queues", static_cast<uint64_t>(consumers_active_)}});
+      }
+      return true;
+    case AMQP_BASIC_CANCEL_OK_METHOD:
+      if (consumers_active_ > 0) --consumers_active_;
+      return true;
+    case AMQP_BASIC_CANCEL_METHOD: {
+      // The broker cancelled a consumer (its queue was deleted): reconnecting
+      // declares the topology again and brings every consumer back.
+      auto* m = static_cast<amqp_basic_cancel_t*>(method.decoded);
+      fail("broker cancelled consumer " + std::string(as_view(m->consumer_tag)));
+      return false;
+    }
+    case AMQP_CONNECTION_BLOCKED_METHOD: {
+      auto* m = static_cast<amqp_connection_blocked_t*>(method.decoded);
+      blocked_ = true;
+      log::warn("amqp connection blocked by broker", {{"reason", as_view(m->reason)}});
+      return true;
+    }
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+      blocked_ = false;
+      log::info("amqp connection unblocked");
+      return true;
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+      auto* m = static_cast<amqp_channel_close_t*>(method.decoded);
+      amqp_channel_close_ok_t ok{};
+      amqp_send_method(conn_, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+      fail("channel " + std::to_string(channel) + " closed by broker: " + std::to_string(m->reply_code) + " " +
+           std::string(as_view(m->reply_text)));
+      return false;
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+      auto* m = static_cast<amqp_connection_close_t*>(method.decoded);
+      amqp_connection_close_ok_t ok{};
+      amqp_send_method(conn_, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+      fail("connection closed by broker: " + std::to_string(m->reply_code) + " " +
+           std::string(as_view(m->reply_text)));
+      return false;
+    }
+    case AMQP_CONNECTION_CLOSE_OK_METHOD:
+      if (state_ == AmqpState::Closing) {
+        teardown();
+        finish_stop();
+        return false;
+      }
+      return true;
+    default:
+      return true;
+  }
+}
+
+void AmqpConnection::finish_inbound() {
+  Inbound in = std::move(inbound_);
+  inbound_ = Inbound{};
+  if (in.kind == Inbound::Kind::Delivery) {
+    if (handlers_.on_delivery) handlers_.on_delivery(std::move(in.delivery));
+    return;
+  }
+  // A mandatory publish nobody could route: its confirm follows; mark it so the
+  // confirm reports failure.
+  std::string_view id = in.delivery.properties.message_id();
+  for (auto& p : pending_) {
+    if (!p.resolved && !p.returned && p.message_id == id) {
+      p.returned = true;
+      break;
+    }
+  }
+  log::warn("message returned unroutable", {{"exchange", in.delivery.exchange},
+                                            {"routing_key", in.delivery.routing_key},
+                                            {"message_id", id},
+                                            {"reason", in.return_text}});
+}
+
+void AmqpConnection::resolve_confirms(uint64_t tag, bool multiple, bool ack) {
+  for (auto& p : pending_) {
+    if (p.seq > tag) break;
+    if (p.resolved || (!multiple && p.seq != tag)) continue;
+    p.resolved = true;
+    PublishDone done = std::move(p.done);
+    if (!ack) done(false, "broker nacked the message");
+    else if (p.returned) done(false, "unroutable: no queue bound for the routing key");
+    else done(true, {});
+    if (conn_ == nullptr) return;  // a callback tore the connection down
+  }
+  while (!pending_.empty() && pending_.front().resolved) pending_.pop_front();
+}
+
+void AmqpConnection::teardown() {
+  heartbeat_timer_.initialised() ? (void)uv_timer_stop(heartbeat_timer_.get()) : (void)0;
+  close_timer_.initialised() ? (void)uv_timer_stop(close_timer_.get()) : (void)0;
+  poll_.close();
+  if (conn_ != nullptr) amqp_destroy_connection(conn_);
+  conn_ = nullptr;
+  consumers_active_ = 0;
+  inbound_ = Inbound{};
+  state_ = AmqpState::Closed;
+  // Fail what the broker never confirmed; callers republish or leave the source
+  // unacked (the broker requeues it).
+  std::deque<PendingConfirm> pending = std::move(pending_);
+  pending_.clear();
+  for (auto& p : pending) {
+    if (!p.resolved) p.done(false, "connection lost before the broker confirmed");
+  }
+}
+
+void AmqpConnection::fail(const std::string& reason) {
+  if (conn_ == nullptr && state_ != AmqpState::Connected) return;
+  bool was_closing = state_ == AmqpState::Closing;
+  teardown();
+  if (was_closing || stopping_) {
+    finish_stop();
+    return;
+  }
+  log::warn("amqp connection lost", {{"reason", reason}});
+  if (handlers_.on_disconnected) handlers_.on_disconnected(reason);
+  schedule_reconnect();
+}
+
+void AmqpConnection::schedule_reconnect() {
+  if (stopping_) return;
+  uint32_t delay = backoff_.next();
+  ++reconnects_;
+  log::info("amqp reconnect scheduled", {{"delay_ms", delay}, {"attempt", backoff_.attempts()}});
+  uv_timer_start(reconnect_timer_.get(), on_reconnect_timer, delay, 0);
+}
+
+void AmqpConnection::on_reconnect_timer(uv_timer_t* handle) {
+  auto* self = owner_of<AmqpConnection>(handle);
+  if (self == nullptr || self->stopping_ || self->state_ != AmqpState::Closed) return;
+  self->connect();
+}
+
+void AmqpConnection::stop(std::function<void()> done) {
+  stopping_ = true;
+  stop_done_ = std::move(done);
+  uv_timer_stop(reconnect_timer_.get());
+  switch (state_) {
+    case AmqpState::Connecting:
+      return;  // on_work_done finishes the stop
+    case AmqpState::Closing:
+      return;
+    case AmqpState::Closed:
+      finish_stop();
+      return;
+    case AmqpState::Connected: {
+      state_ = AmqpState::Closing;
+      amqp_connection_close_t m{};
+      m.reply_code = AMQP_REPLY_SUCCESS;
+      m.reply_text = as_bytes("eventd shutting down");
+      if (amqp_send_method(conn_, 0, AMQP_CONNECTION_CLOSE_METHOD, &m) != AMQP_STATUS_OK) {
+        teardown();
+        finish_stop();
+        return;
+      }
+      uv_timer_start(close_timer_.get(), on_close_timer, kCloseTimeoutMs, 0);
+      return;
+    }
+  }
+}
+
+void AmqpConnection::on_close_timer(uv_timer_t* handle) {
+  auto* self = owner_of<AmqpConnection>(handle);
+  if (self == nullptr || self->state_ != AmqpState::Closing) return;
+  log::warn("amqp close-ok not received in time; closing the socket");
+  self->teardown();
+  self->finish_stop();
+}
+
+void AmqpConnection::finish_stop() {
+  heartbeat_timer_.close();
+  reconnect_timer_.close();
+  close_timer_.close();
+  poll_.close();
+  if (stop_done_) {
+    auto done = std::move(stop_done_);
+    stop_done_ = nullptr;
+    done();
+  }
+}
+
+}  // namespace eventd

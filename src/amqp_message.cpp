@@ -1,0 +1,96 @@
+// OwnedProperties: deep copies in a rabbitmq-c pool (see amqp_message.hpp).
+#include "eventd/amqp_message.hpp"
+
+#include <cstring>
+#include <utility>
+
+#include "eventd/amqp_table.hpp"
+
+namespace eventd {
+namespace {
+
+void dup(amqp_pool_t* pool, amqp_bytes_t& b) {
+  if (b.len == 0) {
+    b.bytes = nullptr;
+    return;
+  }
+  amqp_bytes_t out;
+  amqp_pool_alloc_bytes(pool, b.len, &out);
+  if (out.bytes == nullptr) {
+    b.len = 0;
+    return;
+  }
+  std::memcpy(out.bytes, b.bytes, b.len);
+  b = out;
+}
+
+}  // namespace
+
+OwnedProperties::OwnedProperties() { std::memset(&pool_, 0, sizeof pool_); }
+
+OwnedProperties::OwnedProperties(const amqp_basic_properties_t& source) : props_(source) {
+  init_amqp_pool(&pool_, 512);
+  pool_owned_ = true;
+  const amqp_flags_t f = source._flags;
+  if (f & AMQP_BASIC_CONTENT_TYPE_FLAG) dup(&pool_, props_.content_type);
+  if (f & AMQP_BASIC_CONTENT_ENCODING_FLAG) dup(&pool_, props_.content_encoding);
+  if (f & AMQP_BASIC_CORRELATION_ID_FLAG) dup(&pool_, props_.correlation_id);
+  if (f & AMQP_BASIC_REPLY_TO_FLAG) dup(&pool_, props_.reply_to);
+  if (f & AMQP_BASIC_EXPIRATION_FLAG) dup(&pool_, props_.expiration);
+  if (f & AMQP_BASIC_MESSAGE_ID_FLAG) dup(&pool_, props_.message_id);
+  if (f & AMQP_BASIC_TYPE_FLAG) dup(&pool_, props_.type);
+  if (f & AMQP_BASIC_USER_ID_FLAG) dup(&pool_, props_.user_id);
+  if (f & AMQP_BASIC_APP_ID_FLAG) dup(&pool_, props_.app_id);
+  if (f & AMQP_BASIC_CLUSTER_ID_FLAG) dup(&pool_, props_.cluster_id);
+  if (f & AMQP_BASIC_HEADERS_FLAG) {
+    amqp_table_t copy;
+    if (amqp_table_clone(&source.headers, &copy, &pool_) == AMQP_STATUS_OK) {
+      props_.headers = copy;
+    } else {
+      props_._flags &= ~AMQP_BASIC_HEADERS_FLAG;
+      props_.headers = amqp_empty_table;
+    }
+  }
+}
+
+OwnedProperties::~OwnedProperties() {
+  if (pool_owned_) empty_amqp_pool(&pool_);
+}
+
+OwnedProperties::OwnedProperties(OwnedProperties&& other) noexcept
+    : pool_(other.pool_), pool_owned_(other.pool_owned_), props_(other.props_) {
+  other.pool_owned_ = false;
+  other.props_ = amqp_basic_properties_t{};
+}
+
+OwnedProperties& OwnedProperties::operator=(OwnedProperties&& other) noexcept {
+  if (this != &other) {
+    if (pool_owned_) empty_amqp_pool(&pool_);
+    pool_ = other.pool_;
+    pool_owned_ = other.pool_owned_;
+    props_ = other.props_;
+    other.pool_owned_ = false;
+    other.props_ = amqp_basic_properties_t{};
+  }
+  return *this;
+}
+
+static std::string_view field(const amqp_basic_properties_t& p, amqp_flags_t flag, amqp_bytes_t b) {
+  return (p._flags & flag) ? as_view(b) : std::string_view();
+}
+
+std::string_view OwnedProperties::message_id() const {
+  return field(props_, AMQP_BASIC_MESSAGE_ID_FLAG, props_.message_id);
+}
+std::string_view OwnedProperties::type() const { return field(props_, AMQP_BASIC_TYPE_FLAG, props_.type); }
+std::string_view OwnedProperties::correlation_id() const {
+  return field(props_, AMQP_BASIC_CORRELATION_ID_FLAG, props_.correlation_id);
+}
+std::string_view OwnedProperties::reply_to() const {
+  return field(props_, AMQP_BASIC_REPLY_TO_FLAG, props_.reply_to);
+}
+const amqp_table_t* OwnedProperties::headers() const {
+  return (props_._flags & AMQP_BASIC_HEADERS_FLAG) ? &props_.headers : nullptr;
+}
+
+}  // namespace eventd

@@ -1,0 +1,449 @@
+// Config file parsing: JSON with comments -> schema validation -> plain structs,
+// then environment overrides and URL parsing. Every error is one ConfigError line.
+#include "eventd/config.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+#include <rapidjson/pointer.h>
+
+#include "eventd/schema_registry.hpp"
+
+namespace eventd {
+
+namespace {
+
+using rapidjson::Value;
+
+[[noreturn]] void fail(const std::string& source, const std::string& pointer, const std::string& what) {
+  throw ConfigError(source + ": " + pointer + ": " + what);
+}
+
+std::string quoted(std::string_view s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += '?';  // keep messages on one line
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool all_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// RFC 3986 percent-decoding; `what` names the URL part in the message (never its
+// value: it may be a password).
+std::string percent_decode(std::string_view s, const std::string& what) {
+  const auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size()) throw ConfigError("invalid percent-encoding in the " + what);
+    const int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
+    if (hi < 0 || lo < 0) throw ConfigError("invalid percent-encoding in the " + what);
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+// The pieces of scheme://[userinfo@]host[:port][/path], split but not decoded.
+struct UrlParts {
+  std::string scheme;  // lower case
+  std::string_view userinfo;
+  bool has_userinfo = false;
+  std::string host;
+  std::optional<int> port;
+  std::string_view path;  // after the authority, "/" included; may be empty
+};
+
+UrlParts split_url(std::string_view url, const std::string& kind, const std::string& expected_scheme) {
+  UrlParts parts;
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos)
+    throw ConfigError("missing scheme in the " + kind + " URL; expected " + expected_scheme +
+                      "://host:port/...");
+  parts.scheme = lower(url.substr(0, scheme_end));
+  std::string_view rest = url.substr(scheme_end + 3);
+
+  if (rest.find_first_of("?#") != std::string_view::npos)
+    throw ConfigError("query parameters and fragments are not supported in the " + kind +
+                      " URL; set the options in the config file");
+
+  const auto slash = rest.find('/');
+  std::string_view authority = rest.substr(0, slash);
+  parts.path = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
+
+  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
+    parts.has_userinfo = true;
+    parts.userinfo = authority.substr(0, at);
+    authority = authority.substr(at + 1);
+  }
+
+  std::string_view host, port;
+  bool has_port = false;
+  if (!authority.empty() && authority.front() == '[') {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) throw ConfigError("unterminated \"[\" in the " + kind + " URL host");
+    host = authority.substr(1, close - 1);
+    const auto after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') throw ConfigError("unexpected text after \"]\" in the " + kind + " URL host");
+      has_port = true;
+      port = after.substr(1);
+    }
+  } else {
+    const auto colon = authority.find(':');
+    host = authority.substr(0, colon);
+    if (colon != std::string_view::npos) {
+      has_port = true;
+      port = authority.substr(colon + 1);
+      if (port.find(':') != std::string_view::npos)
+        throw ConfigError("IPv6 addresses in the " + kind + " URL must be in brackets, e.g. [::1]");
+    }
+  }
+  if (host.empty()) throw ConfigError("missing host in the " + kind + " URL");
+  parts.host = percent_decode(host, kind + " URL host");
+  if (has_port) {
+    if (!all_digits(port) || port.size() > 5 || std::stoi(std::string(port)) < 1 ||
+        std::stoi(std::string(port)) > 65535)
+      throw ConfigError("invalid port " + quoted(port) + " in the " + kind + " URL; expected 1..65535");
+    parts.port = std::stoi(std::string(port));
+  }
+  return parts;
+}
+
+// host:port of http.listen; IPv6 hosts in brackets (returned without them).
+std::pair<std::string, uint16_t> parse_listen(std::string_view s, const std::string& source) {
+  const std::string ptr = "/http/listen";
+  const std::string shape = "expected \"host:port\", e.g. \"127.0.0.1:9464\" or \"[::1]:9464\", got " + quoted(s);
+  std::string_view host, port;
+  if (!s.empty() && s.front() == '[') {
+    const auto close = s.find(']');
+    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') fail(source, ptr, shape);
+    host = s.substr(1, close - 1);
+    port = s.substr(close + 2);
+  } else {
+    const auto colon = s.rfind(':');
+    if (colon == std::string_view::npos) fail(source, ptr, shape);
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos)
+      fail(source, ptr, "IPv6 addresses must be in brackets, e.g. \"[::1]:9464\", got " + quoted(s));
+  }
+  if (host.empty()) fail(source, ptr, shape);
+  if (!all_digits(port) || port.size() > 5 || std::stoi(std::string(port)) < 1 ||
+      std::stoi(std::string(port)) > 65535)
+    fail(source, ptr, "invalid port " + quoted(port) + "; expected 1..65535");
+  return {std::string(host), static_cast<uint16_t>(std::stoi(std::string(port)))};
+}
+
+std::string escape_token(std::string_view token) {
+  std::string out;
+  for (const char c : token) {
+    if (c == '~')
+      out += "~0";
+    else if (c == '/')
+      out += "~1";
+    else
+      out += c;
+  }
+  return out;
+}
+
+// RapidJSON keeps duplicate keys and lookups find the first: a second "prefetch"
+// would be silently ignored, so it is an error.
+void check_duplicate_keys(const Value& v, const std::string& pointer, const std::string& source) {
+  if (v.IsArray()) {
+    for (rapidjson::SizeType i = 0; i < v.Size(); ++i)
+      check_duplicate_keys(v[i], pointer + "/" + std::to_string(i), source);
+  } else if (v.IsObject()) {
+    std::set<std::string_view> seen;
+    for (const auto& m : v.GetObject()) {
+      const std::string_view key(m.name.GetString(), m.name.GetStringLength());
+      const std::string child = pointer + "/" + escape_token(key);
+      if (!seen.insert(key).second) fail(source, child, "duplicate key");
+      check_duplicate_keys(m.value, child, source);
+    }
+  }
+}
+
+const SchemaRegistry& registry() {
+  static const SchemaRegistry r;
+  return r;
+}
+
+const Value* find(const Value& root, const char* pointer) { return rapidjson::Pointer(pointer).Get(root); }
+
+std::string string_at(const Value& root, const char* pointer, std::string fallback) {
+  const Value* v = find(root, pointer);
+  return v ? std::string(v->GetString(), v->GetStringLength()) : fallback;
+}
+
+template <typename T>
+T uint_at(const Value& root, const char* pointer, T fallback) {
+  const Value* v = find(root, pointer);
+  return v ? static_cast<T>(v->GetUint64()) : fallback;
+}
+
+std::string parse_error_message(std::string_view text, const rapidjson::Document& doc, const std::string& source) {
+  const std::size_t offset = std::min(doc.GetErrorOffset(), text.size());
+  std::size_t line = 1, line_start = 0;
+  for (std::size_t i = 0; i < offset; ++i)
+    if (text[i] == '\n') {
+      ++line;
+      line_start = i + 1;
+    }
+  std::string what = rapidjson::GetParseError_En(doc.GetParseError());
+  if (!what.empty() && what.back() == '.') what.pop_back();
+  return source + ": invalid JSON at line " + std::to_string(line) + " column " +
+         std::to_string(offset - line_start + 1) + ": " + what;
+}
+
+bool reserved_name(std::string_view name) { return name.substr(0, 4) == "amq."; }
+
+void check_exchange(const ExchangeConfig& e, const std::string& pointer, const std::string& source) {
+  if (reserved_name(e.name))
+    fail(source, pointer + "/name", "names starting with \"amq.\" are reserved by RabbitMQ, got " + quoted(e.name));
+}
+
+void parse_queues(const Value& doc, Config& cfg) {
+  const std::string& source = cfg.source;
+  auto& topo = cfg.topology;
+  const Value* queues = find(doc, "/topology/queues");
+  if (!queues) {
+    topo.queues = default_queues(topo);
+    return;
+  }
+  std::map<std::string, std::string, std::less<>> names;  // name -> pointer of first use
+  for (rapidjson::SizeType i = 0; i < queues->Size(); ++i) {
+    const Value& q = (*queues)[i];
+    const std::string ptr = "/topology/queues/" + std::to_string(i);
+    QueueConfig qc;
+    qc.name = q["name"].GetString();
+    qc.exchange = q["exchange"].GetString();
+    if (const auto it = q.FindMember("bindingKey"); it != q.MemberEnd()) qc.binding_key = it->value.GetString();
+    if (const auto it = q.FindMember("type"); it != q.MemberEnd())
+      qc.type = std::string_view(it->value.GetString()) == "classic" ? QueueType::Classic : QueueType::Quorum;
+
+    if (qc.exchange != topo.quotes_exchange.name && qc.exchange != topo.events_exchange.name)
+      fail(source, ptr + "/exchange",
+           quoted(qc.exchange) + " is not a configured exchange (" + topo.quotes_exchange.name + ", " +
+               topo.events_exchange.name + ")");
+    if (reserved_name(qc.name))
+      fail(source, ptr + "/name", "names starting with \"amq.\" are reserved by RabbitMQ, got " + quoted(qc.name));
+    const std::string_view n = qc.name;
+    const auto retry = n.rfind(".retry.");
+    if ((n.size() >= 4 && n.substr(n.size() - 4) == ".dlq") ||
+        (retry != std::string_view::npos && all_digits(n.substr(retry + 7))))
+      fail(source, ptr + "/name",
+           "names ending in \".dlq\" or \".retry.<ms>\" are reserved for eventd's dead-letter and retry queues, got " +
+               quoted(qc.name));
+    if (const auto [it, inserted] = names.emplace(qc.name, ptr + "/name"); !inserted)
+      fail(source, ptr + "/name", "duplicate queue name " + quoted(qc.name) + " (first at " + it->second + ")");
+    topo.queues.push_back(std::move(qc));
+  }
+}
+
+}  // namespace
+
+std::vector<QueueConfig> default_queues(const TopologyConfig& topology) {
+  const std::string& quotes = topology.quotes_exchange.name;
+  const std::string& events = topology.events_exchange.name;
+  // A fanout exchange ignores binding keys; a topic one needs "#" to see every symbol.
+  const std::string quotes_key = topology.quotes_exchange.type == "topic" ? "#" : "";
+  std::vector<QueueConfig> queues{
+      {"eventd.quotes", quotes, quotes_key, QueueType::Quorum},
+      {"eventd.analysis", events, "analysis.request.#", QueueType::Quorum},
+      {"eventd.analysis-results", events, "analysis.complete.#", QueueType::Quorum},
+      {"eventd.alerts", events, "alert.triggered.#", QueueType::Quorum},
+  };
+  for (const char* channel : {"discord", "email", "push"})
+    queues.push_back({std::string("eventd.notify.") + channel, events,
+                      std::string("notification.") + channel + ".#", QueueType::Quorum});
+  return queues;
+}
+
+AmqpEndpoint parse_amqp_url(const std::string& url) {
+  const std::string kind = "AMQP";
+  const auto scheme_end = url.find("://");
+  if (scheme_end != std::string::npos) {
+    const std::string scheme = lower(std::string_view(url).substr(0, scheme_end));
+    if (scheme == "amqps") throw ConfigError("amqps:// (TLS) is not supported yet; use amqp://");
+    if (scheme != "amqp")
+      throw ConfigError("unsupported scheme " + quoted(scheme) + " in the AMQP URL; expected amqp://");
+  }
+  const UrlParts parts = split_url(url, kind, "amqp");
+
+  AmqpEndpoint ep;
+  ep.host = parts.host;
+  if (parts.port) ep.port = *parts.port;
+  if (parts.has_userinfo) {
+    const auto colon = parts.userinfo.find(':');
+    ep.user = percent_decode(parts.userinfo.substr(0, colon), "AMQP URL user");
+    if (colon != std::string_view::npos)
+      ep.password = percent_decode(parts.userinfo.substr(colon + 1), "AMQP URL password");
+  }
+  if (parts.path.size() > 1) {
+    const std::string_view raw = parts.path.substr(1);
+    if (raw.find('/') != std::string_view::npos)
+      throw ConfigError("the vhost in the AMQP URL must be percent-encoded (\"/\" is %2F), got " + quoted(raw));
+    ep.vhost = percent_decode(raw, "AMQP URL vhost");
+  }
+  return ep;
+}
+
+RedisEndpoint parse_redis_url(const std::string& url) {
+  const std::string kind = "Redis";
+  const auto scheme_end = url.find("://");
+  if (scheme_end != std::string::npos) {
+    const std::string scheme = lower(std::string_view(url).substr(0, scheme_end));
+    if (scheme == "rediss") throw ConfigError("rediss:// (TLS) is not supported yet; use redis://");
+    if (scheme != "redis")
+      throw ConfigError("unsupported scheme " + quoted(scheme) + " in the Redis URL; expected redis://");
+  }
+  const UrlParts parts = split_url(url, kind, "redis");
+
+  RedisEndpoint ep;
+  ep.host = parts.host;
+  if (parts.port) ep.port = *parts.port;
+  if (parts.has_userinfo) {
+    // As redis-cli: "user:password@" or "password@" (":password@": default user).
+    const auto colon = parts.userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      ep.password = percent_decode(parts.userinfo, "Redis URL password");
+    } else {
+      ep.user = percent_decode(parts.userinfo.substr(0, colon), "Redis URL user");
+      ep.password = percent_decode(parts.userinfo.substr(colon + 1), "Redis URL password");
+    }
+  }
+  if (parts.path.size() > 1) {
+    const std::string_view db = parts.path.substr(1);
+    if (!all_digits(db) || db.size() > 9)
+      throw ConfigError("invalid database " + quoted(db) + " in the Redis URL; expected an integer >= 0");
+    ep.db = std::stoi(std::string(db));
+  }
+  return ep;
+}
+
+Config parse_config(std::string_view text, const std::string& source, const char* (*getenv_fn)(const char*)) {
+  rapidjson::Document doc;
+  doc.Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.data(), text.size());
+  if (doc.HasParseError()) throw ConfigError(parse_error_message(text, doc, source));
+  check_duplicate_keys(doc, "", source);
+  if (auto error = registry().validate("config", doc)) throw ConfigError(source + ": " + *error);
+
+  Config cfg;
+  cfg.source = source;
+
+  cfg.amqp.url = string_at(doc, "/amqp/url", cfg.amqp.url);
+  cfg.amqp.prefetch = uint_at(doc, "/amqp/prefetch", cfg.amqp.prefetch);
+  cfg.amqp.heartbeat_sec = uint_at(doc, "/amqp/heartbeatSec", cfg.amqp.heartbeat_sec);
+  cfg.amqp.connect_timeout_ms = uint_at(doc, "/amqp/connectTimeoutMs", cfg.amqp.connect_timeout_ms);
+  cfg.redis.url = string_at(doc, "/redis/url", cfg.redis.url);
+  cfg.redis.connect_timeout_ms = uint_at(doc, "/redis/connectTimeoutMs", cfg.redis.connect_timeout_ms);
+
+  auto& topo = cfg.topology;
+  topo.quotes_exchange.name = string_at(doc, "/topology/exchanges/quotes/name", topo.quotes_exchange.name);
+  topo.quotes_exchange.type = string_at(doc, "/topology/exchanges/quotes/type", topo.quotes_exchange.type);
+  topo.events_exchange.name = string_at(doc, "/topology/exchanges/events/name", topo.events_exchange.name);
+  topo.events_exchange.type = string_at(doc, "/topology/exchanges/events/type", topo.events_exchange.type);
+  check_exchange(topo.quotes_exchange, "/topology/exchanges/quotes", source);
+  check_exchange(topo.events_exchange, "/topology/exchanges/events", source);
+  if (topo.quotes_exchange.name == topo.events_exchange.name)
+    fail(source, "/topology/exchanges/events/name",
+         "must differ from the quotes exchange name, got " + quoted(topo.events_exchange.name));
+  topo.delivery_limit = uint_at(doc, "/topology/deliveryLimit", topo.delivery_limit);
+  parse_queues(doc, cfg);
+
+  auto& retry = cfg.retry;
+  retry.initial_delay_ms = uint_at(doc, "/retry/initialDelayMs", retry.initial_delay_ms);
+  retry.max_delay_ms = uint_at(doc, "/retry/maxDelayMs", retry.max_delay_ms);
+  retry.multiplier = uint_at(doc, "/retry/multiplier", retry.multiplier);
+  retry.max_attempts = uint_at(doc, "/retry/maxAttempts", retry.max_attempts);
+  retry.max_age_ms = uint_at(doc, "/retry/maxAgeMs", retry.max_age_ms);
+  if (retry.max_delay_ms < retry.initial_delay_ms) {
+    if (find(doc, "/retry/maxDelayMs"))
+      fail(source, "/retry/maxDelayMs",
+           "must be >= /retry/initialDelayMs (" + std::to_string(retry.initial_delay_ms) + "), got " +
+               std::to_string(retry.max_delay_ms));
+    fail(source, "/retry/initialDelayMs",
+         "must be <= /retry/maxDelayMs (" + std::to_string(retry.max_delay_ms) + "), got " +
+             std::to_string(retry.initial_delay_ms));
+  }
+
+  cfg.idempotency_ttl_sec = uint_at(doc, "/idempotency/ttlSec", cfg.idempotency_ttl_sec);
+  cfg.quote_history_length = uint_at(doc, "/quotes/historyLength", cfg.quote_history_length);
+  if (const Value* v = find(doc, "/http/enabled")) cfg.http.enabled = v->GetBool();
+  if (const Value* v = find(doc, "/http/listen")) {
+    auto [host, port] = parse_listen({v->GetString(), v->GetStringLength()}, source);
+    cfg.http.host = std::move(host);
+    cfg.http.port = port;
+  }
+  cfg.log_level = string_at(doc, "/log/level", cfg.log_level);
+  cfg.shutdown_drain_ms = uint_at(doc, "/shutdown/drainTimeoutMs", cfg.shutdown_drain_ms);
+
+  // The environment wins over the file; an empty variable counts as unset.
+  const auto env = [&](const char* name) -> const char* {
+    const char* value = getenv_fn ? getenv_fn(name) : nullptr;
+    return value && *value ? value : nullptr;
+  };
+  const auto endpoint = [&](const char* var, const char* pointer, std::string& url, auto parse) {
+    std::string where = source + ": " + pointer;
+    if (const char* value = env(var)) {
+      url = value;
+      where = var;
+    }
+    try {
+      return parse(url);
+    } catch (const ConfigError& e) {
+      throw ConfigError(where + ": " + e.what());
+    }
+  };
+  cfg.amqp.endpoint = endpoint("EVENTD_AMQP_URL", "/amqp/url", cfg.amqp.url, parse_amqp_url);
+  cfg.redis.endpoint = endpoint("EVENTD_REDIS_URL", "/redis/url", cfg.redis.url, parse_redis_url);
+  return cfg;
+}
+
+Config load_config(const std::string& path) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!file) throw ConfigError(path + ": cannot read: " + std::strerror(errno));
+  std::string text;
+  char buffer[65536];
+  std::size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, file.get())) > 0) text.append(buffer, n);
+  if (std::ferror(file.get())) throw ConfigError(path + ": cannot read: " + std::strerror(errno));
+  return parse_config(text, path, [](const char* name) -> const char* { return std::getenv(name); });
+}
+
+}  // namespace eventd

@@ -1,0 +1,193 @@
+// Daemon wiring and lifecycle (see daemon.hpp).
+#include "eventd/daemon.hpp"
+
+#include <systemd/sd-daemon.h>
+#include <uv.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <memory>
+
+#include "eventd/amqp_connection.hpp"
+#include "eventd/dispatcher.hpp"
+#include "eventd/handlers/quote_update.hpp"
+#include "eventd/log.hpp"
+#include "eventd/metrics.hpp"
+#include "eventd/redis_client.hpp"
+#include "eventd/schema_registry.hpp"
+#include "eventd/topology.hpp"
+#include "eventd/uv_handle.hpp"
+
+namespace eventd {
+namespace {
+
+class Daemon {
+ public:
+  Daemon(uv_loop_t* loop, const Config& config)
+      : loop_(loop),
+        config_(config),
+        redis_(loop, config.redis, {[this] { on_redis_up(); }, [this](const std::string&) { on_redis_down(); }}),
+        amqp_(loop, config, build_topology(config),
+              {[this] { on_amqp_connected(); }, [this](Delivery&& d) { dispatcher_.on_delivery(std::move(d)); },
+               [this](const std::string&) { on_amqp_lost(); }}),
+        dispatcher_(loop, config, amqp_, schemas_, metrics_) {
+    dispatcher_.register_handler("quote_update", std::make_unique<QuoteUpdateHandler>(redis_, config));
+    dispatcher_.on_idle = [this] {
+      if (draining_) finish_drain();
+    };
+    sigterm_.init(this, [loop](uv_signal_t* s) { return uv_signal_init(loop, s); });
+    sigint_.init(this, [loop](uv_signal_t* s) { return uv_signal_init(loop, s); });
+    drain_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+    state_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  }
+
+  void start() {
+    uv_signal_start(sigterm_.get(), on_signal, SIGTERM);
+    uv_signal_start(sigint_.get(), on_signal, SIGINT);
+    uint64_t watchdog_usec = 0;
+    uint64_t tick = 500;
+    if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+      tick = std::max<uint64_t>(watchdog_usec / 1000 / 3, 100);
+      watchdog_ = true;
+    }
+    uv_timer_start(state_timer_.get(), on_state_timer, tick, tick);
+    log::info("eventd starting", {{"version", EVENTD_VERSION}, {"amqp_host", config_.amqp.endpoint.host},
+                                  {"amqp_port", config_.amqp.endpoint.port},
+                                  {"vhost", config_.amqp.endpoint.vhost},
+                                  {"redis_host", config_.redis.endpoint.host},
+                                  {"redis_port", config_.redis.endpoint.port}});
+    redis_.start();
+    amqp_.start();
+  }
+
+ private:
+  static void on_signal(uv_signal_t* handle, int signum) {
+    auto* self = owner_of<Daemon>(handle);
+    if (self == nullptr) return;
+    if (self->draining_) {
+      log::warn("second signal: exiting now", {{"signal", signum}});
+      std::_Exit(128 + signum);
+    }
+    log::info("shutting down", {{"signal", signum}, {"in_flight", static_cast<uint64_t>(self->dispatcher_.in_flight())}});
+    self->begin_drain();
+  }
+
+  // Consume only while Redis is up: nothing is acked that was not recorded.
+  void update_consuming() {
+    bool want = redis_.up() && !draining_;
+    if (want) amqp_.consume();
+    else amqp_.cancel();
+  }
+
+  void on_redis_up() {
+    metrics_.redis_up = true;
+    dispatcher_.resume_parked();
+    update_consuming();
+  }
+
+  void on_redis_down() {
+    metrics_.redis_up = false;
+    log::warn("redis unavailable: consumption paused");
+    update_consuming();
+  }
+
+  void on_amqp_connected() {
+    metrics_.amqp_up = true;
+    update_consuming();
+  }
+
+  void on_amqp_lost() {
+    metrics_.amqp_up = false;
+    metrics_.consuming = false;
+    dispatcher_.on_amqp_lost();
+    if (draining_ && dispatcher_.in_flight() == 0) finish_drain();
+  }
+
+  static void on_state_timer(uv_timer_t* handle) {
+    auto* self = owner_of<Daemon>(handle);
+    if (self == nullptr) return;
+    bool consuming = self->amqp_.consuming();
+    if (consuming && !self->ready_announced_) {
+      self->ready_announced_ = true;
+      sd_notify(0, "READY=1");
+      log::info("ready", {{"queues", static_cast<uint64_t>(build_topology(self->config_).consumed.size())}});
+    }
+    self->metrics_.consuming = consuming;
+    self->metrics_.amqp_reconnects = self->amqp_.reconnects();
+    self->metrics_.redis_reconnects = self->redis_.reconnects();
+    if (self->watchdog_) sd_notify(0, "WATCHDOG=1");
+  }
+
+  void begin_drain() {
+    draining_ = true;
+    sd_notify(0, "STOPPING=1");
+    amqp_.cancel();
+    uv_timer_start(drain_timer_.get(), on_drain_timeout, config_.shutdown_drain_ms, 0);
+    if (dispatcher_.in_flight() == 0) finish_drain();
+  }
+
+  static void on_drain_timeout(uv_timer_t* handle) {
+    auto* self = owner_of<Daemon>(handle);
+    if (self == nullptr) return;
+    log::warn("drain deadline reached; unacked messages return to the broker",
+              {{"in_flight", static_cast<uint64_t>(self->dispatcher_.in_flight())}});
+    self->finish_drain();
+  }
+
+  void finish_drain() {
+    if (closing_) return;
+    closing_ = true;
+    uv_timer_stop(drain_timer_.get());
+    amqp_.stop([this] {
+      redis_.stop([this] {
+        sigterm_.close();
+        sigint_.close();
+        drain_timer_.close();
+        state_timer_.close();
+        log::info("stopped");
+      });
+    });
+  }
+
+  uv_loop_t* loop_;
+  const Config& config_;
+  SchemaRegistry schemas_;
+  Metrics metrics_;
+  RedisClient redis_;
+  AmqpConnection amqp_;
+  Dispatcher dispatcher_;
+  bool draining_ = false;
+  bool closing_ = false;
+  bool ready_announced_ = false;
+  bool watchdog_ = false;
+  UvHandle<uv_signal_t> sigterm_;
+  UvHandle<uv_signal_t> sigint_;
+  UvHandle<uv_timer_t> drain_timer_;
+  UvHandle<uv_timer_t> state_timer_;
+};
+
+}  // namespace
+
+int run_daemon(const Config& config) {
+  std::signal(SIGPIPE, SIG_IGN);  // a dead peer is an error return, not a signal
+  log::set_level(config.log_level);
+  uv_loop_t loop;
+  if (int rc = uv_loop_init(&loop); rc != 0) {
+    log::error("cannot create event loop", {{"error", uv_strerror(rc)}});
+    return 1;
+  }
+  {
+    Daemon daemon(&loop, config);
+    daemon.start();
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);  // let the handles closed by destructors finish closing
+  int rc = uv_loop_close(&loop);
+  if (rc != 0) {
+    log::error("event loop closed with handles still open", {{"error", uv_strerror(rc)}});
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace eventd

@@ -1,0 +1,338 @@
+// Per-message pipeline: validate, handle, then ack / retry / dead-letter.
+#include "eventd/dispatcher.hpp"
+
+#include <xxhash.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+
+#include <rapidjson/error/en.h>
+
+#include "eventd/amqp_table.hpp"
+#include "eventd/json_case.hpp"
+#include "eventd/log.hpp"
+
+namespace eventd {
+namespace {
+
+constexpr std::size_t kMaxErrorMessageBytes = 1024;
+constexpr uint64_t kRequeueDelayMs = 1000;
+constexpr std::string_view kUnknownType = "unknown";
+
+// Headers eventd writes; stripped from the original before writing them again, so
+// a replayed or retried message never carries two of one.
+constexpr std::string_view kOwnHeaders[] = {
+    "x-retry-count",         "x-error-code",        "x-error-message",   "x-failed-at",
+    "x-original-exchange",   "x-original-routing-key", "x-original-queue", "x-last-error-code",
+    "x-last-error-message",
+};
+
+bool own_header(std::string_view key) {
+  for (auto k : kOwnHeaders) {
+    if (k == key) return true;
+  }
+  return false;
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string iso8601_now() {
+  int64_t ms = now_ms();
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[40];
+  std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
+  return buf;
+}
+
+}  // namespace
+
+std::string idempotency_key(std::string_view message_id, std::string_view type, std::string_view body) {
+  if (!message_id.empty()) return "eventd:idem:" + std::string(message_id);
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_128bits_reset(state);
+  XXH3_128bits_update(state, type.data(), type.size());
+  XXH3_128bits_update(state, "\0", 1);
+  XXH3_128bits_update(state, body.data(), body.size());
+  XXH128_hash_t h = XXH3_128bits_digest(state);
+  XXH3_freeState(state);
+  char hex[33];
+  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                static_cast<unsigned long long>(h.low64));
+  return "eventd:idem:h:" + std::string(hex);
+}
+
+std::string cap_utf8(std::string_view text, std::size_t max) {
+  if (text.size() <= max) return std::string(text);
+  std::size_t cut = max;
+  // Step back over continuation bytes (10xxxxxx) so no sequence is split.
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return std::string(text.substr(0, cut));
+}
+
+struct Dispatcher::Job {
+  Delivery delivery;
+  rapidjson::Document body;
+  std::string type{kUnknownType};
+  std::string idem_key;
+  int64_t timestamp_ms = 0;
+  int64_t retry_count = 0;
+  uint64_t started_ns = 0;
+  MessageCounters* counters = nullptr;
+};
+
+Dispatcher::Dispatcher(uv_loop_t* loop, const Config& config, AmqpConnection& amqp, const SchemaRegistry& schemas,
+                       Metrics& metrics)
+    : loop_(loop), config_(config), amqp_(amqp), schemas_(schemas), metrics_(metrics), retry_(config.retry) {
+  requeue_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+}
+
+Dispatcher::~Dispatcher() = default;
+
+void Dispatcher::register_handler(const std::string& type, std::unique_ptr<Handler> handler) {
+  handlers_[type] = std::move(handler);
+}
+
+void Dispatcher::on_delivery(Delivery&& delivery) {
+  jobs_.emplace_back();
+  JobIt job = std::prev(jobs_.end());
+  job->delivery = std::move(delivery);
+  job->started_ns = uv_hrtime();
+  metrics_.in_flight = static_cast<int64_t>(jobs_.size());
+  const Delivery& d = job->delivery;
+  table_get_int(d.properties.headers(), "x-retry-count", job->retry_count);
+  if (job->retry_count < 0) job->retry_count = 0;
+
+  rapidjson::Document& doc = job->body;
+  doc.Parse(d.body.data(), d.body.size());
+  if (doc.HasParseError()) {
+    job->counters = &metrics_.counters(d.queue, kUnknownType);
+    ++job->counters->consumed;
+    dead_letter(job, ProcessingError::permanent(
+                         ErrorCode::ParseError,
+                         std::string("invalid JSON at offset ") + std::to_string(doc.GetErrorOffset()) + ": " +
+                             rapidjson::GetParseError_En(doc.GetParseError())));
+    return;
+  }
+  if (doc.IsObject()) {
+    normalise_keys(doc, doc.GetAllocator());
+    auto t = doc.FindMember("type");
+    if (t != doc.MemberEnd() && t->value.IsString()) job->type.assign(t->value.GetString(), t->value.GetStringLength());
+  }
+  job->counters = &metrics_.counters(d.queue, schemas_.has(job->type) ? std::string_view(job->type) : kUnknownType);
+  ++job->counters->consumed;
+
+  if (!doc.IsObject()) {
+    dead_letter(job, ProcessingError::permanent(ErrorCode::ValidationError, "/: expected a JSON object"));
+    return;
+  }
+  if (job->type == kUnknownType && !doc.HasMember("type")) {
+    dead_letter(job, ProcessingError::permanent(ErrorCode::ValidationError, "/type: required field missing"));
+    return;
+  }
+  if (!schemas_.has(job->type) || job->type == "monitor" || job->type == "config") {
+    dead_letter(job, ProcessingError::permanent(ErrorCode::UnknownType, "unknown message type '" +
+                                                                            cap_utf8(job->type, 128) + "'"));
+    return;
+  }
+  std::string_view prop_type = d.properties.type();
+  if (!prop_type.empty() && prop_type != job->type) {
+    dead_letter(job, ProcessingError::permanent(ErrorCode::ValidationError,
+                                                "AMQP type property '" + std::string(prop_type) +
+                                                    "' does not match body type '" + job->type + "'"));
+    return;
+  }
+  if (auto problem = schemas_.validate(job->type, doc)) {
+    dead_letter(job, ProcessingError::permanent(ErrorCode::ValidationError, *problem));
+    return;
+  }
+  job->timestamp_ms = doc["timestamp"].GetInt64();
+  int64_t now = now_ms();
+  if (retry_.expired(job->timestamp_ms, now)) {
+    dead_letter(job, ProcessingError::permanent(
+                         ErrorCode::Expired, "message is " + std::to_string((now - job->timestamp_ms) / 1000) +
+                                                 " s old; max age is " +
+                                                 std::to_string(config_.retry.max_age_ms / 1000) + " s"));
+    return;
+  }
+  job->idem_key = idempotency_key(d.properties.message_id(), job->type, d.body);
+  start(job);
+}
+
+void Dispatcher::start(JobIt job) {
+  auto h = handlers_.find(job->type);
+  if (h == handlers_.end()) {
+    dead_letter(job, ProcessingError::permanent(ErrorCode::Internal,
+                                                "no handler for type '" + job->type + "' in this eventd"));
+    return;
+  }
+  Message msg{job->delivery, job->body, job->type, job->idem_key, job->timestamp_ms};
+  h->second->handle(msg, [this, job](HandlerResult result) { finish(job, std::move(result)); });
+}
+
+void Dispatcher::finish(JobIt job, HandlerResult result) {
+  switch (result.kind) {
+    case HandlerResult::Kind::Applied:
+      metrics_.handler_latency(job->type).observe(static_cast<double>(uv_hrtime() - job->started_ns) / 1e9);
+      ack(job);
+      return;
+    case HandlerResult::Kind::Duplicate:
+      ++job->counters->duplicates;
+      log::debug("duplicate acked", {{"message_id", job->delivery.properties.message_id()},
+                                     {"type", job->type}, {"queue", job->delivery.queue}});
+      ack(job);
+      return;
+    case HandlerResult::Kind::RedisUnavailable:
+      parked_.push_back(job);
+      return;
+    case HandlerResult::Kind::Failed: {
+      metrics_.handler_latency(job->type).observe(static_cast<double>(uv_hrtime() - job->started_ns) / 1e9);
+      RetryPolicy::Decision decision = retry_.decide(result.error, static_cast<uint32_t>(job->retry_count));
+      if (decision.retry) retry(job, decision.error, decision.delay_ms);
+      else dead_letter(job, decision.error);
+      return;
+    }
+  }
+}
+
+void Dispatcher::ack(JobIt job) {
+  if (amqp_.ack(job->delivery.generation, job->delivery.delivery_tag)) ++job->counters->acked;
+  release(job);
+}
+
+void Dispatcher::release(JobIt job) {
+  jobs_.erase(job);
+  metrics_.in_flight = static_cast<int64_t>(jobs_.size());
+  if (jobs_.empty() && on_idle) on_idle();
+}
+
+namespace {
+
+// The original properties with eventd's headers replaced by `extra`'s.
+struct Republish {
+  amqp_basic_properties_t props;
+  FieldTable headers;
+
+  Republish(const Delivery& d, FieldTable&& extra) : props(d.properties.get()), headers(std::move(extra)) {
+    if (const amqp_table_t* original = d.properties.headers()) {
+      for (int i = 0; i < original->num_entries; ++i) {
+        if (!own_header(as_view(original->entries[i].key))) headers.add_borrowed(original->entries[i]);
+      }
+    }
+    props._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+    props.delivery_mode = 2;  // dead letters and retries must survive a broker restart
+    props.headers = headers.table();
+  }
+};
+
+void origin(const Delivery& d, std::string& exchange, std::string& routing_key) {
+  // A message back from a retry queue arrives via the default exchange; its first
+  // route travels in the headers.
+  if (!table_get_string(d.properties.headers(), "x-original-exchange", exchange)) exchange = d.exchange;
+  if (!table_get_string(d.properties.headers(), "x-original-routing-key", routing_key)) routing_key = d.routing_key;
+}
+
+}  // namespace
+
+void Dispatcher::retry(JobIt job, const ProcessingError& error, uint32_t delay_ms) {
+  const Delivery& d = job->delivery;
+  std::string exchange, routing_key;
+  origin(d, exchange, routing_key);
+  FieldTable extra;
+  extra.add_int("x-retry-count", job->retry_count + 1)
+      .add("x-original-exchange", exchange)
+      .add("x-original-routing-key", routing_key)
+      .add("x-original-queue", d.queue)
+      .add("x-last-error-code", error_code_name(error.code))
+      .add("x-last-error-message", cap_utf8(error.message, kMaxErrorMessageBytes));
+  Republish out(d, std::move(extra));
+  std::string target = retry_queue_name(d.queue, delay_ms);
+  log::info("retrying", {{"message_id", d.properties.message_id()}, {"type", job->type}, {"queue", d.queue},
+                         {"retry", job->retry_count + 1}, {"delay_ms", delay_ms},
+                         {"code", error_code_name(error.code)}, {"error", error.message}});
+  bool sent = amqp_.publish("", target, out.props, d.body, [this, job](bool ok, const std::string& why) {
+    if (ok) {
+      ++job->counters->retried;
+      ack(job);
+    } else {
+      log::error("retry publish failed", {{"queue", job->delivery.queue}, {"error", why}});
+      requeue_later(job);
+    }
+  });
+  if (!sent) release(job);  // not connected: the broker redelivers it
+}
+
+void Dispatcher::dead_letter(JobIt job, const ProcessingError& error) {
+  const Delivery& d = job->delivery;
+  std::string exchange, routing_key;
+  origin(d, exchange, routing_key);
+  FieldTable extra;
+  extra.add("x-error-code", error_code_name(error.code))
+      .add("x-error-message", cap_utf8(error.message, kMaxErrorMessageBytes))
+      .add_int("x-retry-count", job->retry_count)
+      .add("x-original-exchange", exchange)
+      .add("x-original-routing-key", routing_key)
+      .add("x-original-queue", d.queue)
+      .add("x-failed-at", iso8601_now());
+  Republish out(d, std::move(extra));
+  std::string target = dead_letter_queue_name(d.queue);
+  log::warn("dead-lettering", {{"message_id", d.properties.message_id()}, {"type", job->type}, {"queue", d.queue},
+                               {"code", error_code_name(error.code)}, {"error", error.message}});
+  bool sent = amqp_.publish("", target, out.props, d.body, [this, job](bool ok, const std::string& why) {
+    if (ok) {
+      ++job->counters->dead_lettered;
+      ack(job);
+    } else {
+      log::error("dead-letter publish failed", {{"queue", job->delivery.queue}, {"error", why}});
+      requeue_later(job);
+    }
+  });
+  if (!sent) release(job);
+}
+
+void Dispatcher::requeue_later(JobIt job) {
+  if (job->delivery.generation != amqp_.generation() || amqp_.state() != AmqpState::Connected) {
+    release(job);  // the connection is gone: the broker has it back already
+    return;
+  }
+  // Rejecting at once would spin on a message the broker keeps refusing to take.
+  requeue_.push_back(job);
+  if (requeue_.size() == 1) uv_timer_start(requeue_timer_.get(), on_requeue_timer, kRequeueDelayMs, 0);
+}
+
+void Dispatcher::on_requeue_timer(uv_timer_t* handle) {
+  auto* self = owner_of<Dispatcher>(handle);
+  if (self == nullptr) return;
+  std::vector<JobIt> due = std::move(self->requeue_);
+  self->requeue_.clear();
+  for (JobIt job : due) {
+    self->amqp_.reject(job->delivery.generation, job->delivery.delivery_tag, true);
+    self->release(job);
+  }
+}
+
+void Dispatcher::resume_parked() {
+  std::vector<JobIt> parked = std::move(parked_);
+  parked_.clear();
+  for (JobIt job : parked) {
+    if (job->delivery.generation != amqp_.generation()) release(job);
+    else start(job);
+  }
+}
+
+void Dispatcher::on_amqp_lost() {
+  std::vector<JobIt> parked = std::move(parked_);
+  parked_.clear();
+  for (JobIt job : parked) release(job);
+  std::vector<JobIt> requeue = std::move(requeue_);
+  requeue_.clear();
+  for (JobIt job : requeue) release(job);
+}
+
+}  // namespace eventd

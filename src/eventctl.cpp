@@ -1,0 +1,375 @@
+// eventctl: the operator CLI. Blocking AMQP (AmqpSession) is fine here: no loop.
+// Exit codes: 0 done, 1 the broker or Redis said no or could not be reached,
+// 2 bad usage or invalid input (nothing was sent).
+#include "eventd/eventctl.hpp"
+
+#include <uuid/uuid.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <vector>
+#include <thread>
+
+#include <rapidjson/error/en.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "eventd/amqp_session.hpp"
+#include "eventd/amqp_table.hpp"
+#include "eventd/json_case.hpp"
+#include "eventd/retry_policy.hpp"
+#include "eventd/routing.hpp"
+#include "eventd/schema_registry.hpp"
+#include "eventd/topology.hpp"
+
+namespace eventd {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: eventctl [--config FILE] COMMAND ...\n"
+    "  publish TYPE [JSON|@FILE|-] [--count N] [--rate MSG_PER_S] [--message-id ID]\n"
+    "                              [--correlation-id ID] [--reply-to QUEUE]\n"
+    "      validate and publish one message (or N) with publisher confirms\n"
+    "  topology apply              declare exchanges, queues and bindings\n"
+    "  topology verify             check they exist; non-zero exit names what is missing\n"
+    "  dlq list                    every dead-letter queue with its depth\n"
+    "FILE defaults to $EVENTD_CONFIG, then /etc/eventd/eventd.jsonc if present, else built-in\n"
+    "defaults; EVENTD_AMQP_URL and EVENTD_REDIS_URL override the URLs.\n";
+
+// One clear line, a distinct exit code.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> options;
+
+  bool has(const std::string& k) const { return options.count(k) > 0; }
+  std::string get(const std::string& k, std::string fallback = {}) const {
+    auto it = options.find(k);
+    return it == options.end() ? fallback : it->second;
+  }
+};
+
+Args parse_args(const std::vector<std::string>& argv, const std::vector<std::string>& valued,
+                const std::vector<std::string>& flags) {
+  Args a;
+  for (std::size_t i = 0; i < argv.size(); ++i) {
+    const std::string& s = argv[i];
+    if (s.size() > 2 && s.starts_with("--")) {
+      std::string key = s.substr(2);
+      std::string value;
+      if (auto eq = key.find('='); eq != std::string::npos) {
+        value = key.substr(eq + 1);
+        key = key.substr(0, eq);
+      } else if (std::find(valued.begin(), valued.end(), key) != valued.end()) {
+        if (i + 1 >= argv.size()) throw UsageError("--" + key + " needs a value");
+        value = argv[++i];
+      } else if (std::find(flags.begin(), flags.end(), key) == flags.end()) {
+        throw UsageError("unknown option --" + key);
+      }
+      a.options[key] = value;
+    } else {
+      a.positional.push_back(s);
+    }
+  }
+  return a;
+}
+
+uint64_t parse_count(const std::string& name, const std::string& text, uint64_t min, uint64_t max) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || text[0] == '-' || v < min || v > max) {
+    throw UsageError("--" + name + " must be a whole number from " + std::to_string(min) + " to " +
+                     std::to_string(max) + ", got '" + text + "'");
+  }
+  return v;
+}
+
+std::string read_input(const std::string& source) {
+  if (source == "-") {
+    return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  if (source.starts_with("@")) {
+    std::ifstream in(source.substr(1), std::ios::binary);
+    if (!in) throw UsageError("cannot read " + source.substr(1) + ": " + std::strerror(errno));
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  return source;
+}
+
+std::string new_message_id() {
+  uuid_t id;
+  uuid_generate_random(id);
+  char text[37];
+  uuid_unparse_lower(id, text);
+  return text;
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Config load_cli_config(const std::string& path) {
+  if (!path.empty()) return load_config(path);
+  if (const char* env = std::getenv("EVENTD_CONFIG"); env != nullptr && *env != '\0') return load_config(env);
+  std::ifstream probe("/etc/eventd/eventd.jsonc");
+  if (probe) return load_config("/etc/eventd/eventd.jsonc");
+  return parse_config("{}", "built-in defaults", [](const char* name) -> const char* { return std::getenv(name); });
+}
+
+std::unique_ptr<AmqpSession> open_session(const Config& config) {
+  SessionOptions options;
+  options.heartbeat_sec = 0;
+  options.connect_timeout_ms = config.amqp.connect_timeout_ms;
+  options.connection_name = "eventctl";
+  return std::make_unique<AmqpSession>(config.amqp.endpoint, options);
+}
+
+// Parses, normalises and validates a message body of `type`; fills in `type` and
+// `timestamp` when absent. Returns the camelCase JSON to send.
+std::string prepare_body(const SchemaRegistry& schemas, const std::string& type, const std::string& text,
+                         rapidjson::Document& doc) {
+  doc.Parse(text.data(), text.size());
+  if (doc.HasParseError()) {
+    throw UsageError("invalid JSON at offset " + std::to_string(doc.GetErrorOffset()) + ": " +
+                     rapidjson::GetParseError_En(doc.GetParseError()));
+  }
+  if (!doc.IsObject()) throw UsageError("the message must be a JSON object");
+  normalise_keys(doc, doc.GetAllocator());
+  auto t = doc.FindMember("type");
+  if (t == doc.MemberEnd()) {
+    doc.AddMember("type", rapidjson::Value(type.c_str(), doc.GetAllocator()), doc.GetAllocator());
+  } else if (!t->value.IsString() || type != t->value.GetString()) {
+    throw UsageError("/type: the body says a different type than the command line ('" + type + "')");
+  }
+  if (!doc.HasMember("timestamp")) {
+    doc.AddMember("timestamp", rapidjson::Value(static_cast<int64_t>(now_ms())), doc.GetAllocator());
+  }
+  if (auto problem = schemas.validate(type, doc)) throw UsageError("invalid " + type + ": " + *problem);
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  doc.Accept(w);
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+int cmd_publish(const Config& config, const std::vector<std::string>& argv) {
+  Args a = parse_args(argv, {"count", "rate", "message-id", "correlation-id", "reply-to"}, {});
+  if (a.positional.empty()) throw UsageError("publish needs a TYPE (" + [] {
+    std::string s;
+    for (const auto& t : SchemaRegistry::message_types()) s += (s.empty() ? "" : ", ") + t;
+    return s;
+  }() + ")");
+  if (a.positional.size() > 2) throw UsageError("publish takes TYPE and one JSON argument");
+  const std::string type = a.positional[0];
+  SchemaRegistry schemas;
+  const auto& types = SchemaRegistry::message_types();
+  if (std::find(types.begin(), types.end(), type) == types.end()) {
+    std::string known;
+    for (const auto& t : types) known += (known.empty() ? "" : ", ") + t;
+    throw UsageError("unknown message type '" + type + "' (known: " + known + ")");
+  }
+  uint64_t count = a.has("count") ? parse_count("count", a.get("count"), 1, 100000000) : 1;
+  uint64_t rate = a.has("rate") ? parse_count("rate", a.get("rate"), 1, 10000000) : 0;
+  std::string text = read_input(a.positional.size() > 1 ? a.positional[1] : "-");
+
+  rapidjson::Document doc;
+  std::string body = prepare_body(schemas, type, text, doc);
+  std::optional<Route> route = route_for(config.topology, type, doc);
+  if (!route) throw UsageError("cannot route " + type + ": the body lacks the field its routing key needs");
+
+  std::string fixed_id = a.get("message-id");
+  std::string correlation = a.get("correlation-id");
+  if (correlation.empty()) {
+    auto c = doc.FindMember("correlationId");
+    if (c != doc.MemberEnd() && c->value.IsString()) correlation = c->value.GetString();
+  }
+  std::string reply_to = a.get("reply-to");
+
+  auto session = open_session(config);
+  session->confirm_select();
+
+  const auto started = std::chrono::steady_clock::now();
+  AmqpSession::ConfirmTally tally;
+  uint64_t last_seq = 0;
+  std::string last_id;
+  constexpr uint64_t kWindow = 512;  // unconfirmed publishes in flight before we wait
+  for (uint64_t i = 0; i < count; ++i) {
+    if (rate > 0) {
+      auto due = started + std::chrono::microseconds(i * 1000000 / rate);
+      std::this_thread::sleep_until(due);
+    }
+    std::string id = fixed_id.empty() ? new_message_id() : fixed_id;
+    amqp_basic_properties_t props{};
+    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+                   AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+    props.content_type = as_bytes("application/json");
+    props.delivery_mode = 2;
+    props.message_id = as_bytes(id);
+    props.type = as_bytes(type);
+    props.timestamp = static_cast<uint64_t>(now_ms() / 1000);  // AMQP timestamps are seconds
+    if (!correlation.empty()) {
+      props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+      props.correlation_id = as_bytes(correlation);
+    }
+    if (!reply_to.empty()) {
+      props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+      props.reply_to = as_bytes(reply_to);
+    }
+    last_seq = session->publish(route->exchange, route->routing_key, props, body, true);
+    last_id = id;
+    if (last_seq % kWindow == 0) {
+      auto t = session->wait_confirms(last_seq);
+      tally.acked += t.acked;
+      tally.nacked += t.nacked;
+      tally.returned += t.returned;
+    }
+  }
+  auto t = session->wait_confirms(last_seq);
+  tally.acked += t.acked;
+  tally.nacked += t.nacked;
+  tally.returned += t.returned;
+  session->close();
+
+  if (tally.returned > 0) {
+    std::fprintf(stderr,
+                 "eventctl: %llu of %llu message(s) unroutable: no queue is bound to exchange '%s' for routing key "
+                 "'%s' (is eventd's topology applied? try: eventctl topology apply)\n",
+                 static_cast<unsigned long long>(tally.returned), static_cast<unsigned long long>(count),
+                 route->exchange.c_str(), route->routing_key.c_str());
+    return 1;
+  }
+  if (tally.nacked > 0) {
+    std::fprintf(stderr, "eventctl: the broker refused %llu of %llu message(s)\n",
+                 static_cast<unsigned long long>(tally.nacked), static_cast<unsigned long long>(count));
+    return 1;
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (count == 1) {
+    std::printf("published %s message_id=%s exchange=%s routing_key=%s\n", type.c_str(), last_id.c_str(),
+                route->exchange.c_str(), route->routing_key.c_str());
+  } else {
+    std::printf("published %llu %s messages to exchange=%s routing_key=%s in %.2f s (%.0f msg/s)\n",
+                static_cast<unsigned long long>(count), type.c_str(), route->exchange.c_str(),
+                route->routing_key.c_str(), secs, secs > 0 ? static_cast<double>(count) / secs : 0.0);
+  }
+  return 0;
+}
+
+int cmd_topology(const Config& config, const std::vector<std::string>& argv) {
+  Args a = parse_args(argv, {}, {});
+  if (a.positional.size() != 1 || (a.positional[0] != "apply" && a.positional[0] != "verify")) {
+    throw UsageError("topology needs 'apply' or 'verify'");
+  }
+  Topology topology = build_topology(config);
+  auto session = open_session(config);
+  if (a.positional[0] == "apply") {
+    declare_topology(*session, topology);
+    session->close();
+    std::printf("topology applied: %zu exchanges, %zu queues, %zu bindings\n", topology.exchanges.size(),
+                topology.queues.size(), topology.bindings.size());
+    return 0;
+  }
+  int missing = 0;
+  for (const auto& ex : topology.exchanges) {
+    amqp_exchange_declare(session->get(), AmqpSession::kConsumeChannel, as_bytes(ex.name), as_bytes(ex.type), 1, 0,
+                          0, 0, amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(session->get());
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+      std::fprintf(stderr, "missing exchange '%s' (%s)\n", ex.name.c_str(), ex.type.c_str());
+      ++missing;
+      try {
+        session->check(r, "exchange");
+      } catch (const AmqpError&) {
+      }
+    }
+  }
+  for (const auto& q : topology.queues) {
+    if (!session->queue_depth(q.name)) {
+      std::fprintf(stderr, "missing queue '%s'\n", q.name.c_str());
+      ++missing;
+    }
+  }
+  session->close();
+  if (missing > 0) {
+    std::fprintf(stderr, "topology verify: %d object(s) missing (eventctl topology apply declares them)\n", missing);
+    return 1;
+  }
+  std::printf("topology ok: %zu exchanges, %zu queues\n", topology.exchanges.size(), topology.queues.size());
+  return 0;
+}
+
+int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
+  Args a = parse_args(argv, {}, {});
+  if (a.positional.empty() || a.positional[0] != "list") throw UsageError("dlq needs 'list'");
+  Topology topology = build_topology(config);
+  auto session = open_session(config);
+  std::printf("%-40s %s\n", "queue", "messages");
+  for (const auto& q : topology.queues) {
+    if (q.role != QueueSpec::Role::DeadLetter) continue;
+    auto depth = session->queue_depth(q.name);
+    if (depth) std::printf("%-40s %u\n", q.name.c_str(), *depth);
+    else std::printf("%-40s %s\n", q.name.c_str(), "missing");
+  }
+  session->close();
+  return 0;
+}
+
+}  // namespace
+
+int eventctl_main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::string config_path;
+  if (args.size() >= 2 && args[0] == "--config") {
+    config_path = args[1];
+    args.erase(args.begin(), args.begin() + 2);
+  } else if (!args.empty() && args[0].starts_with("--config=")) {
+    config_path = args[0].substr(9);
+    args.erase(args.begin());
+  }
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::fputs(kUsage, args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version") {
+    std::printf("eventctl %s\n", EVENTD_VERSION);
+    return 0;
+  }
+  const std::string command = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  try {
+    Config config = load_cli_config(config_path);
+    if (command == "publish") return cmd_publish(config, rest);
+    if (command == "topology") return cmd_topology(config, rest);
+    if (command == "dlq") return cmd_dlq(config, rest);
+    throw UsageError("unknown command '" + command + "' (see eventctl --help)");
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "eventctl: %s\n", e.what());
+    return 2;
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "eventctl: %s\n", e.what());
+    return 2;
+  } catch (const AmqpError& e) {
+    std::fprintf(stderr, "eventctl: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "eventctl: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace eventd

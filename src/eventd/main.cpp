@@ -1,0 +1,65 @@
+// eventd: the daemon's command line. Everything else lives in the library.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "eventd/config.hpp"
+#include "eventd/daemon.hpp"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: eventd [--config FILE]       run in the foreground (JSON-lines logs on stderr)\n"
+    "       eventd --check-config FILE   validate FILE and exit (0 valid, 2 invalid)\n"
+    "       eventd --version\n"
+    "FILE defaults to $EVENTD_CONFIG, then /etc/eventd/eventd.jsonc.\n"
+    "EVENTD_AMQP_URL and EVENTD_REDIS_URL override the URLs in FILE.\n";
+
+std::string default_config_path() {
+  if (const char* env = std::getenv("EVENTD_CONFIG"); env != nullptr && *env != '\0') return env;
+  return "/etc/eventd/eventd.jsonc";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  bool check_only = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--version") {
+      std::printf("eventd %s\n", EVENTD_VERSION);
+      return 0;
+    }
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (arg == "--config" || arg == "--check-config") {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "eventd: %s needs a file\n%s", arg.c_str(), kUsage);
+        return 2;
+      }
+      check_only = check_only || arg == "--check-config";
+      config_path = argv[++i];
+      continue;
+    }
+    std::fprintf(stderr, "eventd: unknown argument '%s'\n%s", arg.c_str(), kUsage);
+    return 2;
+  }
+  if (config_path.empty()) config_path = default_config_path();
+
+  eventd::Config config;
+  try {
+    config = eventd::load_config(config_path);
+  } catch (const eventd::ConfigError& e) {
+    std::fprintf(stderr, "eventd: %s\n", e.what());
+    return 2;
+  }
+  if (check_only) {
+    std::printf("%s: ok\n", config_path.c_str());
+    return 0;
+  }
+  return eventd::run_daemon(config);
+}

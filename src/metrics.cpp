@@ -1,0 +1,110 @@
+// Metrics storage and Prometheus text rendering (see metrics.hpp).
+#include "eventd/metrics.hpp"
+
+#include <cstdio>
+
+namespace eventd {
+
+void LatencyHistogram::observe(double seconds) {
+  for (std::size_t i = 0; i < kBounds.size(); ++i) {
+    if (seconds <= kBounds[i]) {
+      ++buckets_[i];
+      break;
+    }
+  }
+  ++count_;
+  sum_ += seconds;
+}
+
+MessageCounters& Metrics::counters(std::string_view queue, std::string_view type) {
+  auto key = std::make_pair(std::string(queue), std::string(type));
+  auto it = counters_.find(key);
+  if (it == counters_.end()) it = counters_.emplace(std::move(key), MessageCounters{}).first;
+  return it->second;
+}
+
+LatencyHistogram& Metrics::handler_latency(std::string_view type) {
+  auto it = latency_.find(type);
+  if (it == latency_.end()) it = latency_.emplace(std::string(type), LatencyHistogram{}).first;
+  return it->second;
+}
+
+namespace {
+
+// Label values escape backslash, quote and newline (Prometheus text format).
+std::string label(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+void counter_family(std::string& out, const char* name, const char* help,
+                    const std::map<std::pair<std::string, std::string>, MessageCounters, std::less<>>& all,
+                    uint64_t MessageCounters::*field) {
+  out += "# HELP "; out += name; out += ' '; out += help; out += '\n';
+  out += "# TYPE "; out += name; out += " counter\n";
+  for (const auto& [key, c] : all) {
+    out += name;
+    out += "{queue=\"" + label(key.first) + "\",type=\"" + label(key.second) + "\"} ";
+    out += std::to_string(c.*field);
+    out += '\n';
+  }
+}
+
+void gauge(std::string& out, const char* name, const char* help, const std::string& value) {
+  out += "# HELP "; out += name; out += ' '; out += help; out += '\n';
+  out += "# TYPE "; out += name; out += " gauge\n";
+  out += name; out += ' '; out += value; out += '\n';
+}
+
+}  // namespace
+
+std::string Metrics::render() const {
+  std::string out;
+  out.reserve(4096);
+  counter_family(out, "eventd_messages_consumed_total", "Messages delivered to eventd.", counters_,
+                 &MessageCounters::consumed);
+  counter_family(out, "eventd_messages_acked_total", "Messages acknowledged after their effects were recorded.",
+                 counters_, &MessageCounters::acked);
+  counter_family(out, "eventd_messages_retried_total", "Messages sent to a delayed-retry queue.", counters_,
+                 &MessageCounters::retried);
+  counter_family(out, "eventd_messages_dead_lettered_total", "Messages sent to a dead-letter queue.", counters_,
+                 &MessageCounters::dead_lettered);
+  counter_family(out, "eventd_messages_duplicate_total", "Redelivered or republished duplicates acked unapplied.",
+                 counters_, &MessageCounters::duplicates);
+  out += "# HELP eventd_handler_duration_seconds Time from delivery to the handler's result.\n";
+  out += "# TYPE eventd_handler_duration_seconds histogram\n";
+  for (const auto& [type, h] : latency_) {
+    uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < LatencyHistogram::kBounds.size(); ++i) {
+      cumulative += h.buckets()[i];
+      char le[32];
+      std::snprintf(le, sizeof le, "%g", LatencyHistogram::kBounds[i]);
+      out += "eventd_handler_duration_seconds_bucket{type=\"" + label(type) + "\",le=\"" + le + "\"} " +
+             std::to_string(cumulative) + '\n';
+    }
+    out += "eventd_handler_duration_seconds_bucket{type=\"" + label(type) + "\",le=\"+Inf\"} " +
+           std::to_string(h.count()) + '\n';
+    char sum[64];
+    std::snprintf(sum, sizeof sum, "%.6f", h.sum());
+    out += "eventd_handler_duration_seconds_sum{type=\"" + label(type) + "\"} " + sum + '\n';
+    out += "eventd_handler_duration_seconds_count{type=\"" + label(type) + "\"} " + std::to_string(h.count()) + '\n';
+  }
+  gauge(out, "eventd_in_flight_messages", "Messages received and not yet acked.", std::to_string(in_flight));
+  gauge(out, "eventd_amqp_up", "1 while the AMQP connection is open.", amqp_up ? "1" : "0");
+  gauge(out, "eventd_redis_up", "1 while Redis is connected.", redis_up ? "1" : "0");
+  gauge(out, "eventd_consuming", "1 while every consumer is active.", consuming ? "1" : "0");
+  out += "# HELP eventd_reconnects_total Reconnect attempts by peer.\n# TYPE eventd_reconnects_total counter\n";
+  out += "eventd_reconnects_total{peer=\"amqp\"} " + std::to_string(amqp_reconnects) + '\n';
+  out += "eventd_reconnects_total{peer=\"redis\"} " + std::to_string(redis_reconnects) + '\n';
+  return out;
+}
+
+}  // namespace eventd

@@ -1,0 +1,382 @@
+// Async Redis client (see redis_client.hpp for the ownership contract).
+#include "eventd/redis_client.hpp"
+
+#include <hiredis/hiredis.h>
+
+#include <memory>
+
+#include "eventd/log.hpp"
+
+namespace eventd {
+namespace {
+
+constexpr uint64_t kPingIntervalMs = 1000;
+
+struct PendingCall {
+  RedisClient::Callback done;
+  RedisClient* client;
+};
+
+// hiredis's event-loop glue for libuv. Debian's hiredis 0.14 ships one in
+// <hiredis/adapters/libuv.h>, but it drops poll errors: a refused connect then never
+// completes. This one hands an error to hiredis as a read or write event, so hiredis
+// finds the socket error itself and reports it through the usual callbacks.
+struct LoopEvents {
+  redisAsyncContext* context;
+  uv_poll_t handle;
+  int events;
+};
+
+void loop_events_poll(uv_poll_t* handle, int status, int events) {
+  auto* ev = static_cast<LoopEvents*>(handle->data);
+  if (ev->context == nullptr) return;
+  if (status < 0) {
+    // libuv stopped the poll; let hiredis run into the error and tear down.
+    if (!(ev->context->c.flags & REDIS_CONNECTED)) redisAsyncHandleWrite(ev->context);
+    else redisAsyncHandleRead(ev->context);
+    return;
+  }
+  if (events & UV_READABLE) redisAsyncHandleRead(ev->context);
+  if (ev->context != nullptr && (events & UV_WRITABLE)) redisAsyncHandleWrite(ev->context);
+}
+
+void loop_events_update(void* privdata, int add, int del) {
+  auto* ev = static_cast<LoopEvents*>(privdata);
+  ev->events = (ev->events | add) & ~del;
+  if (ev->events != 0) uv_poll_start(&ev->handle, ev->events, loop_events_poll);
+  else uv_poll_stop(&ev->handle);
+}
+
+void loop_events_cleanup(void* privdata) {
+  auto* ev = static_cast<LoopEvents*>(privdata);
+  ev->context = nullptr;  // hiredis is freeing the context
+  uv_close(reinterpret_cast<uv_handle_t*>(&ev->handle), [](uv_handle_t* h) {
+    std::unique_ptr<LoopEvents> owned(static_cast<LoopEvents*>(h->data));
+  });
+}
+
+bool attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) {
+  if (ac->ev.data != nullptr) return false;
+  auto ev = std::make_unique<LoopEvents>();
+  ev->context = ac;
+  ev->events = 0;
+  if (uv_poll_init(loop, &ev->handle, ac->c.fd) != 0) return false;
+  ev->handle.data = ev.get();
+  ac->ev.addRead = [](void* p) { loop_events_update(p, UV_READABLE, 0); };
+  ac->ev.delRead = [](void* p) { loop_events_update(p, 0, UV_READABLE); };
+  ac->ev.addWrite = [](void* p) { loop_events_update(p, UV_WRITABLE, 0); };
+  ac->ev.delWrite = [](void* p) { loop_events_update(p, 0, UV_WRITABLE); };
+  ac->ev.cleanup = loop_events_cleanup;
+  ac->ev.data = ev.release();  // freed by loop_events_cleanup's close callback
+  return true;
+}
+
+std::string reply_error(const redisReply* r) {
+  if (r == nullptr) return "no reply (connection lost)";
+  if (r->type == REDIS_REPLY_ERROR) return std::string(r->str, r->len);
+  return {};
+}
+
+}  // namespace
+
+RedisClient::RedisClient(uv_loop_t* loop, const RedisConfig& config, Handlers handlers)
+    : loop_(loop), config_(config), handlers_(std::move(handlers)) {
+  connect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  reconnect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  ping_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+}
+
+RedisClient::~RedisClient() {
+  if (ac_ != nullptr) {
+    ac_->data = nullptr;
+    redisAsyncFree(ac_);  // runs pending callbacks with nullptr; owner pointers stay valid until then
+    ac_ = nullptr;
+  }
+}
+
+RedisClient::ScriptId RedisClient::add_script(std::string source) {
+  scripts_.push_back({std::move(source), {}});
+  return scripts_.size() - 1;
+}
+
+void RedisClient::start() {
+  stopping_ = false;
+  if (state_ == RedisState::Closed) connect();
+}
+
+void RedisClient::connect() {
+  redisAsyncContext* ac = redisAsyncConnect(config_.endpoint.host.c_str(), config_.endpoint.port);
+  if (ac == nullptr || ac->err != 0) {
+    std::string why = ac != nullptr ? ac->errstr : "out of memory";
+    if (ac != nullptr) redisAsyncFree(ac);
+    log::warn("redis connect failed", {{"error", why}});
+    schedule_reconnect();
+    return;
+  }
+  if (!attach_to_loop(ac, loop_)) {
+    redisAsyncFree(ac);
+    log::error("cannot attach redis to the loop");
+    schedule_reconnect();
+    return;
+  }
+  ac->data = this;
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  ac_ = ac;
+  state_ = RedisState::Connecting;
+  uv_timer_start(connect_timer_.get(), on_connect_timer, config_.connect_timeout_ms, 0);
+}
+
+void RedisClient::on_connect_timer(uv_timer_t* handle) {
+  auto* self = owner_of<RedisClient>(handle);
+  if (self == nullptr || self->ac_ == nullptr) return;
+  if (self->state_ == RedisState::Connecting || self->state_ == RedisState::Handshake) {
+    self->drop_context("connect timed out after " + std::to_string(self->config_.connect_timeout_ms) + " ms");
+  }
+}
+
+// Frees the context from outside any hiredis callback (timers only).
+void RedisClient::drop_context(const std::string& reason) {
+  redisAsyncContext* ac = ac_;
+  bool was_connected = state_ == RedisState::Handshake || state_ == RedisState::Up;
+  ac_ = nullptr;
+  ac->data = nullptr;  // on_disconnect (if hiredis calls it) must not touch us
+  redisAsyncFree(ac);  // pending callbacks get nullptr now
+  if (was_connected) lost(reason);
+  else {
+    state_ = RedisState::Closed;
+    log::warn("redis connect failed", {{"error", reason}});
+    schedule_reconnect();
+  }
+}
+
+void RedisClient::on_connect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<RedisClient*>(ac->data);
+  if (self == nullptr) return;
+  if (status != REDIS_OK) {
+    // hiredis frees the context after this callback.
+    self->ac_ = nullptr;
+    self->state_ = RedisState::Closed;
+    uv_timer_stop(self->connect_timer_.get());
+    log::warn("redis connect failed", {{"error", ac->errstr}, {"host", self->config_.endpoint.host},
+                                       {"port", self->config_.endpoint.port}});
+    if (self->stopping_) {
+      if (self->stop_done_) std::exchange(self->stop_done_, nullptr)();
+      return;
+    }
+    self->schedule_reconnect();
+    return;
+  }
+  if (self->stopping_) {
+    self->state_ = RedisState::Closing;
+    redisAsyncDisconnect(self->ac_);  // on_disconnect completes the stop
+    return;
+  }
+  self->state_ = RedisState::Handshake;
+  self->handshake();
+}
+
+void RedisClient::handshake() {
+  // AUTH, SELECT and SCRIPT LOAD are pipelined; the last reply marks us up.
+  auto step_failed = [this](const redisReply* r, const char* what) {
+    std::string err = reply_error(r);
+    if (err.empty()) return false;
+    if (r != nullptr && state_ == RedisState::Handshake && ac_ != nullptr) {
+      log::error("redis handshake failed", {{"step", what}, {"error", err}});
+      redisAsyncDisconnect(ac_);  // reconnect with backoff; a wrong password keeps being logged
+    }
+    return true;
+  };
+  if (!config_.endpoint.password.empty()) {
+    std::vector<std::string_view> auth{"AUTH"};
+    if (!config_.endpoint.user.empty()) auth.push_back(config_.endpoint.user);
+    auth.push_back(config_.endpoint.password);
+    send(auth, [step_failed](const redisReply* r) { step_failed(r, "AUTH"); }, true);
+  }
+  std::string db = std::to_string(config_.endpoint.db);
+  send({"SELECT", db}, [step_failed](const redisReply* r) { step_failed(r, "SELECT"); }, true);
+  for (auto& script : scripts_) {
+    send({"SCRIPT", "LOAD", script.source},
+         [step_failed, &script](const redisReply* r) {
+           if (step_failed(r, "SCRIPT LOAD")) return;
+           if (r->type == REDIS_REPLY_STRING) script.sha.assign(r->str, r->len);
+         },
+         true);
+  }
+  send({"PING"},
+       [this](const redisReply* r) {
+         if (r == nullptr || r->type == REDIS_REPLY_ERROR || state_ != RedisState::Handshake) return;
+         uv_timer_stop(connect_timer_.get());
+         state_ = RedisState::Up;
+         backoff_.reset();
+         ping_outstanding_ = false;
+         uv_timer_start(ping_timer_.get(), on_ping_timer, kPingIntervalMs, kPingIntervalMs);
+         log::info("redis connected", {{"host", config_.endpoint.host}, {"port", config_.endpoint.port},
+                                       {"db", config_.endpoint.db}});
+         if (handlers_.on_up) handlers_.on_up();
+       },
+       true);
+}
+
+void RedisClient::on_ping_timer(uv_timer_t* handle) {
+  auto* self = owner_of<RedisClient>(handle);
+  if (self == nullptr || self->state_ != RedisState::Up || self->ac_ == nullptr) return;
+  uint64_t now = uv_now(self->loop_);
+  if (self->ping_outstanding_) {
+    // Redis accepted the connection but stopped answering (stopped process, full
+    // network buffers): give up on it rather than wait forever.
+    if (now - self->ping_sent_ms_ > self->config_.connect_timeout_ms) {
+      self->drop_context("no reply to PING for " + std::to_string(now - self->ping_sent_ms_) + " ms");
+    }
+    return;
+  }
+  self->ping_outstanding_ = true;
+  self->ping_sent_ms_ = now;
+  self->send({"PING"}, [self](const redisReply*) { self->ping_outstanding_ = false; });
+}
+
+void RedisClient::on_disconnect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<RedisClient*>(ac->data);
+  if (self == nullptr) return;
+  // hiredis frees the context after this callback returns.
+  self->ac_ = nullptr;
+  std::string reason = status == REDIS_OK ? "disconnected" : (ac->errstr[0] ? ac->errstr : "connection lost");
+  if (self->stopping_) {
+    self->state_ = RedisState::Closed;
+    self->connect_timer_.close();
+    self->reconnect_timer_.close();
+    self->ping_timer_.close();
+    if (self->stop_done_) std::exchange(self->stop_done_, nullptr)();
+    return;
+  }
+  self->lost(reason);
+}
+
+void RedisClient::lost(const std::string& reason) {
+  state_ = RedisState::Closed;
+  uv_timer_stop(ping_timer_.get());
+  uv_timer_stop(connect_timer_.get());
+  log::warn("redis connection lost", {{"reason", reason}});
+  if (handlers_.on_down) handlers_.on_down(reason);
+  schedule_reconnect();
+}
+
+void RedisClient::schedule_reconnect() {
+  if (stopping_) return;
+  uint32_t delay = backoff_.next();
+  ++reconnects_;
+  uv_timer_start(reconnect_timer_.get(), on_reconnect_timer, delay, 0);
+}
+
+void RedisClient::on_reconnect_timer(uv_timer_t* handle) {
+  auto* self = owner_of<RedisClient>(handle);
+  if (self == nullptr || self->stopping_ || self->state_ != RedisState::Closed) return;
+  self->connect();
+}
+
+void RedisClient::stop(std::function<void()> done) {
+  stopping_ = true;
+  stop_done_ = std::move(done);
+  uv_timer_stop(reconnect_timer_.get());
+  uv_timer_stop(ping_timer_.get());
+  if (ac_ == nullptr) {
+    state_ = RedisState::Closed;
+    connect_timer_.close();
+    reconnect_timer_.close();
+    ping_timer_.close();
+    if (stop_done_) std::exchange(stop_done_, nullptr)();
+    return;
+  }
+  if (state_ == RedisState::Connecting) {
+    // Not connected yet: nothing to flush, drop the attempt (no callbacks follow).
+    redisAsyncContext* ac = ac_;
+    ac_ = nullptr;
+    ac->data = nullptr;
+    redisAsyncFree(ac);
+    state_ = RedisState::Closed;
+    connect_timer_.close();
+    reconnect_timer_.close();
+    ping_timer_.close();
+    if (stop_done_) std::exchange(stop_done_, nullptr)();
+    return;
+  }
+  state_ = RedisState::Closing;
+  redisAsyncDisconnect(ac_);  // after pending replies; on_disconnect completes the stop
+}
+
+void RedisClient::on_reply(redisAsyncContext* /*ac*/, void* reply, void* privdata) {
+  std::unique_ptr<PendingCall> call(static_cast<PendingCall*>(privdata));
+  --call->client->pending_;
+  call->done(static_cast<const redisReply*>(reply));
+}
+
+bool RedisClient::send(const std::vector<std::string_view>& args, Callback done, bool handshake_ok) {
+  if (ac_ == nullptr) return false;
+  if (!(state_ == RedisState::Up || (handshake_ok && state_ == RedisState::Handshake))) return false;
+  constexpr std::size_t kInline = 16;
+  const char* argv_inline[kInline];
+  size_t len_inline[kInline];
+  std::vector<const char*> argv_heap;
+  std::vector<size_t> len_heap;
+  const char** argv = argv_inline;
+  size_t* lens = len_inline;
+  if (args.size() > kInline) {
+    argv_heap.resize(args.size());
+    len_heap.resize(args.size());
+    argv = argv_heap.data();
+    lens = len_heap.data();
+  }
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    argv[i] = args[i].data();
+    lens[i] = args[i].size();
+  }
+  auto call = std::make_unique<PendingCall>(PendingCall{std::move(done), this});
+  if (redisAsyncCommandArgv(ac_, on_reply, call.get(), static_cast<int>(args.size()), argv, lens) != REDIS_OK) {
+    return false;
+  }
+  (void)call.release();  // reclaimed in on_reply, which hiredis calls exactly once
+  ++pending_;
+  return true;
+}
+
+bool RedisClient::command(std::initializer_list<std::string_view> args, Callback done) {
+  return send(std::vector<std::string_view>(args), std::move(done));
+}
+
+bool RedisClient::command(const std::vector<std::string_view>& args, Callback done) {
+  return send(args, std::move(done));
+}
+
+bool RedisClient::eval(ScriptId id, const std::vector<std::string_view>& keys,
+                       const std::vector<std::string_view>& args, Callback done) {
+  if (id >= scripts_.size()) return false;
+  const Script& script = scripts_[id];
+  std::string numkeys = std::to_string(keys.size());
+  std::vector<std::string_view> argv;
+  argv.reserve(3 + keys.size() + args.size());
+  argv.push_back("EVALSHA");
+  argv.push_back(script.sha);
+  argv.push_back(numkeys);
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  if (script.sha.empty()) {
+    argv[0] = "EVAL";
+    argv[1] = script.source;
+    return send(argv, std::move(done));
+  }
+  // On NOSCRIPT (Redis restarted without its script cache), resend as EVAL once.
+  auto retry_args = std::make_shared<std::vector<std::string>>(argv.begin(), argv.end());
+  return send(argv, [this, id, retry_args, done = std::move(done)](const redisReply* r) mutable {
+    if (r != nullptr && r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).starts_with("NOSCRIPT")) {
+      (*retry_args)[0] = "EVAL";
+      (*retry_args)[1] = scripts_[id].source;
+      std::vector<std::string_view> again(retry_args->begin(), retry_args->end());
+      if (send(again, done)) return;
+      done(nullptr);
+      return;
+    }
+    done(r);
+  });
+}
+
+}  // namespace eventd

@@ -1,0 +1,315 @@
+// Tests for src/schema_registry.cpp and the schemas in schemas/.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "eventd/json_case.hpp"
+#include "eventd/schema_registry.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The repository root, found from this file's path (relative to the build directory
+// when meson compiles it) and the running executable; empty if not found.
+fs::path source_root() {
+  const fs::path file = __FILE__;
+  std::vector<fs::path> candidates;
+  if (file.is_absolute()) {
+    candidates.push_back(file);
+  } else {
+    std::error_code ec;
+    candidates.push_back(fs::current_path(ec) / file);
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec)
+      for (fs::path dir = exe.parent_path(); dir.has_relative_path(); dir = dir.parent_path())
+        candidates.push_back(dir / file);
+  }
+  for (const auto& c : candidates) {
+    std::error_code ec;
+    if (!fs::exists(c, ec)) continue;
+    for (fs::path dir = c.parent_path(); dir.has_relative_path(); dir = dir.parent_path())
+      if (fs::exists(dir / "eventd.jsonc", ec) && fs::is_directory(dir / "schemas", ec)) return dir;
+  }
+  return {};
+}
+
+rapidjson::Document parse(const std::string& json) {
+  rapidjson::Document doc;
+  doc.Parse(json.c_str());
+  REQUIRE_MESSAGE(!doc.HasParseError(), json);
+  return doc;
+}
+
+const eventd::SchemaRegistry& registry() {
+  static const eventd::SchemaRegistry r;
+  return r;
+}
+
+std::optional<std::string> check(const std::string& schema, const std::string& json) {
+  const auto doc = parse(json);
+  return registry().validate(schema, doc);
+}
+
+// A valid sample and the required fields of each message type.
+struct Sample {
+  std::string json;
+  std::vector<std::string> required;
+};
+
+const std::map<std::string, Sample>& samples() {
+  static const std::map<std::string, Sample> s{
+      {"quote_update",
+       {R"({"type":"quote_update","timestamp":1700000000000,"symbol":"AAPL","price":189.5,"change":-1.25})",
+        {"type", "timestamp", "symbol", "price", "change"}}},
+      {"analysis_request",
+       {R"({"type":"analysis_request","timestamp":1700000000000,"correlationId":"c-1","userId":"u1",)"
+        R"("symbol":"MSFT","analysisType":"chart"})",
+        {"type", "timestamp", "userId", "symbol", "analysisType"}}},
+      {"analysis_complete",
+       {R"({"type":"analysis_complete","timestamp":1700000000000,"userId":"u1","symbol":"MSFT",)"
+        R"("workflowId":"wf-9","recommendation":"hold","rsi":55.2,"sma":{"20":401.2},"support":[390,395]})",
+        {"type", "timestamp", "userId", "symbol", "workflowId", "recommendation"}}},
+      {"alert_triggered",
+       {R"({"type":"alert_triggered","timestamp":1700000000000,"userId":"u1","alertId":1,"symbol":"AAPL",)"
+        R"("condition":"price_above","threshold":200,"currentValue":201.5})",
+        {"type", "timestamp", "userId", "alertId", "symbol", "condition", "threshold", "currentValue"}}},
+      {"notification",
+       {R"({"type":"notification","timestamp":1700000000000,"userId":"u1","channel":"discord","kind":"alert",)"
+        R"("title":"AAPL above 200","body":"AAPL is at 201.5","data":{"alertId":1}})",
+        {"type", "timestamp", "userId", "channel", "title", "body"}}},
+  };
+  return s;
+}
+
+std::string without(const std::string& json, const std::string& field) {
+  auto doc = parse(json);
+  doc.RemoveMember(field.c_str());
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  doc.Accept(w);
+  return sb.GetString();
+}
+
+std::string with(const std::string& json, const std::string& field, const std::string& value_json) {
+  auto doc = parse(json);
+  const auto value = parse(value_json);
+  doc.RemoveMember(field.c_str());
+  rapidjson::Value copy(value, doc.GetAllocator());
+  doc.AddMember(rapidjson::Value(field.c_str(), doc.GetAllocator()), copy, doc.GetAllocator());
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  doc.Accept(w);
+  return sb.GetString();
+}
+
+}  // namespace
+
+TEST_CASE("schema_registry: every schema is embedded and compiles") {
+  const auto names = eventd::embedded_schema_names();
+  for (const char* n : {"quote_update", "analysis_request", "analysis_complete", "alert_triggered",
+                        "notification", "monitor", "config"}) {
+    CAPTURE(n);
+    CHECK(std::find(names.begin(), names.end(), n) != names.end());
+    CHECK_FALSE(eventd::embedded_schema(n).empty());
+    CHECK(registry().has(n));
+  }
+  CHECK(eventd::embedded_schema("nope").empty());
+  CHECK_FALSE(registry().has("nope"));
+  CHECK(eventd::SchemaRegistry::message_types() ==
+        std::vector<std::string>{"quote_update", "analysis_request", "analysis_complete", "alert_triggered",
+                                 "notification"});
+}
+
+TEST_CASE("schema_registry: embedded text matches schemas/ on disk") {
+  const fs::path root = source_root();
+  REQUIRE_MESSAGE(!root.empty(), "cannot locate the source tree from " << __FILE__);
+  std::size_t on_disk = 0;
+  for (const auto& entry : fs::directory_iterator(root / "schemas")) {
+    const std::string file = entry.path().filename().string();
+    const std::string suffix = ".schema.json";
+    if (file.size() <= suffix.size() || file.substr(file.size() - suffix.size()) != suffix) continue;
+    ++on_disk;
+    const std::string name = file.substr(0, file.size() - suffix.size());
+    CAPTURE(name);
+    std::ifstream in(entry.path());
+    std::stringstream text;
+    text << in.rdbuf();
+    CHECK(eventd::embedded_schema(name) == text.str());
+    // Each schema documents itself.
+    const auto doc = parse(text.str());
+    CHECK(doc.HasMember("title"));
+    CHECK(doc.HasMember("description"));
+  }
+  CHECK(on_disk == eventd::embedded_schema_names().size());
+}
+
+TEST_CASE("schema_registry: every message type accepts its sample") {
+  for (const auto& [type, sample] : samples()) {
+    CAPTURE(type);
+    CHECK(check(type, sample.json) == std::nullopt);
+  }
+}
+
+TEST_CASE("schema_registry: every required field is named when missing") {
+  for (const auto& [type, sample] : samples()) {
+    for (const auto& field : sample.required) {
+      CAPTURE(type);
+      CAPTURE(field);
+      CHECK(check(type, without(sample.json, field)) == "/" + field + ": required field missing");
+    }
+  }
+}
+
+TEST_CASE("schema_registry: type must equal the schema's own name") {
+  for (const auto& [type, sample] : samples()) {
+    CAPTURE(type);
+    CHECK(check(type, with(sample.json, "type", R"("other")")) == "/type: must be \"" + type + "\", got \"other\"");
+  }
+}
+
+TEST_CASE("schema_registry: common fields") {
+  const std::string q = samples().at("quote_update").json;
+  SUBCASE("timestamp is an integer >= 0") {
+    CHECK(check("quote_update", with(q, "timestamp", "-1")) == "/timestamp: must be >= 0, got -1");
+    CHECK(check("quote_update", with(q, "timestamp", "1.5")) == "/timestamp: expected integer, got number");
+    CHECK(check("quote_update", with(q, "timestamp", R"("2024-01-01")")) == "/timestamp: expected integer, got string");
+  }
+  SUBCASE("correlationId is an optional string") {
+    CHECK(check("quote_update", with(q, "correlationId", R"("abc")")) == std::nullopt);
+    CHECK(check("quote_update", with(q, "correlationId", "5")) == "/correlationId: expected string, got integer");
+  }
+  SUBCASE("extra fields are allowed") {
+    CHECK(check("quote_update", with(q, "volume", "1000")) == std::nullopt);
+  }
+  SUBCASE("the body must be an object") {
+    CHECK(check("quote_update", "[1]") == "(root): expected object, got array");
+  }
+}
+
+TEST_CASE("schema_registry: quote_update") {
+  const std::string q = samples().at("quote_update").json;
+  CHECK(check("quote_update", with(q, "price", "0")) == "/price: must be > 0, got 0");
+  CHECK(check("quote_update", with(q, "price", "-3.5")) == "/price: must be > 0, got -3.5");
+  CHECK(check("quote_update", with(q, "price", "0.0001")) == std::nullopt);
+  CHECK(check("quote_update", with(q, "price", R"("1")")) == "/price: expected number, got string");
+  CHECK(check("quote_update", with(q, "change", "3")) == std::nullopt);
+  SUBCASE("symbol pattern") {
+    for (const char* ok : {R"("BRK.B")", R"("EUR:USD")", R"("btc-usd")", R"("X_1")"}) {
+      CAPTURE(ok);
+      CHECK(check("quote_update", with(q, "symbol", ok)) == std::nullopt);
+    }
+    CHECK(check("quote_update", with(q, "symbol", R"("AA PL")")) ==
+          R"(/symbol: must match ^[A-Za-z0-9._:-]{1,32}$, got "AA PL")");
+    CHECK(check("quote_update", with(q, "symbol", R"("")")) ==
+          R"(/symbol: must match ^[A-Za-z0-9._:-]{1,32}$, got "")");
+    CHECK(check("quote_update", with(q, "symbol", R"("AAAAAAAAAABBBBBBBBBBCCCCCCCCCCDDD")")) ==
+          R"(/symbol: must match ^[A-Za-z0-9._:-]{1,32}$, got "AAAAAAAAAABBBBBBBBBBCCCCCCCCCCDDD")");
+  }
+}
+
+TEST_CASE("schema_registry: analysis_request") {
+  const std::string a = samples().at("analysis_request").json;
+  for (const char* t : {R"("chart")", R"("options")", R"("full")"})
+    CHECK(check("analysis_request", with(a, "analysisType", t)) == std::nullopt);
+  CHECK(check("analysis_request", with(a, "analysisType", R"("daily")")) ==
+        R"(/analysisType: must be one of chart, options, full, got "daily")");
+  CHECK(check("analysis_request", with(a, "userId", R"("")")) == "/userId: must not be empty");
+}
+
+TEST_CASE("schema_registry: analysis_complete allows the indicators") {
+  const std::string c = samples().at("analysis_complete").json;
+  CHECK(check("analysis_complete", with(c, "macd", R"({"line":1.2,"signal":0.9,"histogram":0.3})")) ==
+        std::nullopt);
+  CHECK(check("analysis_complete", with(c, "workflowId", "7")) == "/workflowId: expected string, got integer");
+}
+
+TEST_CASE("schema_registry: alert_triggered") {
+  const std::string a = samples().at("alert_triggered").json;
+  CHECK(check("alert_triggered", with(a, "alertId", R"("1")")) == "/alertId: expected integer, got string");
+  CHECK(check("alert_triggered", with(a, "alertId", "1.5")) == "/alertId: expected integer, got number");
+  CHECK(check("alert_triggered", with(a, "condition", R"("price_equals")")) ==
+        R"(/condition: must be one of price_above, price_below, change_pct_above, change_pct_below, got "price_equals")");
+  CHECK(check("alert_triggered", with(a, "currentValue", "null")) == "/currentValue: expected number, got null");
+}
+
+TEST_CASE("schema_registry: notification") {
+  const std::string n = samples().at("notification").json;
+  CHECK(check("notification", with(n, "channel", R"("sms")")) ==
+        R"(/channel: must be one of discord, email, push, got "sms")");
+  CHECK(check("notification", without(n, "kind")) == std::nullopt);
+  CHECK(check("notification", without(n, "data")) == std::nullopt);
+  CHECK(check("notification", with(n, "kind", R"("Alert!")")) ==
+        R"(/kind: must match ^[a-z0-9_-]{1,32}$, got "Alert!")");
+  CHECK(check("notification", with(n, "data", "[1]")) == "/data: expected object, got array");
+}
+
+TEST_CASE("schema_registry: snake_case input validates after normalise_keys") {
+  auto doc = parse(
+      R"({"type":"alert_triggered","timestamp":1700000000000,"user_id":"u1","alert_id":4,"symbol":"AAPL",)"
+      R"("condition":"price_below","threshold":150,"current_value":149.9,"correlation_id":"c"})");
+  CHECK(registry().validate("alert_triggered", doc) == "/userId: required field missing");
+  eventd::normalise_keys(doc, doc.GetAllocator());
+  CHECK(registry().validate("alert_triggered", doc) == std::nullopt);
+
+  auto req = parse(R"({"type":"analysis_request","timestamp":1,"user_id":"u","symbol":"A","analysis_type":"full"})");
+  eventd::normalise_keys(req, req.GetAllocator());
+  CHECK(registry().validate("analysis_request", req) == std::nullopt);
+}
+
+TEST_CASE("schema_registry: monitor spec") {
+  const std::string spec =
+      R"({"rules":[{"alertId":1,"symbol":"AAPL","condition":"price_above","threshold":200,"cooldownSec":300}],)"
+      R"("channels":["push","email"],"positions":[{"symbol":"AAPL","quantity":10}],"checkIntervalMs":60000})";
+  CHECK(check("monitor", spec) == std::nullopt);
+  CHECK(check("monitor", R"({"rules":[],"channels":[]})") == std::nullopt);
+
+  SUBCASE("rules and channels are required") {
+    CHECK(check("monitor", R"({"channels":["push"]})") == "/rules: required field missing");
+    CHECK(check("monitor", R"({"rules":[]})") == "/channels: required field missing");
+  }
+  SUBCASE("rule fields") {
+    CHECK(check("monitor", R"({"rules":[{"alertId":1,"symbol":"AAPL","threshold":2}],"channels":[]})") ==
+          "/rules/0/condition: required field missing");
+    CHECK(check("monitor",
+                R"({"rules":[{"alertId":1,"symbol":"A","condition":"price_above","threshold":2,"cooldown":5}],)"
+                R"("channels":[]})") == R"(/rules/0/cooldown: unknown key; did you mean "cooldownSec"?)");
+    CHECK(check("monitor",
+                R"({"rules":[{"alertId":1,"symbol":"A","condition":"price_above","threshold":2,"cooldownSec":-1}],)"
+                R"("channels":[]})") == "/rules/0/cooldownSec: must be >= 0, got -1");
+    CHECK(check("monitor",
+                R"({"rules":[{"alertId":"x","symbol":"A","condition":"price_above","threshold":2}],)"
+                R"("channels":[]})") == "/rules/0/alertId: expected integer, got string");
+  }
+  SUBCASE("channels") {
+    CHECK(check("monitor", R"({"rules":[],"channels":["push","sms"]})") ==
+          R"(/channels/1: must be one of discord, email, push, got "sms")");
+    CHECK(check("monitor", R"({"rules":[],"channels":["push","email","push"]})") ==
+          R"(/channels/2: duplicate item "push"; items must be unique)");
+  }
+  SUBCASE("positions and interval") {
+    CHECK(check("monitor", R"({"rules":[],"channels":[],"positions":[{"symbol":"A"}]})") ==
+          "/positions/0/quantity: required field missing");
+    CHECK(check("monitor", R"({"rules":[],"channels":[],"checkIntervalMs":999})") ==
+          "/checkIntervalMs: must be >= 1000, got 999");
+  }
+  SUBCASE("no unknown top-level keys") {
+    CHECK(check("monitor", R"({"rules":[],"channels":[],"interval":5})") ==
+          "/interval: unknown key; expected one of rules, channels, positions, checkIntervalMs");
+  }
+}
+
+TEST_CASE("schema_registry: unknown schema name is reported, not crashed on") {
+  CHECK(check("nope", "{}") == "no schema named \"nope\"");
+}
