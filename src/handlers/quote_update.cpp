@@ -9,14 +9,18 @@ namespace eventd {
 namespace {
 
 // KEYS: idempotency, quote hash, history list. ARGV: ttl, price, change, timestamp, history length.
+// Redis does not roll a script back when a command in it fails (e.g. WRONGTYPE), so
+// the idempotency key is written last: a failed run leaves no key, and its retry
+// applies the effects (the hash write is idempotent, the push ran not at all).
 constexpr const char* kScript = R"lua(
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local current = redis.call('HGET', KEYS[2], 'timestamp')
 if not current or tonumber(current) <= tonumber(ARGV[4]) then
   redis.call('HSET', KEYS[2], 'price', ARGV[2], 'change', ARGV[3], 'timestamp', ARGV[4])
 end
 redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1
 )lua";
 

@@ -1,0 +1,192 @@
+// Topology description, idempotency keys, header capping, logging, backoff, metrics.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+#include <rapidjson/document.h>
+
+#include "eventd/amqp_table.hpp"
+#include "eventd/backoff.hpp"
+#include "eventd/config.hpp"
+#include "eventd/dispatcher.hpp"
+#include "eventd/handlers/quote_update.hpp"
+#include "eventd/log.hpp"
+#include "eventd/metrics.hpp"
+#include "eventd/topology.hpp"
+
+using namespace eventd;
+
+namespace {
+
+Config default_config() { return parse_config("{}", "test"); }
+
+const QueueArgument* arg(const QueueSpec& q, const std::string& key) {
+  for (const auto& a : q.arguments) {
+    if (a.key == key) return &a;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("topology: default queues, their dead-letter and retry queues") {
+  Topology t = build_topology(default_config());
+  CHECK(t.exchanges.size() == 2);
+  CHECK(t.consumed == std::vector<std::string>{"eventd.quotes", "eventd.analysis", "eventd.analysis-results",
+                                                "eventd.alerts", "eventd.notify.discord", "eventd.notify.email",
+                                                "eventd.notify.push"});
+  SUBCASE("work queues are quorum with a delivery limit and dead-letter to Q.dlq") {
+    const QueueSpec* q = t.find_queue("eventd.alerts");
+    REQUIRE(q != nullptr);
+    CHECK(std::get<std::string>(arg(*q, "x-queue-type")->value) == "quorum");
+    CHECK(std::get<int64_t>(arg(*q, "x-delivery-limit")->value) == 20);
+    CHECK(std::get<std::string>(arg(*q, "x-dead-letter-exchange")->value).empty());
+    CHECK(std::get<std::string>(arg(*q, "x-dead-letter-routing-key")->value) == "eventd.alerts.dlq");
+  }
+  SUBCASE("each work queue has a dlq and one TTL queue per distinct delay, dead-lettering back") {
+    REQUIRE(t.find_queue("eventd.alerts.dlq") != nullptr);
+    for (int ms : {1000, 2000, 4000, 8000}) {
+      const QueueSpec* r = t.find_queue("eventd.alerts.retry." + std::to_string(ms) + "ms");
+      REQUIRE(r != nullptr);
+      CHECK(std::get<int64_t>(arg(*r, "x-message-ttl")->value) == ms);
+      CHECK(std::get<std::string>(arg(*r, "x-dead-letter-routing-key")->value) == "eventd.alerts");
+      CHECK(std::get<std::string>(arg(*r, "x-queue-type")->value) == "classic");
+    }
+    CHECK(t.find_queue("eventd.alerts.retry.16000ms") == nullptr);
+  }
+  SUBCASE("bindings follow DESIGN.md") {
+    auto has = [&](const std::string& q, const std::string& ex, const std::string& key) {
+      return std::any_of(t.bindings.begin(), t.bindings.end(), [&](const BindingSpec& b) {
+        return b.queue == q && b.exchange == ex && b.routing_key == key;
+      });
+    };
+    CHECK(has("eventd.quotes", "market.quotes", ""));
+    CHECK(has("eventd.analysis", "events", "analysis.request.#"));
+    CHECK(has("eventd.analysis-results", "events", "analysis.complete.#"));
+    CHECK(has("eventd.alerts", "events", "alert.triggered.#"));
+    CHECK(has("eventd.notify.push", "events", "notification.push.#"));
+  }
+}
+
+TEST_CASE("topology: a classic queue gets no delivery limit") {
+  Config c = parse_config(R"({"topology":{"queues":[{"name":"q1","exchange":"events","bindingKey":"a.#","type":"classic"}]}})",
+                          "test");
+  Topology t = build_topology(c);
+  const QueueSpec* q = t.find_queue("q1");
+  REQUIRE(q != nullptr);
+  CHECK(std::get<std::string>(arg(*q, "x-queue-type")->value) == "classic");
+  CHECK(arg(*q, "x-delivery-limit") == nullptr);
+}
+
+TEST_CASE("dispatcher: idempotency keys") {
+  CHECK(idempotency_key("abc-1", "quote_update", "{}") == "eventd:idem:abc-1");
+  SUBCASE("without a message id the key hashes type and body") {
+    std::string a = idempotency_key("", "quote_update", R"({"x":1})");
+    CHECK(a.rfind("eventd:idem:h:", 0) == 0);
+    CHECK(a.size() == std::string("eventd:idem:h:").size() + 32);
+    CHECK(a == idempotency_key("", "quote_update", R"({"x":1})"));
+    CHECK(a != idempotency_key("", "quote_update", R"({"x":2})"));
+    CHECK(a != idempotency_key("", "notification", R"({"x":1})"));
+  }
+}
+
+TEST_CASE("dispatcher: header values are capped without splitting UTF-8") {
+  CHECK(cap_utf8("short", 1024) == "short");
+  std::string long_ascii(2000, 'a');
+  CHECK(cap_utf8(long_ascii, 1024).size() == 1024);
+  std::string euros;
+  for (int i = 0; i < 500; ++i) euros += "\xE2\x82\xAC";  // 3-byte sequences
+  std::string capped = cap_utf8(euros, 1024);
+  CHECK(capped.size() == 1023);  // 341 whole sequences
+  CHECK(capped.size() % 3 == 0);
+}
+
+TEST_CASE("quote_update: numbers are written in their shortest exact form") {
+  CHECK(format_number(187.12) == "187.12");
+  CHECK(format_number(-1.5) == "-1.5");
+  CHECK(format_number(400) == "400");
+  CHECK(format_number(0.1 + 0.2) == "0.30000000000000004");
+  CHECK(quote_key("AAPL") == "eventd:quote:AAPL");
+  CHECK(history_key("AAPL") == "eventd:history:AAPL");
+}
+
+TEST_CASE("log: one JSON object a line with escaped fields") {
+  std::string line = log::format(log::Level::Warn, "dead-lettering", {{"queue", "q\"1"}, {"n", 3}, {"ok", true}},
+                                 1795446198657);
+  rapidjson::Document d;
+  d.Parse(line.c_str());
+  REQUIRE_FALSE(d.HasParseError());
+  CHECK(std::string(d["ts"].GetString()) == "2026-11-23T15:03:18.657Z");
+  CHECK(std::string(d["level"].GetString()) == "warn");
+  CHECK(std::string(d["msg"].GetString()) == "dead-lettering");
+  CHECK(std::string(d["queue"].GetString()) == "q\"1");
+  CHECK(d["n"].GetInt() == 3);
+  CHECK(d["ok"].GetBool());
+  CHECK(line.find('\n') == std::string::npos);
+}
+
+TEST_CASE("log: levels") {
+  CHECK(log::set_level("warn"));
+  CHECK_FALSE(log::enabled(log::Level::Info));
+  CHECK(log::enabled(log::Level::Error));
+  CHECK_FALSE(log::set_level("loud"));
+  CHECK(log::set_level("info"));
+  CHECK(log::enabled(log::Level::Info));
+}
+
+TEST_CASE("backoff: grows, caps, jitters within 20 %, resets") {
+  Backoff b(100, 1000, 42);
+  uint32_t first = b.next();
+  CHECK(first >= 80);
+  CHECK(first <= 120);
+  uint32_t second = b.next();
+  CHECK(second >= 160);
+  CHECK(second <= 240);
+  for (int i = 0; i < 20; ++i) {
+    uint32_t d = b.next();
+    CHECK(d <= 1200);
+  }
+  CHECK(b.next() >= 800);
+  b.reset();
+  CHECK(b.next() <= 120);
+}
+
+TEST_CASE("amqp_table: builder and integer headers") {
+  FieldTable t;
+  t.add("x-error-code", "PARSE_ERROR").add_int("x-retry-count", 3).add("x-count-text", "7");
+  amqp_table_t table = t.table();
+  CHECK(table.num_entries == 3);
+  CHECK(t.contains("x-retry-count"));
+  int64_t n = 0;
+  CHECK(table_get_int(&table, "x-retry-count", n));
+  CHECK(n == 3);
+  CHECK(table_get_int(&table, "x-count-text", n));
+  CHECK(n == 7);
+  CHECK_FALSE(table_get_int(&table, "x-error-code", n));
+  CHECK_FALSE(table_get_int(&table, "missing", n));
+  std::string s;
+  CHECK(table_get_string(&table, "x-error-code", s));
+  CHECK(s == "PARSE_ERROR");
+  CHECK_FALSE(table_get_int(nullptr, "x", n));
+}
+
+TEST_CASE("metrics: Prometheus text with labels, histogram buckets cumulative") {
+  Metrics m;
+  m.counters("eventd.quotes", "quote_update").consumed = 5;
+  m.counters("eventd.quotes", "quote_update").acked = 4;
+  m.handler_latency("quote_update").observe(0.0004);
+  m.handler_latency("quote_update").observe(0.003);
+  m.redis_up = true;
+  std::string text = m.render();
+  CHECK(text.find("eventd_messages_consumed_total{queue=\"eventd.quotes\",type=\"quote_update\"} 5\n") !=
+        std::string::npos);
+  CHECK(text.find("eventd_messages_acked_total{queue=\"eventd.quotes\",type=\"quote_update\"} 4\n") !=
+        std::string::npos);
+  CHECK(text.find("eventd_handler_duration_seconds_bucket{type=\"quote_update\",le=\"0.0005\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("eventd_handler_duration_seconds_bucket{type=\"quote_update\",le=\"0.005\"} 2\n") !=
+        std::string::npos);
+  CHECK(text.find("eventd_handler_duration_seconds_count{type=\"quote_update\"} 2\n") != std::string::npos);
+  CHECK(text.find("eventd_redis_up 1\n") != std::string::npos);
+  CHECK(text.find("eventd_amqp_up 0\n") != std::string::npos);
+}
