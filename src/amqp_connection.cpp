@@ -195,6 +195,17 @@ bool AmqpConnection::reject(uint64_t generation, uint64_t delivery_tag, bool req
 bool AmqpConnection::publish(std::string_view exchange, std::string_view routing_key,
                              const amqp_basic_properties_t& props, std::string_view body, PublishDone done) {
   if (state_ != AmqpState::Connected) return false;
+  if (blocked_ || !held_.empty()) {
+    // The broker stopped reading our socket; writing now could stall the loop.
+    held_.push_back({std::string(exchange), std::string(routing_key), OwnedProperties(props), std::string(body),
+                     std::move(done)});
+    return true;
+  }
+  return send_publish(exchange, routing_key, props, body, done);
+}
+
+bool AmqpConnection::send_publish(std::string_view exchange, std::string_view routing_key,
+                                  const amqp_basic_properties_t& props, std::string_view body, PublishDone& done) {
   int rc = amqp_basic_publish(conn_, AmqpSession::kPublishChannel, as_bytes(exchange), as_bytes(routing_key), 1, 0,
                               &props, as_bytes(body));
   if (rc != AMQP_STATUS_OK) {
@@ -209,6 +220,18 @@ bool AmqpConnection::publish(std::string_view exchange, std::string_view routing
   p.done = std::move(done);
   pending_.push_back(std::move(p));
   return true;
+}
+
+void AmqpConnection::release_held() {
+  while (!held_.empty() && !blocked_ && state_ == AmqpState::Connected) {
+    Held h = std::move(held_.front());
+    held_.pop_front();
+    if (!send_publish(h.exchange, h.routing_key, h.props.get(), h.body, h.done)) {
+      // The connection failed under us; this one never went out.
+      h.done(false, "connection lost before the message was sent");
+      return;
+    }
+  }
 }
 
 void AmqpConnection::on_poll(uv_poll_t* handle, int status, int events) {
@@ -342,8 +365,9 @@ bool AmqpConnection::handle_method(amqp_channel_t channel, const amqp_method_t& 
     }
     case AMQP_CONNECTION_UNBLOCKED_METHOD:
       blocked_ = false;
-      log::info("amqp connection unblocked");
-      return true;
+      log::info("amqp connection unblocked", {{"held_publishes", static_cast<uint64_t>(held_.size())}});
+      release_held();
+      return conn_ != nullptr;
     case AMQP_CHANNEL_CLOSE_METHOD: {
       auto* m = static_cast<amqp_channel_close_t*>(method.decoded);
       amqp_channel_close_ok_t ok{};
@@ -421,9 +445,12 @@ void AmqpConnection::teardown() {
   // unacked (the broker requeues it).
   std::deque<PendingConfirm> pending = std::move(pending_);
   pending_.clear();
+  std::deque<Held> held = std::move(held_);
+  held_.clear();
   for (auto& p : pending) {
     if (!p.resolved) p.done(false, "connection lost before the broker confirmed");
   }
+  for (auto& h : held) h.done(false, "connection lost before the message was sent");
 }
 
 void AmqpConnection::fail(const std::string& reason) {

@@ -11,6 +11,7 @@
 #include "eventd/amqp_connection.hpp"
 #include "eventd/dispatcher.hpp"
 #include "eventd/handlers/quote_update.hpp"
+#include "eventd/http_server.hpp"
 #include "eventd/log.hpp"
 #include "eventd/metrics.hpp"
 #include "eventd/redis_client.hpp"
@@ -30,7 +31,8 @@ class Daemon {
         amqp_(loop, config, build_topology(config),
               {[this] { on_amqp_connected(); }, [this](Delivery&& d) { dispatcher_.on_delivery(std::move(d)); },
                [this](const std::string&) { on_amqp_lost(); }}),
-        dispatcher_(loop, config, amqp_, schemas_, metrics_) {
+        dispatcher_(loop, config, amqp_, schemas_, metrics_),
+        http_(loop, [this](std::string_view method, std::string_view path) { return serve(method, path); }) {
     dispatcher_.register_handler("quote_update", std::make_unique<QuoteUpdateHandler>(redis_, config));
     dispatcher_.on_idle = [this] {
       if (draining_) finish_drain();
@@ -41,7 +43,16 @@ class Daemon {
     state_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   }
 
-  void start() {
+  // false when the daemon cannot run (the reason is logged).
+  bool start() {
+    if (config_.http.enabled) {
+      if (int rc = http_.listen(config_.http.host, config_.http.port); rc != 0) {
+        log::error("cannot listen for HTTP", {{"host", config_.http.host}, {"port", config_.http.port},
+                                               {"error", uv_strerror(rc)}});
+        close_handles();
+        return false;
+      }
+    }
     uv_signal_start(sigterm_.get(), on_signal, SIGTERM);
     uv_signal_start(sigint_.get(), on_signal, SIGINT);
     uint64_t watchdog_usec = 0;
@@ -58,9 +69,45 @@ class Daemon {
                                   {"redis_port", config_.redis.endpoint.port}});
     redis_.start();
     amqp_.start();
+    return true;
   }
 
  private:
+  HttpServer::Response serve(std::string_view method, std::string_view path) {
+    if (method != "GET" && method != "HEAD") return {405, "text/plain; charset=utf-8", "only GET\n"};
+    if (path == "/metrics") {
+      refresh_metrics();
+      return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render()};
+    }
+    if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
+    if (path == "/readyz") {
+      std::string why;
+      if (draining_) why += "shutting down\n";
+      if (amqp_.state() != AmqpState::Connected) why += "amqp: not connected\n";
+      if (!redis_.up()) why += "redis: not connected\n";
+      if (why.empty() && !amqp_.consuming()) why += "amqp: consumers not active\n";
+      if (why.empty()) return {200, "text/plain; charset=utf-8", "ready\n"};
+      return {503, "text/plain; charset=utf-8", why};
+    }
+    return {404, "text/plain; charset=utf-8", "not found; try /metrics, /healthz, /readyz\n"};
+  }
+
+  void refresh_metrics() {
+    metrics_.consuming = amqp_.consuming();
+    metrics_.amqp_up = amqp_.state() == AmqpState::Connected;
+    metrics_.redis_up = redis_.up();
+    metrics_.amqp_reconnects = amqp_.reconnects();
+    metrics_.redis_reconnects = redis_.reconnects();
+  }
+
+  void close_handles() {
+    http_.close();
+    sigterm_.close();
+    sigint_.close();
+    drain_timer_.close();
+    state_timer_.close();
+  }
+
   static void on_signal(uv_signal_t* handle, int signum) {
     auto* self = owner_of<Daemon>(handle);
     if (self == nullptr) return;
@@ -112,9 +159,7 @@ class Daemon {
       sd_notify(0, "READY=1");
       log::info("ready", {{"queues", static_cast<uint64_t>(build_topology(self->config_).consumed.size())}});
     }
-    self->metrics_.consuming = consuming;
-    self->metrics_.amqp_reconnects = self->amqp_.reconnects();
-    self->metrics_.redis_reconnects = self->redis_.reconnects();
+    self->refresh_metrics();
     if (self->watchdog_) sd_notify(0, "WATCHDOG=1");
   }
 
@@ -140,10 +185,7 @@ class Daemon {
     uv_timer_stop(drain_timer_.get());
     amqp_.stop([this] {
       redis_.stop([this] {
-        sigterm_.close();
-        sigint_.close();
-        drain_timer_.close();
-        state_timer_.close();
+        close_handles();
         log::info("stopped");
       });
     });
@@ -156,6 +198,7 @@ class Daemon {
   RedisClient redis_;
   AmqpConnection amqp_;
   Dispatcher dispatcher_;
+  HttpServer http_;
   bool draining_ = false;
   bool closing_ = false;
   bool ready_announced_ = false;
@@ -176,13 +219,15 @@ int run_daemon(const Config& config) {
     log::error("cannot create event loop", {{"error", uv_strerror(rc)}});
     return 1;
   }
+  bool started = false;
   {
     Daemon daemon(&loop, config);
-    daemon.start();
-    uv_run(&loop, UV_RUN_DEFAULT);
+    started = daemon.start();
+    if (started) uv_run(&loop, UV_RUN_DEFAULT);
   }
   uv_run(&loop, UV_RUN_DEFAULT);  // let the handles closed by destructors finish closing
   int rc = uv_loop_close(&loop);
+  if (!started) return 1;
   if (rc != 0) {
     log::error("event loop closed with handles still open", {{"error", uv_strerror(rc)}});
     return 1;

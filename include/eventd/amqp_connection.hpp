@@ -71,10 +71,11 @@ class AmqpConnection {
   bool reject(uint64_t generation, uint64_t delivery_tag, bool requeue);
 
   // Publishes with mandatory=true on the confirm channel. Returns false when not
-  // connected; `done` is then never called.
+  // connected; `done` is then never called. While the broker has blocked the
+  // connection (resource alarm) the message is held here and sent on unblock.
   bool publish(std::string_view exchange, std::string_view routing_key, const amqp_basic_properties_t& props,
                std::string_view body, PublishDone done);
-  std::size_t unconfirmed() const { return pending_.size(); }
+  std::size_t unconfirmed() const { return pending_.size() + held_.size(); }
 
  private:
   struct ConnectJob;
@@ -83,6 +84,13 @@ class AmqpConnection {
     std::string message_id;
     bool returned = false;
     bool resolved = false;
+    PublishDone done;
+  };
+  struct Held {
+    std::string exchange;
+    std::string routing_key;
+    OwnedProperties props;
+    std::string body;
     PublishDone done;
   };
   struct Inbound {
@@ -112,6 +120,9 @@ class AmqpConnection {
   void schedule_reconnect();
   void finish_stop();
   bool check_send(int rc, std::string_view what);
+  bool send_publish(std::string_view exchange, std::string_view routing_key, const amqp_basic_properties_t& props,
+                    std::string_view body, PublishDone& done);
+  void release_held();
 
   uv_loop_t* loop_;
   AmqpEndpoint endpoint_;
@@ -133,6 +144,7 @@ class AmqpConnection {
   uint64_t next_seq_ = 1;
   uint64_t last_rx_ms_ = 0;
   std::deque<PendingConfirm> pending_;
+  std::deque<Held> held_;  // publishes waiting for connection.unblocked
   Inbound inbound_;
   Backoff backoff_;
   std::function<void()> stop_done_;
