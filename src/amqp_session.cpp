@@ -186,6 +186,33 @@ uint32_t AmqpSession::purge(const std::string& queue) {
   return ok != nullptr ? ok->message_count : 0;
 }
 
+std::optional<AmqpSession::GotMessage> AmqpSession::get(const std::string& queue) {
+  amqp_rpc_reply_t r = amqp_basic_get(conn_, kConsumeChannel, as_bytes(queue), 0);
+  check(r, "cannot get from queue '" + queue + "'");
+  if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) return std::nullopt;
+  auto* ok = static_cast<amqp_basic_get_ok_t*>(r.reply.decoded);
+  GotMessage m;
+  m.delivery_tag = ok->delivery_tag;
+  m.exchange.assign(as_view(ok->exchange));
+  m.routing_key.assign(as_view(ok->routing_key));
+  amqp_message_t message;
+  check(amqp_read_message(conn_, kConsumeChannel, &message, 0), "cannot read message from '" + queue + "'");
+  m.properties = OwnedProperties(message.properties);
+  m.body.assign(as_view(message.body));
+  amqp_destroy_message(&message);
+  return m;
+}
+
+void AmqpSession::ack(uint64_t delivery_tag) {
+  int rc = amqp_basic_ack(conn_, kConsumeChannel, delivery_tag, 0);
+  if (rc != AMQP_STATUS_OK) throw AmqpError(std::string("ack failed: ") + amqp_error_string2(rc));
+}
+
+void AmqpSession::reject(uint64_t delivery_tag, bool requeue) {
+  int rc = amqp_basic_reject(conn_, kConsumeChannel, delivery_tag, requeue ? 1 : 0);
+  if (rc != AMQP_STATUS_OK) throw AmqpError(std::string("reject failed: ") + amqp_error_string2(rc));
+}
+
 uint64_t AmqpSession::publish(const std::string& exchange, const std::string& routing_key,
                               const amqp_basic_properties_t& props, std::string_view body, bool mandatory) {
   int rc = amqp_basic_publish(conn_, kPublishChannel, as_bytes(exchange), as_bytes(routing_key), mandatory ? 1 : 0,

@@ -3,6 +3,9 @@
 
 #include <charconv>
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
 namespace eventd {
 
 amqp_bytes_t as_bytes(std::string_view s) {
@@ -109,6 +112,65 @@ bool table_get_string(const amqp_table_t* table, std::string_view key, std::stri
   if (v == nullptr || (v->kind != AMQP_FIELD_KIND_UTF8 && v->kind != AMQP_FIELD_KIND_BYTES)) return false;
   out.assign(as_view(v->value.bytes));
   return true;
+}
+
+namespace {
+
+using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
+void write_table(JsonWriter& w, const amqp_table_t& t);
+
+void write_value(JsonWriter& w, const amqp_field_value_t& v) {
+  switch (v.kind) {
+    case AMQP_FIELD_KIND_BOOLEAN: w.Bool(v.value.boolean != 0); break;
+    case AMQP_FIELD_KIND_I8: w.Int(v.value.i8); break;
+    case AMQP_FIELD_KIND_U8: w.Uint(v.value.u8); break;
+    case AMQP_FIELD_KIND_I16: w.Int(v.value.i16); break;
+    case AMQP_FIELD_KIND_U16: w.Uint(v.value.u16); break;
+    case AMQP_FIELD_KIND_I32: w.Int(v.value.i32); break;
+    case AMQP_FIELD_KIND_U32: w.Uint(v.value.u32); break;
+    case AMQP_FIELD_KIND_I64: w.Int64(v.value.i64); break;
+    case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP: w.Uint64(v.value.u64); break;
+    case AMQP_FIELD_KIND_F32: w.Double(v.value.f32); break;
+    case AMQP_FIELD_KIND_F64: w.Double(v.value.f64); break;
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES: {
+      std::string_view s = as_view(v.value.bytes);
+      w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+      break;
+    }
+    case AMQP_FIELD_KIND_TABLE: write_table(w, v.value.table); break;
+    case AMQP_FIELD_KIND_ARRAY:
+      w.StartArray();
+      for (int i = 0; i < v.value.array.num_entries; ++i) write_value(w, v.value.array.entries[i]);
+      w.EndArray();
+      break;
+    default: w.Null(); break;
+  }
+}
+
+void write_table(JsonWriter& w, const amqp_table_t& t) {
+  w.StartObject();
+  for (int i = 0; i < t.num_entries; ++i) {
+    std::string_view k = as_view(t.entries[i].key);
+    w.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
+    write_value(w, t.entries[i].value);
+  }
+  w.EndObject();
+}
+
+}  // namespace
+
+std::string table_to_json(const amqp_table_t* table) {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  if (table == nullptr) {
+    w.StartObject();
+    w.EndObject();
+  } else {
+    write_table(w, *table);
+  }
+  return std::string(buf.GetString(), buf.GetSize());
 }
 
 }  // namespace eventd

@@ -28,13 +28,6 @@ constexpr std::string_view kOwnHeaders[] = {
     "x-last-error-message",
 };
 
-bool own_header(std::string_view key) {
-  for (auto k : kOwnHeaders) {
-    if (k == key) return true;
-  }
-  return false;
-}
-
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -66,6 +59,13 @@ std::string idempotency_key(std::string_view message_id, std::string_view type, 
   std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
                 static_cast<unsigned long long>(h.low64));
   return "eventd:idem:h:" + std::string(hex);
+}
+
+bool is_eventd_header(std::string_view key) {
+  for (auto k : kOwnHeaders) {
+    if (k == key) return true;
+  }
+  return false;
 }
 
 std::string cap_utf8(std::string_view text, std::size_t max) {
@@ -222,7 +222,7 @@ struct Republish {
   Republish(const Delivery& d, FieldTable&& extra) : props(d.properties.get()), headers(std::move(extra)) {
     if (const amqp_table_t* original = d.properties.headers()) {
       for (int i = 0; i < original->num_entries; ++i) {
-        if (!own_header(as_view(original->entries[i].key))) headers.add_borrowed(original->entries[i]);
+        if (!is_eventd_header(as_view(original->entries[i].key))) headers.add_borrowed(original->entries[i]);
       }
     }
     props._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;

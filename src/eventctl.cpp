@@ -27,6 +27,7 @@
 
 #include "eventd/amqp_session.hpp"
 #include "eventd/amqp_table.hpp"
+#include "eventd/dispatcher.hpp"
 #include "eventd/json_case.hpp"
 #include "eventd/retry_policy.hpp"
 #include "eventd/routing.hpp"
@@ -44,6 +45,11 @@ constexpr const char* kUsage =
     "  topology apply              declare exchanges, queues and bindings\n"
     "  topology verify             check they exist; non-zero exit names what is missing\n"
     "  dlq list                    every dead-letter queue with its depth\n"
+    "  dlq show QUEUE [--count N]  print dead letters (JSON lines), leaving them in place\n"
+    "  dlq replay QUEUE --count N|--all|--id MESSAGE_ID\n"
+    "                              republish to the original exchange and routing key, retry\n"
+    "                              count reset; each is confirmed before its dead letter is acked\n"
+    "  dlq purge QUEUE             delete every dead letter in QUEUE\n"
     "FILE defaults to $EVENTD_CONFIG, then /etc/eventd/eventd.jsonc if present, else built-in\n"
     "defaults; EVENTD_AMQP_URL and EVENTD_REDIS_URL override the URLs.\n";
 
@@ -313,19 +319,149 @@ int cmd_topology(const Config& config, const std::vector<std::string>& argv) {
   return 0;
 }
 
-int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
-  Args a = parse_args(argv, {}, {});
-  if (a.positional.empty() || a.positional[0] != "list") throw UsageError("dlq needs 'list'");
-  Topology topology = build_topology(config);
-  auto session = open_session(config);
-  std::printf("%-40s %s\n", "queue", "messages");
+// The DLQ named on the command line: "eventd.quotes.dlq", or the work queue
+// "eventd.quotes" meaning its dead-letter queue.
+const QueueSpec& resolve_dlq(const Topology& topology, const std::string& name) {
+  for (const std::string& candidate : {name, dead_letter_queue_name(name)}) {
+    const QueueSpec* q = topology.find_queue(candidate);
+    if (q != nullptr && q->role == QueueSpec::Role::DeadLetter) return *q;
+  }
+  std::string known;
   for (const auto& q : topology.queues) {
-    if (q.role != QueueSpec::Role::DeadLetter) continue;
-    auto depth = session->queue_depth(q.name);
-    if (depth) std::printf("%-40s %u\n", q.name.c_str(), *depth);
-    else std::printf("%-40s %s\n", q.name.c_str(), "missing");
+    if (q.role == QueueSpec::Role::DeadLetter) known += (known.empty() ? "" : ", ") + q.name;
+  }
+  throw UsageError("'" + name + "' is not a dead-letter queue of this config (" + known + ")");
+}
+
+std::string message_json(const AmqpSession::GotMessage& m) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  auto str = [&w](std::string_view v) { w.String(v.data(), static_cast<rapidjson::SizeType>(v.size())); };
+  const amqp_basic_properties_t& p = m.properties.get();
+  w.StartObject();
+  w.Key("messageId");
+  str(m.properties.message_id());
+  w.Key("type");
+  str(m.properties.type());
+  if (!m.properties.correlation_id().empty()) {
+    w.Key("correlationId");
+    str(m.properties.correlation_id());
+  }
+  if (p._flags & AMQP_BASIC_TIMESTAMP_FLAG) {
+    w.Key("timestamp");
+    w.Uint64(p.timestamp);
+  }
+  w.Key("headers");
+  std::string headers = table_to_json(m.properties.headers());
+  w.RawValue(headers.data(), headers.size(), rapidjson::kObjectType);
+  w.Key("body");
+  str(m.body);
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+// Where a dead letter goes back to: the route eventd recorded, or for a message the
+// broker dead-lettered itself (delivery limit), its work queue via the default exchange.
+Route replay_route(const AmqpSession::GotMessage& m, const QueueSpec& dlq) {
+  Route r;
+  const amqp_table_t* h = m.properties.headers();
+  if (table_get_string(h, "x-original-exchange", r.exchange) &&
+      table_get_string(h, "x-original-routing-key", r.routing_key)) {
+    return r;
+  }
+  return Route{"", dlq.work_queue};
+}
+
+int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
+  Args a = parse_args(argv, {"count", "id"}, {"all"});
+  const std::string sub = a.positional.empty() ? "" : a.positional[0];
+  Topology topology = build_topology(config);
+  if (sub == "list") {
+    auto session = open_session(config);
+    std::printf("%-40s %s\n", "queue", "messages");
+    for (const auto& q : topology.queues) {
+      if (q.role != QueueSpec::Role::DeadLetter) continue;
+      auto depth = session->queue_depth(q.name);
+      if (depth) std::printf("%-40s %u\n", q.name.c_str(), *depth);
+      else std::printf("%-40s %s\n", q.name.c_str(), "missing");
+    }
+    session->close();
+    return 0;
+  }
+  if (sub != "show" && sub != "replay" && sub != "purge") {
+    throw UsageError("dlq needs list, show QUEUE, replay QUEUE or purge QUEUE");
+  }
+  if (a.positional.size() != 2) throw UsageError("dlq " + sub + " needs one QUEUE");
+  const QueueSpec& dlq = resolve_dlq(topology, a.positional[1]);
+  auto session = open_session(config);
+
+  if (sub == "purge") {
+    uint32_t n = session->purge(dlq.name);
+    session->close();
+    std::printf("purged %u message(s) from %s\n", n, dlq.name.c_str());
+    return 0;
+  }
+
+  auto depth = session->queue_depth(dlq.name);
+  if (!depth) throw AmqpError("queue '" + dlq.name + "' does not exist (eventctl topology apply declares it)");
+  if (sub == "show") {
+    uint64_t count = a.has("count") ? parse_count("count", a.get("count"), 1, 1000000) : 10;
+    uint64_t limit = std::min<uint64_t>(count, *depth);
+    std::vector<uint64_t> tags;
+    for (uint64_t i = 0; i < limit; ++i) {
+      auto m = session->get(dlq.name);
+      if (!m) break;
+      std::printf("%s\n", message_json(*m).c_str());
+      tags.push_back(m->delivery_tag);
+    }
+    // Closing the connection returns every message we looked at, in its place.
+    session->close();
+    if (tags.empty()) std::fprintf(stderr, "%s is empty\n", dlq.name.c_str());
+    return 0;
+  }
+
+  // replay: republish each to its original route with the retry count reset, wait for
+  // the broker's confirm, and only then ack the dead letter: a crash in between leaves
+  // a copy in both places (replayed again later and deduplicated by eventd), never none.
+  int modes = (a.has("count") ? 1 : 0) + (a.has("all") ? 1 : 0) + (a.has("id") ? 1 : 0);
+  if (modes != 1) throw UsageError("dlq replay needs one of --count N, --all, --id MESSAGE_ID");
+  uint64_t want = a.has("count") ? parse_count("count", a.get("count"), 1, 100000000) : *depth;
+  const std::string only_id = a.get("id");
+  session->confirm_select();
+  uint64_t replayed = 0;
+  uint64_t seen = 0;
+  while (replayed < want && seen < *depth) {
+    auto m = session->get(dlq.name);
+    if (!m) break;
+    ++seen;
+    if (!only_id.empty() && m->properties.message_id() != only_id) continue;  // returned on close
+    Route route = replay_route(*m, dlq);
+    FieldTable headers;
+    if (const amqp_table_t* h = m->properties.headers()) {
+      for (int i = 0; i < h->num_entries; ++i) {
+        std::string_view key = as_view(h->entries[i].key);
+        if (!is_eventd_header(key) && key != "x-death" && !key.starts_with("x-first-death") &&
+            !key.starts_with("x-last-death") && key != "x-delivery-count") {
+          headers.add_borrowed(h->entries[i]);
+        }
+      }
+    }
+    amqp_basic_properties_t props = m->properties.get();
+    props.headers = headers.table();
+    props._flags |= AMQP_BASIC_HEADERS_FLAG;
+    session->publish_confirmed(route.exchange, route.routing_key, props, m->body);
+    session->ack(m->delivery_tag);
+    ++replayed;
+    std::printf("replayed message_id=%s to exchange=%s routing_key=%s\n",
+                std::string(m->properties.message_id()).c_str(),
+                route.exchange.empty() ? "(default)" : route.exchange.c_str(), route.routing_key.c_str());
   }
   session->close();
+  if (!only_id.empty() && replayed == 0) {
+    std::fprintf(stderr, "eventctl: no message with message_id '%s' in %s\n", only_id.c_str(), dlq.name.c_str());
+    return 1;
+  }
+  std::printf("replayed %llu message(s) from %s\n", static_cast<unsigned long long>(replayed), dlq.name.c_str());
   return 0;
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "eventd/amqp_message.hpp"
 #include "eventd/config.hpp"
 
 namespace eventd {
@@ -56,6 +57,19 @@ class AmqpSession {
   void qos(uint16_t prefetch);
   void confirm_select();
   uint32_t purge(const std::string& queue);
+
+  // basic.get without auto-ack on the consume channel: the message, or nullopt when
+  // the queue is empty. Ack or reject it by its delivery tag.
+  struct GotMessage {
+    uint64_t delivery_tag = 0;
+    std::string exchange;
+    std::string routing_key;
+    OwnedProperties properties;
+    std::string body;
+  };
+  std::optional<GotMessage> get(const std::string& queue);
+  void ack(uint64_t delivery_tag);
+  void reject(uint64_t delivery_tag, bool requeue);
 
   // Publishes on the publish channel with confirms (confirm_select first) and waits
   // for the broker's answer. Throws AmqpError when nacked, unroutable (mandatory) or

@@ -47,6 +47,10 @@ std::string_view as_view(amqp_bytes_t b);
 // Reads a header as an integer (any AMQP integer type, or a decimal string); nullopt
 // when absent or not a number.
 bool table_get_int(const amqp_table_t* table, std::string_view key, int64_t& out);
+// Appends `table` as a JSON object (strings, numbers, booleans, nested tables and
+// arrays such as x-death; byte arrays as strings; timestamps as integers).
+std::string table_to_json(const amqp_table_t* table);
+
 bool table_get_string(const amqp_table_t* table, std::string_view key, std::string& out);
 
 }  // namespace eventd

@@ -29,6 +29,11 @@ namespace eventd {
 // eventd:idem:h:<xxh128 of type and body>.
 std::string idempotency_key(std::string_view message_id, std::string_view type, std::string_view body);
 
+// Headers eventd writes on retries and dead letters (x-retry-count, x-error-*,
+// x-original-*, x-failed-at): replaced, never duplicated, when a message is
+// republished, and dropped on replay.
+bool is_eventd_header(std::string_view key);
+
 // Caps a header value at `max` bytes without splitting a UTF-8 sequence.
 std::string cap_utf8(std::string_view text, std::size_t max);
 
