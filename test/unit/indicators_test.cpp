@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -52,9 +53,9 @@ std::vector<double> zigzag_then(double (*leg)(int)) {
   return p;
 }
 
-const eventd::Analysis& ok(const std::variant<eventd::Analysis, eventd::AnalysisError>& result) {
+eventd::Analysis ok(std::variant<eventd::Analysis, eventd::AnalysisError> result) {
   if (const auto* e = std::get_if<eventd::AnalysisError>(&result)) FAIL("unexpected error: " << e->error);
-  return std::get<eventd::Analysis>(result);
+  return std::get<eventd::Analysis>(std::move(result));
 }
 
 std::string error_of(const std::variant<eventd::Analysis, eventd::AnalysisError>& result) {
@@ -339,7 +340,7 @@ TEST_CASE("indicators: analyse scores chart signals") {
   SUBCASE("accelerating rise: above SMA(50), MACD positive, RSI neutral -> buy") {
     // RSI 59.93, SMA(50) 101.148, MACD histogram +0.5348 (computed independently).
     const auto p = zigzag_then([](int i) { return 100 + 0.02 * i * i; });
-    const auto& a = ok(eventd::analyse(p, AnalysisKind::Chart));
+    const auto a = ok(eventd::analyse(p, AnalysisKind::Chart));
     CHECK(a.kind == AnalysisKind::Chart);
     CHECK(a.prices_used == 60);
     CHECK(a.last_price == p.back());
@@ -360,7 +361,7 @@ TEST_CASE("indicators: analyse scores chart signals") {
   }
   SUBCASE("accelerating fall -> sell") {
     const auto p = zigzag_then([](int i) { return 100 - 0.02 * i * i; });
-    const auto& a = ok(eventd::analyse(p, AnalysisKind::Chart));
+    const auto a = ok(eventd::analyse(p, AnalysisKind::Chart));
     CHECK(a.score == -2);
     CHECK(a.recommendation == "sell");
     CHECK(has_reason(a, "price 91.20 below SMA(50) 98.85"));
@@ -369,7 +370,7 @@ TEST_CASE("indicators: analyse scores chart signals") {
   SUBCASE("a steady climb is overbought: +1 +1 -1 -> hold") {
     std::vector<double> p;
     for (int i = 0; i < 60; ++i) p.push_back(100 + i + (i % 2 ? 0.3 : -0.3));
-    const auto& a = ok(eventd::analyse(p, AnalysisKind::Chart));
+    const auto a = ok(eventd::analyse(p, AnalysisKind::Chart));
     CHECK(a.chart->rsi_14 == 100.0);
     CHECK(a.score == 1);
     CHECK(a.recommendation == "hold");
@@ -378,7 +379,7 @@ TEST_CASE("indicators: analyse scores chart signals") {
   SUBCASE("a steady slide is oversold: +1 -1 -1 -> hold") {
     std::vector<double> p;
     for (int i = 0; i < 60; ++i) p.push_back(200 - i - (i % 2 ? 0.3 : -0.3));
-    const auto& a = ok(eventd::analyse(p, AnalysisKind::Chart));
+    const auto a = ok(eventd::analyse(p, AnalysisKind::Chart));
     CHECK(a.score == -1);
     CHECK(a.recommendation == "hold");
     CHECK(has_reason(a, "RSI 0.0 below 30: oversold"));
@@ -388,7 +389,7 @@ TEST_CASE("indicators: analyse scores chart signals") {
     const std::vector<double> swings{100, 106, 112, 106, 98,  90,  96,  103,   110, 104, 98,  93,   99,   104, 108, 103,
                                      99,  95,  98,  101, 105, 102, 99,  97,    100, 102, 104.8, 102, 99, 97.2, 98.5, 100};
     p.insert(p.end(), swings.begin(), swings.end());
-    const auto& a = ok(eventd::analyse(p, AnalysisKind::Chart));
+    const auto a = ok(eventd::analyse(p, AnalysisKind::Chart));
     REQUIRE(a.chart->support.size() == 3);
     check_near(a.chart->support[0].price, 97.1, 1e-9);
     REQUIRE(a.chart->resistance.size() == 3);
@@ -404,7 +405,7 @@ TEST_CASE("indicators: analyse options and full") {
   const double hv = 0.01 * std::sqrt(20.0 / 19.0 * 252.0);
 
   SUBCASE("options needs only 21 prices and never picks a direction") {
-    const auto& a = ok(eventd::analyse(p, AnalysisKind::Options));
+    const auto a = ok(eventd::analyse(p, AnalysisKind::Options));
     CHECK_FALSE(a.chart);
     REQUIRE(a.options);
     check_near(a.options->historical_volatility, hv, 1e-12);
@@ -421,7 +422,7 @@ TEST_CASE("indicators: analyse options and full") {
   }
   SUBCASE("full has both parts and the chart's recommendation") {
     const auto rise = zigzag_then([](int i) { return 100 + 0.02 * i * i; });
-    const auto& a = ok(eventd::analyse(rise, AnalysisKind::Full));
+    const auto a = ok(eventd::analyse(rise, AnalysisKind::Full));
     REQUIRE(a.chart);
     REQUIRE(a.options);
     CHECK(a.options->historical_volatility == *eventd::historical_volatility(rise));
