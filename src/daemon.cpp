@@ -31,7 +31,7 @@ class Daemon {
         amqp_(loop, config, build_topology(config),
               {[this] { on_amqp_connected(); }, [this](Delivery&& d) { dispatcher_.on_delivery(std::move(d)); },
                [this](const std::string&) { on_amqp_lost(); }}),
-        dispatcher_(loop, config, amqp_, schemas_, metrics_),
+        dispatcher_(loop, config, amqp_, redis_, schemas_, metrics_),
         http_(loop, [this](std::string_view method, std::string_view path) { return serve(method, path); }) {
     dispatcher_.register_handler("quote_update", std::make_unique<QuoteUpdateHandler>(redis_, config));
     dispatcher_.on_idle = [this] {

@@ -12,6 +12,10 @@
 #include "eventd/amqp_table.hpp"
 #include "eventd/json_case.hpp"
 #include "eventd/log.hpp"
+#include "eventd/routing.hpp"
+
+#include <hiredis/hiredis.h>
+#include <memory>
 
 namespace eventd {
 namespace {
@@ -61,6 +65,13 @@ std::string idempotency_key(std::string_view message_id, std::string_view type, 
   return "eventd:idem:h:" + std::string(hex);
 }
 
+std::string outbox_key(std::string_view idempotency_key) {
+  constexpr std::string_view kIdem = "eventd:idem:";
+  std::string_view id = idempotency_key;
+  if (id.starts_with(kIdem)) id.remove_prefix(kIdem.size());
+  return "eventd:outbox:" + std::string(id);
+}
+
 bool is_eventd_header(std::string_view key) {
   for (auto k : kOwnHeaders) {
     if (k == key) return true;
@@ -87,9 +98,15 @@ struct Dispatcher::Job {
   MessageCounters* counters = nullptr;
 };
 
-Dispatcher::Dispatcher(uv_loop_t* loop, const Config& config, AmqpConnection& amqp, const SchemaRegistry& schemas,
-                       Metrics& metrics)
-    : loop_(loop), config_(config), amqp_(amqp), schemas_(schemas), metrics_(metrics), retry_(config.retry) {
+Dispatcher::Dispatcher(uv_loop_t* loop, const Config& config, AmqpConnection& amqp, RedisClient& redis,
+                       const SchemaRegistry& schemas, Metrics& metrics)
+    : loop_(loop),
+      config_(config),
+      amqp_(amqp),
+      redis_(redis),
+      schemas_(schemas),
+      metrics_(metrics),
+      retry_(config.retry) {
   requeue_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
 }
 
@@ -180,7 +197,8 @@ void Dispatcher::finish(JobIt job, HandlerResult result) {
   switch (result.kind) {
     case HandlerResult::Kind::Applied:
       metrics_.handler_latency(job->type).observe(static_cast<double>(uv_hrtime() - job->started_ns) / 1e9);
-      ack(job);
+      if (!result.outbox.empty()) publish_outbox(job, std::move(result.outbox));
+      else ack(job);
       return;
     case HandlerResult::Kind::Duplicate:
       ++job->counters->duplicates;
@@ -204,6 +222,100 @@ void Dispatcher::finish(JobIt job, HandlerResult result) {
 void Dispatcher::ack(JobIt job) {
   if (amqp_.ack(job->delivery.generation, job->delivery.delivery_tag)) ++job->counters->acked;
   release(job);
+}
+
+void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
+  struct Progress {
+    std::size_t waiting = 0;
+    bool failed = false;
+    bool abandoned = false;  // the job was released; late callbacks do nothing
+  };
+  if (amqp_.state() != AmqpState::Connected) {
+    release(job);  // the broker has the source back already
+    return;
+  }
+  auto progress = std::make_shared<Progress>();
+  progress->waiting = outbox.size();
+  std::string_view source_id = job->idem_key;
+  if (source_id.starts_with("eventd:idem:")) source_id.remove_prefix(std::string_view("eventd:idem:").size());
+  std::string correlation(job->delivery.properties.correlation_id());
+  const uint64_t now_s = static_cast<uint64_t>(now_ms() / 1000);
+
+  for (std::size_t i = 0; i < outbox.size(); ++i) {
+    std::string_view entry = outbox[i];
+    Route route;
+    if (entry.starts_with('@')) {  // "@QUEUE\n{json}": straight to a reply queue
+      std::size_t nl = entry.find('\n');
+      route = Route{"", std::string(entry.substr(1, nl - 1))};
+      entry = nl == std::string_view::npos ? std::string_view() : entry.substr(nl + 1);
+    }
+    rapidjson::Document body;
+    body.Parse(entry.data(), entry.size());
+    std::string type;
+    if (!body.HasParseError() && body.IsObject() && body.HasMember("type") && body["type"].IsString()) {
+      type = body["type"].GetString();
+    }
+    if (route.routing_key.empty()) {
+      auto r = type.empty() ? std::nullopt : route_for(config_.topology, type, body);
+      if (!r) {
+        // A handler bug, not the message's fault: keep the source for a later look.
+        log::error("outbox entry cannot be routed", {{"message_id", job->delivery.properties.message_id()},
+                                                      {"entry", cap_utf8(entry, 200)}});
+        progress->failed = true;
+        if (--progress->waiting == 0) requeue_later(job);
+        continue;
+      }
+      route = *r;
+    }
+    std::string id = std::string(source_id) + ":" + std::to_string(i);
+    amqp_basic_properties_t props{};
+    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+                   AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+    props.content_type = as_bytes("application/json");
+    props.delivery_mode = 2;
+    props.message_id = as_bytes(id);
+    props.type = as_bytes(type);
+    props.timestamp = now_s;
+    if (!correlation.empty()) {
+      props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+      props.correlation_id = as_bytes(correlation);
+    }
+    bool sent = amqp_.publish(route.exchange, route.routing_key, props, entry,
+                              [this, job, progress](bool ok, const std::string& why) {
+                                if (progress->abandoned) return;
+                                if (!ok) {
+                                  if (!progress->failed) {
+                                    log::warn("derived message not confirmed", {{"error", why}});
+                                  }
+                                  progress->failed = true;
+                                }
+                                if (--progress->waiting > 0) return;
+                                if (progress->failed) requeue_later(job);
+                                else finish_outbox(job);
+                              });
+    if (!sent) {
+      // The connection died under this loop: the broker has the source back, and what
+      // was already published is a harmless duplicate next time (same message ids).
+      progress->abandoned = true;
+      release(job);
+      return;
+    }
+  }
+}
+
+// Every derived message is confirmed: mark the source done, then ack it.
+void Dispatcher::finish_outbox(JobIt job) {
+  std::string ttl = std::to_string(config_.idempotency_ttl_sec);
+  std::string outbox = outbox_key(job->idem_key);
+  bool sent = redis_.command({"SET", job->idem_key, "1", "XX", "EX", ttl}, [this, job, outbox](const redisReply* r) {
+    if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
+      requeue_later(job);  // redelivered, it publishes its outbox again and tries once more
+      return;
+    }
+    redis_.command({"DEL", outbox}, [](const redisReply*) {});
+    ack(job);
+  });
+  if (!sent) requeue_later(job);
 }
 
 void Dispatcher::release(JobIt job) {

@@ -3,6 +3,7 @@
 // 2 bad usage or invalid input (nothing was sent).
 #include "eventd/eventctl.hpp"
 
+#include <hiredis/hiredis.h>
 #include <uuid/uuid.h>
 
 #include <chrono>
@@ -50,6 +51,10 @@ constexpr const char* kUsage =
     "                              republish to the original exchange and routing key, retry\n"
     "                              count reset; each is confirmed before its dead letter is acked\n"
     "  dlq purge QUEUE             delete every dead letter in QUEUE\n"
+    "  monitor start USER SPEC     start (or replace) USER's monitor; SPEC is JSON, @FILE or -\n"
+    "  monitor stop USER           stop it (rules stop firing; the spec is kept)\n"
+    "  monitor status USER         the monitor as JSON\n"
+    "  monitor list                every user with a monitor, its status and rule count\n"
     "FILE defaults to $EVENTD_CONFIG, then /etc/eventd/eventd.jsonc if present, else built-in\n"
     "defaults; EVENTD_AMQP_URL and EVENTD_REDIS_URL override the URLs.\n";
 
@@ -465,6 +470,209 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
   return 0;
 }
 
+// --- monitor: per-user monitor state in Redis ------------------------------------
+
+// Blocking Redis for the CLI (no loop here). Owns the context.
+class BlockingRedis {
+ public:
+  explicit BlockingRedis(const RedisConfig& config) {
+    timeval tv{static_cast<time_t>(config.connect_timeout_ms / 1000),
+               static_cast<suseconds_t>((config.connect_timeout_ms % 1000) * 1000)};
+    ctx_.reset(redisConnectWithTimeout(config.endpoint.host.c_str(), config.endpoint.port, tv));
+    const std::string where = config.endpoint.host + ":" + std::to_string(config.endpoint.port);
+    if (!ctx_ || ctx_->err) {
+      throw std::runtime_error("cannot connect to Redis at " + where + ": " + (ctx_ ? ctx_->errstr : "out of memory"));
+    }
+    redisSetTimeout(ctx_.get(), tv);
+    if (!config.endpoint.password.empty()) {
+      std::vector<std::string> auth{"AUTH"};
+      if (!config.endpoint.user.empty()) auth.push_back(config.endpoint.user);
+      auth.push_back(config.endpoint.password);
+      run(auth);
+    }
+    run({"SELECT", std::to_string(config.endpoint.db)});
+  }
+
+  using Reply = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
+  Reply run(const std::vector<std::string>& args) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    auto* r = static_cast<redisReply*>(
+        redisCommandArgv(ctx_.get(), static_cast<int>(args.size()), argv.data(), lens.data()));
+    if (r == nullptr) throw std::runtime_error(std::string("Redis: ") + ctx_->errstr);
+    Reply reply(r, freeReplyObject);
+    if (r->type == REDIS_REPLY_ERROR) throw std::runtime_error("Redis: " + std::string(r->str, r->len));
+    return reply;
+  }
+
+ private:
+  struct Free {
+    void operator()(redisContext* c) const { redisFree(c); }
+  };
+  std::unique_ptr<redisContext, Free> ctx_;
+};
+
+// Replaces the user's monitor and its rules in the per-symbol index, atomically.
+// ARGV: userId, spec, channels JSON, checkIntervalMs, now, then (symbol, alertId, rule JSON)...
+constexpr const char* kMonitorStartScript = R"lua(
+local user = ARGV[1]
+local old = redis.call('HGET', KEYS[1], 'spec')
+if old then
+  for _, r in ipairs(cjson.decode(old).rules) do
+    redis.call('HDEL', 'eventd:rules:' .. r.symbol, user .. ':' .. tostring(r.alertId))
+  end
+end
+for i = 6, #ARGV, 3 do
+  redis.call('HSET', 'eventd:rules:' .. ARGV[i], user .. ':' .. ARGV[i + 1], ARGV[i + 2])
+end
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[1], 'status', 'running', 'spec', ARGV[2], 'channels', ARGV[3],
+           'checkIntervalMs', ARGV[4], 'updatedAt', ARGV[5])
+redis.call('SADD', KEYS[2], user)
+return (#ARGV - 5) / 3
+)lua";
+
+// Stops a monitor: its rules leave the index; the spec stays for status and restart.
+constexpr const char* kMonitorStopScript = R"lua(
+local spec = redis.call('HGET', KEYS[1], 'spec')
+if not spec then return 0 end
+for _, r in ipairs(cjson.decode(spec).rules) do
+  redis.call('HDEL', 'eventd:rules:' .. r.symbol, ARGV[1] .. ':' .. tostring(r.alertId))
+end
+redis.call('HSET', KEYS[1], 'status', 'stopped', 'updatedAt', ARGV[2])
+return 1
+)lua";
+
+std::string monitor_key(const std::string& user) { return "eventd:monitor:" + user; }
+
+std::string to_json(const rapidjson::Value& v) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  v.Accept(w);
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+void check_user(const std::string& user) {
+  if (user.empty() || user.size() > 200 || user.find_first_of(" \t\r\n:") != std::string::npos) {
+    throw UsageError("invalid USER '" + user + "': 1-200 characters, no spaces or ':'");
+  }
+}
+
+int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
+  Args a = parse_args(argv, {}, {});
+  const std::string sub = a.positional.empty() ? "" : a.positional[0];
+  if (sub == "list") {
+    if (a.positional.size() != 1) throw UsageError("monitor list takes no arguments");
+    BlockingRedis redis(config.redis);
+    auto users = redis.run({"SMEMBERS", "eventd:monitors"});
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < users->elements; ++i) names.emplace_back(users->element[i]->str, users->element[i]->len);
+    std::sort(names.begin(), names.end());
+    for (const auto& u : names) {
+      auto st = redis.run({"HMGET", monitor_key(u), "status", "spec"});
+      std::string status = st->element[0]->type == REDIS_REPLY_STRING ? st->element[0]->str : "missing";
+      std::size_t rules = 0;
+      if (st->element[1]->type == REDIS_REPLY_STRING) {
+        rapidjson::Document spec;
+        spec.Parse(st->element[1]->str, st->element[1]->len);
+        if (!spec.HasParseError() && spec.HasMember("rules") && spec["rules"].IsArray()) rules = spec["rules"].Size();
+      }
+      std::printf("%s\t%s\t%zu rule(s)\n", u.c_str(), status.c_str(), rules);
+    }
+    return 0;
+  }
+  if (sub != "start" && sub != "stop" && sub != "status") {
+    throw UsageError("monitor needs start USER SPEC, stop USER, status USER or list");
+  }
+  if (a.positional.size() < 2) throw UsageError("monitor " + sub + " needs a USER");
+  const std::string user = a.positional[1];
+  check_user(user);
+  const std::string now = std::to_string(now_ms());
+
+  if (sub == "start") {
+    if (a.positional.size() > 3) throw UsageError("monitor start takes USER and one SPEC");
+    std::string text = read_input(a.positional.size() == 3 ? a.positional[2] : "-");
+    rapidjson::Document spec;
+    spec.Parse(text.data(), text.size());
+    if (spec.HasParseError()) {
+      throw UsageError("invalid JSON in SPEC at offset " + std::to_string(spec.GetErrorOffset()) + ": " +
+                       rapidjson::GetParseError_En(spec.GetParseError()));
+    }
+    if (!spec.IsObject()) throw UsageError("SPEC must be a JSON object");
+    normalise_keys(spec, spec.GetAllocator());
+    SchemaRegistry schemas;
+    if (auto problem = schemas.validate("monitor", spec)) throw UsageError("invalid monitor spec: " + *problem);
+    std::vector<std::string> args{"EVAL", kMonitorStartScript, "3", monitor_key(user), "eventd:monitors",
+                                  "eventd:rulestate:" + user, user, to_json(spec), to_json(spec["channels"]),
+                                  std::to_string(spec.HasMember("checkIntervalMs") ? spec["checkIntervalMs"].GetInt64()
+                                                                                   : 60000),
+                                  now};
+    std::vector<int64_t> seen;
+    const auto& rules = spec["rules"];
+    for (rapidjson::SizeType i = 0; i < rules.Size(); ++i) {
+      const auto& r = rules[i];
+      int64_t id = r["alertId"].GetInt64();
+      if (std::find(seen.begin(), seen.end(), id) != seen.end()) {
+        throw UsageError("invalid monitor spec: /rules/" + std::to_string(i) + "/alertId: " + std::to_string(id) +
+                         " is used by an earlier rule; alert ids must be unique");
+      }
+      seen.push_back(id);
+      rapidjson::Document rule(rapidjson::kObjectType);
+      auto& al = rule.GetAllocator();
+      rule.AddMember("userId", rapidjson::Value(user.c_str(), al), al);
+      rule.AddMember("alertId", rapidjson::Value(id), al);
+      rule.AddMember("condition", rapidjson::Value(r["condition"], al), al);
+      rule.AddMember("threshold", rapidjson::Value(r["threshold"], al), al);
+      rule.AddMember("cooldownSec", rapidjson::Value(r.HasMember("cooldownSec") ? r["cooldownSec"].GetInt64() : 0), al);
+      args.push_back(r["symbol"].GetString());
+      args.push_back(std::to_string(id));
+      args.push_back(to_json(rule));
+    }
+    BlockingRedis redis(config.redis);
+    redis.run(args);
+    std::printf("monitor for %s running: %u rule(s)\n", user.c_str(), rules.Size());
+    return 0;
+  }
+  if (a.positional.size() != 2) throw UsageError("monitor " + sub + " takes only USER");
+  BlockingRedis redis(config.redis);
+  if (sub == "stop") {
+    auto r = redis.run({"EVAL", kMonitorStopScript, "1", monitor_key(user), user, now});
+    if (r->integer == 0) {
+      std::fprintf(stderr, "eventctl: no monitor for user '%s'\n", user.c_str());
+      return 1;
+    }
+    std::printf("monitor for %s stopped\n", user.c_str());
+    return 0;
+  }
+  auto r = redis.run({"HGETALL", monitor_key(user)});
+  if (r->elements == 0) {
+    std::fprintf(stderr, "eventctl: no monitor for user '%s'\n", user.c_str());
+    return 1;
+  }
+  rapidjson::Document out(rapidjson::kObjectType);
+  auto& al = out.GetAllocator();
+  out.AddMember("userId", rapidjson::Value(user.c_str(), al), al);
+  for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+    std::string key(r->element[i]->str, r->element[i]->len);
+    std::string value(r->element[i + 1]->str, r->element[i + 1]->len);
+    if (key == "spec" || key == "channels") {
+      rapidjson::Document parsed(&al);
+      parsed.Parse(value.c_str());
+      if (!parsed.HasParseError()) out.AddMember(rapidjson::Value(key.c_str(), al), rapidjson::Value(parsed, al), al);
+    } else if (key == "checkIntervalMs" || key == "updatedAt") {
+      out.AddMember(rapidjson::Value(key.c_str(), al), rapidjson::Value(static_cast<int64_t>(std::strtoll(value.c_str(), nullptr, 10))), al);
+    } else {
+      out.AddMember(rapidjson::Value(key.c_str(), al), rapidjson::Value(value.c_str(), al), al);
+    }
+  }
+  std::printf("%s\n", to_json(out).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int eventctl_main(int argc, char** argv) {
@@ -492,6 +700,7 @@ int eventctl_main(int argc, char** argv) {
     if (command == "publish") return cmd_publish(config, rest);
     if (command == "topology") return cmd_topology(config, rest);
     if (command == "dlq") return cmd_dlq(config, rest);
+    if (command == "monitor") return cmd_monitor(config, rest);
     throw UsageError("unknown command '" + command + "' (see eventctl --help)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "eventctl: %s\n", e.what());

@@ -19,6 +19,7 @@
 #include "eventd/config.hpp"
 #include "eventd/handler.hpp"
 #include "eventd/metrics.hpp"
+#include "eventd/redis_client.hpp"
 #include "eventd/retry_policy.hpp"
 #include "eventd/schema_registry.hpp"
 #include "eventd/uv_handle.hpp"
@@ -34,13 +35,16 @@ std::string idempotency_key(std::string_view message_id, std::string_view type, 
 // republished, and dropped on replay.
 bool is_eventd_header(std::string_view key);
 
+// The outbox key paired with an idempotency key: eventd:outbox:<id>.
+std::string outbox_key(std::string_view idempotency_key);
+
 // Caps a header value at `max` bytes without splitting a UTF-8 sequence.
 std::string cap_utf8(std::string_view text, std::size_t max);
 
 class Dispatcher {
  public:
-  Dispatcher(uv_loop_t* loop, const Config& config, AmqpConnection& amqp, const SchemaRegistry& schemas,
-             Metrics& metrics);
+  Dispatcher(uv_loop_t* loop, const Config& config, AmqpConnection& amqp, RedisClient& redis,
+             const SchemaRegistry& schemas, Metrics& metrics);
   ~Dispatcher();
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
@@ -66,6 +70,8 @@ class Dispatcher {
   void start(JobIt job);
   void finish(JobIt job, HandlerResult result);
   void ack(JobIt job);
+  void publish_outbox(JobIt job, Outbox outbox);
+  void finish_outbox(JobIt job);
   void retry(JobIt job, const ProcessingError& error, uint32_t delay_ms);
   void dead_letter(JobIt job, const ProcessingError& error);
   void requeue_later(JobIt job);
@@ -75,6 +81,7 @@ class Dispatcher {
   uv_loop_t* loop_;
   const Config& config_;
   AmqpConnection& amqp_;
+  RedisClient& redis_;
   const SchemaRegistry& schemas_;
   Metrics& metrics_;
   RetryPolicy retry_;

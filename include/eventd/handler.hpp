@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <rapidjson/document.h>
 
@@ -25,6 +26,17 @@ struct Message {
   int64_t timestamp_ms;
 };
 
+// Messages a handler derives are first written to the source message's outbox in
+// Redis, atomically with its effects (its idempotency key then reads "pending"). The
+// dispatcher publishes them with confirms, marks the key done, and only then acks. A
+// redelivered source whose key is still pending gets its outbox back from the
+// handler's script and publishes it again; derived message ids are deterministic
+// (<source id>:<n>), so their own handlers drop the duplicates.
+//
+// An outbox entry is the JSON body (camelCase, with "type"), routed by type; an entry
+// "@QUEUE\n{json}" goes to QUEUE through the default exchange (request-reply).
+using Outbox = std::vector<std::string>;
+
 struct HandlerResult {
   enum class Kind {
     Applied,           // effects recorded together with the idempotency key
@@ -33,11 +45,12 @@ struct HandlerResult {
     RedisUnavailable,  // Redis went away mid-flight: keep the message, run it again later
   } kind = Kind::Applied;
   ProcessingError error;
+  Outbox outbox;  // Applied with derived messages still to publish
 
-  static HandlerResult applied() { return {Kind::Applied, {}}; }
-  static HandlerResult duplicate() { return {Kind::Duplicate, {}}; }
-  static HandlerResult failed(ProcessingError e) { return {Kind::Failed, std::move(e)}; }
-  static HandlerResult redis_unavailable() { return {Kind::RedisUnavailable, {}}; }
+  static HandlerResult applied(Outbox outbox = {}) { return {Kind::Applied, {}, std::move(outbox)}; }
+  static HandlerResult duplicate() { return {Kind::Duplicate, {}, {}}; }
+  static HandlerResult failed(ProcessingError e) { return {Kind::Failed, std::move(e), {}}; }
+  static HandlerResult redis_unavailable() { return {Kind::RedisUnavailable, {}, {}}; }
 };
 
 using HandlerDone = std::function<void(HandlerResult)>;

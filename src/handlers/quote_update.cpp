@@ -5,21 +5,82 @@
 
 #include <charconv>
 
+#include "eventd/dispatcher.hpp"
+
 namespace eventd {
 namespace {
 
-// KEYS: idempotency, quote hash, history list. ARGV: ttl, price, change, timestamp, history length.
+// KEYS: idempotency, quote hash, history list, rule index of the symbol, outbox.
+// ARGV: ttl, price, change, timestamp, history length, symbol, correlation id.
+//
 // Redis does not roll a script back when a command in it fails (e.g. WRONGTYPE), so
 // the idempotency key is written last: a failed run leaves no key, and its retry
 // applies the effects (the hash write is idempotent, the push ran not at all).
+//
+// Rules (eventd:rules:<SYMBOL>, written by `eventctl monitor start`) are evaluated
+// only for a quote that is the newest by timestamp. Each rule remembers which side of
+// its threshold the last quote was on (eventd:rulestate:<user>, field alertId,
+// "<side>:<last fired ms>"); it fires on a crossing into its condition, not on every
+// quote beyond it, and not again within its cooldown (measured in quote time). A
+// rule's first quote only records the side. Fired alerts go to the outbox and the
+// idempotency key reads "pending" until the dispatcher has them confirmed.
 constexpr const char* kScript = R"lua(
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local state = redis.call('GET', KEYS[1])
+if state == 'pending' then return {2, unpack(redis.call('LRANGE', KEYS[5], 0, -1))} end
+if state then return 0 end
+local price, change, ts = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local current = redis.call('HGET', KEYS[2], 'timestamp')
-if not current or tonumber(current) <= tonumber(ARGV[4]) then
+local newest = (not current) or tonumber(current) <= ts
+if newest then
   redis.call('HSET', KEYS[2], 'price', ARGV[2], 'change', ARGV[3], 'timestamp', ARGV[4])
 end
 redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
+local fired = {}
+if newest then
+  local rules = redis.call('HGETALL', KEYS[4])
+  for i = 1, #rules, 2 do
+    local r = cjson.decode(rules[i + 1])
+    local value = price
+    if r.condition == 'change_pct_above' or r.condition == 'change_pct_below' then
+      local previous_close = price - change
+      value = previous_close ~= 0 and change / previous_close * 100 or nil
+    end
+    if value then
+      local inside
+      if r.condition == 'price_above' or r.condition == 'change_pct_above' then
+        inside = value > r.threshold
+      else
+        inside = value < r.threshold
+      end
+      local state_key = 'eventd:rulestate:' .. r.userId
+      local field = tostring(r.alertId)
+      local saved = redis.call('HGET', state_key, field)
+      local side, last = nil, -1
+      if saved then
+        local colon = string.find(saved, ':', 1, true)
+        side, last = string.sub(saved, 1, colon - 1), tonumber(string.sub(saved, colon + 1))
+      end
+      local fire = inside and side == '0' and (last < 0 or ts - last >= (r.cooldownSec or 0) * 1000)
+      if fire then
+        last = ts
+        local alert = {type = 'alert_triggered', timestamp = ts, userId = r.userId, alertId = r.alertId,
+                       symbol = ARGV[6], condition = r.condition, threshold = r.threshold, currentValue = value}
+        if ARGV[7] ~= '' then alert.correlationId = ARGV[7] end
+        fired[#fired + 1] = cjson.encode(alert)
+      end
+      local new_side = inside and '1' or '0'
+      if fire or new_side ~= side then redis.call('HSET', state_key, field, new_side .. ':' .. last) end
+    end
+  end
+end
+if #fired > 0 then
+  redis.call('DEL', KEYS[5])
+  redis.call('RPUSH', KEYS[5], unpack(fired))
+  redis.call('EXPIRE', KEYS[5], ARGV[1])
+  redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[1])
+  return {1, unpack(fired)}
+end
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1
 )lua";
@@ -28,6 +89,7 @@ return 1
 
 std::string quote_key(std::string_view symbol) { return "eventd:quote:" + std::string(symbol); }
 std::string history_key(std::string_view symbol) { return "eventd:history:" + std::string(symbol); }
+std::string rules_key(std::string_view symbol) { return "eventd:rules:" + std::string(symbol); }
 
 std::string format_number(double value) {
   char buf[32];
@@ -44,6 +106,16 @@ HandlerResult script_result(const redisReply* reply) {
   }
   if (reply->type == REDIS_REPLY_INTEGER) {
     return reply->integer == 0 ? HandlerResult::duplicate() : HandlerResult::applied();
+  }
+  if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1) {
+    // {1, derived...}: applied now; {2, derived...}: applied before, outbox not yet
+    // confirmed (a crash in between): publish it again either way.
+    Outbox outbox;
+    for (std::size_t i = 1; i < reply->elements; ++i) {
+      const redisReply* e = reply->element[i];
+      if (e->type == REDIS_REPLY_STRING) outbox.emplace_back(e->str, e->len);
+    }
+    return HandlerResult::applied(std::move(outbox));
   }
   return HandlerResult::failed(ProcessingError::transient(ErrorCode::Internal, "redis: unexpected script reply"));
 }
@@ -62,8 +134,14 @@ void QuoteUpdateHandler::handle(const Message& message, HandlerDone done) {
   std::string timestamp = std::to_string(message.timestamp_ms);
   std::string quote = quote_key(symbol);
   std::string history = history_key(symbol);
-  bool sent = redis_.eval(script_, {message.idempotency_key, quote, history},
-                          {ttl_, price, change, timestamp, history_length_},
+  std::string rules = rules_key(symbol);
+  std::string outbox = outbox_key(message.idempotency_key);
+  std::string_view correlation;
+  if (auto c = body.FindMember("correlationId"); c != body.MemberEnd() && c->value.IsString()) {
+    correlation = std::string_view(c->value.GetString(), c->value.GetStringLength());
+  }
+  bool sent = redis_.eval(script_, {message.idempotency_key, quote, history, rules, outbox},
+                          {ttl_, price, change, timestamp, history_length_, symbol, correlation},
                           [done](const redisReply* reply) { done(script_result(reply)); });
   if (!sent) done(HandlerResult::redis_unavailable());
 }
