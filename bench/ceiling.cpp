@@ -1,2 +1,165 @@
-// placeholder: being written
-int main() { return 0; }
+// bench-ceiling: the throughput ceiling for eventd's consume path. A bare
+// rabbitmq-c consumer that drains N messages already sitting in a queue with the
+// same prefetch as eventd (basic.qos 500 on one channel, manual acks), acking each
+// message and doing nothing else. scripts/bench compares eventd's drain with this.
+//
+//   bench-ceiling --url amqp://guest:guest@127.0.0.1:5672/%2f --queue eventd.quotes
+//                 --count N [--prefetch 500] [--ack-every K] [--timeout-s 120]
+//
+// --ack-every 1 (default) acks every delivery by itself, as eventd does; K > 1 acks
+// with multiple=1 on every K-th delivery (and the last), the cheaper variant.
+// The clock runs from the first delivery to the last ack written to the socket, so
+// connection set-up is excluded (scripts/bench times eventd the same way: first to
+// last effect). Prints one JSON object on stdout; exit 0 only if N were drained.
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "bench-ceiling: %s\n", what.c_str());
+  std::exit(1);
+}
+
+void check_rpc(amqp_connection_state_t conn, const char* what) {
+  amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+  if (r.reply_type == AMQP_RESPONSE_NORMAL) return;
+  if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) die(std::string(what) + ": " + amqp_error_string2(r.library_error));
+  if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+    auto* m = static_cast<amqp_channel_close_t*>(r.reply.decoded);
+    die(std::string(what) + ": channel closed: " + std::to_string(m->reply_code) + " " +
+        std::string(static_cast<char*>(m->reply_text.bytes), m->reply_text.len));
+  }
+  if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+    auto* m = static_cast<amqp_connection_close_t*>(r.reply.decoded);
+    die(std::string(what) + ": connection closed: " + std::to_string(m->reply_code) + " " +
+        std::string(static_cast<char*>(m->reply_text.bytes), m->reply_text.len));
+  }
+  die(std::string(what) + ": failed");
+}
+
+double cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+  std::string queue = "eventd.quotes";
+  unsigned long long count = 0;
+  unsigned prefetch = 500;
+  unsigned ack_every = 1;
+  double timeout_s = 120;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--url") url = value();
+    else if (a == "--queue") queue = value();
+    else if (a == "--count") count = std::strtoull(value().c_str(), nullptr, 10);
+    else if (a == "--prefetch") prefetch = static_cast<unsigned>(std::strtoul(value().c_str(), nullptr, 10));
+    else if (a == "--ack-every") ack_every = static_cast<unsigned>(std::strtoul(value().c_str(), nullptr, 10));
+    else if (a == "--timeout-s") timeout_s = std::strtod(value().c_str(), nullptr);
+    else die("unknown argument " + a + " (see the comment at the top of bench/ceiling.cpp)");
+  }
+  if (count == 0) die("--count N is required");
+  if (prefetch == 0 || prefetch > 65535) die("--prefetch must be 1..65535");
+  if (ack_every == 0 || ack_every > prefetch) die("--ack-every must be 1..prefetch");
+
+  std::vector<char> url_buf(url.begin(), url.end());
+  url_buf.push_back('\0');
+  amqp_connection_info info{};
+  if (amqp_parse_url(url_buf.data(), &info) != AMQP_STATUS_OK) die("cannot parse --url " + url);
+
+  amqp_connection_state_t conn = amqp_new_connection();
+  amqp_socket_t* sock = amqp_tcp_socket_new(conn);
+  if (sock == nullptr) die("cannot create socket");
+  if (int rc = amqp_socket_open(sock, info.host, info.port); rc != AMQP_STATUS_OK) {
+    die(std::string("cannot connect: ") + amqp_error_string2(rc));
+  }
+  // Same frame_max as eventd (131072), no heartbeats (the run is short).
+  amqp_rpc_reply_t login =
+      amqp_login(conn, info.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user, info.password);
+  if (login.reply_type != AMQP_RESPONSE_NORMAL) die("login failed");
+  amqp_channel_open(conn, 1);
+  check_rpc(conn, "channel.open");
+  amqp_basic_qos(conn, 1, 0, static_cast<uint16_t>(prefetch), 0);
+  check_rpc(conn, "basic.qos");
+  amqp_basic_consume(conn, 1, amqp_cstring_bytes(queue.c_str()), amqp_cstring_bytes("bench-ceiling"), 0, 0, 0,
+                     amqp_empty_table);
+  check_rpc(conn, "basic.consume");
+
+  unsigned long long received = 0;
+  uint64_t last_tag = 0;
+  unsigned unacked = 0;
+  Clock::time_point first{}, last{};
+  double cpu_first = 0;
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+  while (received < count) {
+    amqp_maybe_release_buffers(conn);
+    amqp_envelope_t env;
+    timeval tv{1, 0};
+    amqp_rpc_reply_t r = amqp_consume_message(conn, &env, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT) {
+      if (Clock::now() > deadline) break;
+      continue;
+    }
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+      if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+        // A method other than basic.deliver (e.g. basic.cancel): read and stop.
+        amqp_frame_t frame;
+        if (amqp_simple_wait_frame(conn, &frame) == AMQP_STATUS_OK && frame.frame_type == AMQP_FRAME_METHOD &&
+            frame.payload.method.id == AMQP_BASIC_CANCEL_METHOD) {
+          die("the broker cancelled the consumer");
+        }
+        continue;
+      }
+      die("consume failed");
+    }
+    if (received == 0) {
+      first = Clock::now();
+      cpu_first = cpu_seconds();
+    }
+    ++received;
+    last_tag = env.delivery_tag;
+    amqp_destroy_envelope(&env);
+    if (++unacked >= ack_every || received == count) {
+      if (amqp_basic_ack(conn, 1, last_tag, ack_every > 1 ? 1 : 0) != AMQP_STATUS_OK) die("basic.ack failed");
+      unacked = 0;
+    }
+    last = Clock::now();
+  }
+  double cpu = cpu_seconds() - cpu_first;
+  amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
+  amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+  amqp_destroy_connection(conn);
+
+  double secs = received > 1 ? std::chrono::duration<double>(last - first).count() : 0.0;
+  // N messages over the span from the first to the last: N-1 intervals.
+  double rate = secs > 0 ? static_cast<double>(received - 1) / secs : 0.0;
+  std::printf(
+      "{\"received\": %llu, \"count\": %llu, \"seconds\": %.6f, \"msgs_per_s\": %.1f, \"prefetch\": %u, "
+      "\"ack_every\": %u, \"client_cpu_s\": %.3f}\n",
+      received, count, secs, rate, prefetch, ack_every, cpu);
+  if (received < count) {
+    std::fprintf(stderr, "bench-ceiling: timed out after %llu of %llu messages\n", received, count);
+    return 1;
+  }
+  return 0;
+}

@@ -10,6 +10,8 @@
 
 #include "eventd/amqp_connection.hpp"
 #include "eventd/dispatcher.hpp"
+#include "eventd/handlers/alert_triggered.hpp"
+#include "eventd/handlers/analysis.hpp"
 #include "eventd/handlers/quote_update.hpp"
 #include "eventd/http_server.hpp"
 #include "eventd/log.hpp"
@@ -34,6 +36,9 @@ class Daemon {
         dispatcher_(loop, config, amqp_, redis_, schemas_, metrics_),
         http_(loop, [this](std::string_view method, std::string_view path) { return serve(method, path); }) {
     dispatcher_.register_handler("quote_update", std::make_unique<QuoteUpdateHandler>(redis_, config));
+    dispatcher_.register_handler("alert_triggered", std::make_unique<AlertTriggeredHandler>(redis_, config));
+    dispatcher_.register_handler("analysis_request", std::make_unique<AnalysisRequestHandler>(redis_, config));
+    dispatcher_.register_handler("analysis_complete", std::make_unique<AnalysisCompleteHandler>(redis_, config));
     dispatcher_.on_idle = [this] {
       if (draining_) finish_drain();
     };

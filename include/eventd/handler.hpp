@@ -16,8 +16,9 @@
 
 namespace eventd {
 
-// A parsed, normalised (camelCase) and schema-valid message. Valid until the
-// handler calls `done`.
+// A parsed, normalised (camelCase) and schema-valid message. The referenced delivery
+// and body stay valid until the handler calls `done`; the Message struct itself only
+// during handle(): asynchronous callbacks capture the references, not the struct.
 struct Message {
   const Delivery& delivery;
   const rapidjson::Value& body;

@@ -107,6 +107,26 @@ def closed_port():
         return s.getsockname()[1]
 
 
+def wait_publisher(p, timeout=60):
+    """Waits for a background eventctl publish; it must have exited 0."""
+    rc = p.wait(timeout)
+    p.output.seek(0)
+    assert rc == 0, f"eventctl publish exited {rc}: {p.output.read().strip()[-500:]}"
+
+
+def finish_and_count(fx, d, symbol, n, timeout=60, start=True):
+    """(Re)starts d, waits for every message, stops it: the history of symbol must hold
+    exactly n prices (nothing lost, nothing applied twice) and nothing be left over."""
+    if start:
+        d.start().wait_ready()
+    wait_until(lambda: history_len(symbol) >= n and fx.amqp.depth("eventd.quotes") == 0, timeout, 0.2,
+               what=f"{n} quotes of {symbol} applied")
+    assert d.stop() == 0, "eventd did not exit 0"
+    assert history_len(symbol) == n, f"history holds {history_len(symbol)} prices, expected exactly {n}"
+    assert fx.amqp.depth("eventd.quotes") == 0, "messages left in eventd.quotes after the stop"
+    assert fx.amqp.depth("eventd.quotes.dlq") == 0, "messages were dead-lettered"
+
+
 def run(cmd, timeout=60, env=None, check=True):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                        stdin=subprocess.DEVNULL)
@@ -238,12 +258,18 @@ class Amqp:
 
     def depth(self, queue):
         """Ready messages in queue (passive declare); None if it does not exist."""
-        try:
-            return self.channel().queue_declare(queue, passive=True).method.message_count
-        except pika.exceptions.ChannelClosedByBroker as e:
-            if e.reply_code == 404:
-                return None
-            raise
+        for attempt in (1, 2):
+            try:
+                return self.channel().queue_declare(queue, passive=True).method.message_count
+            except pika.exceptions.ChannelClosedByBroker as e:
+                if e.reply_code == 404:
+                    return None
+                raise
+            except (pika.exceptions.AMQPConnectionError, pika.exceptions.ConnectionWrongStateError,
+                    pika.exceptions.ChannelWrongStateError):
+                self.close()  # the broker restarted under us: reconnect once
+                if attempt == 2:
+                    raise
 
     def declare_exchange(self, name, kind):
         self.channel().exchange_declare(name, kind, durable=True)
@@ -407,6 +433,13 @@ class Fixture:
 
     def consumers_per_queue(self):
         return collections.Counter(c["queue"]["name"] for c in mgmt("GET", f"consumers/{self.vq}"))
+
+    def publish_stream(self, daemon, symbol, count, rate=None, price=1):
+        """eventctl publishing `count` quotes of `symbol` (distinct ids) in the background,
+        at `rate` messages/s if given. Check it with wait_publisher()."""
+        args = ["--config", daemon.config_path, "publish", "quote_update",
+                json.dumps({"symbol": symbol, "price": price, "change": 0}), "--count", str(count)]
+        return self.eventctl_background(*args, *(["--rate", str(rate)] if rate else []))
 
     def on_teardown(self, fn):
         self.cleanups.append(fn)

@@ -1,0 +1,35 @@
+// alert_triggered: appends the alert to the user's capped history and derives one
+// notification per channel of the user's monitor (outbox, see handler.hpp).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "eventd/config.hpp"
+#include "eventd/handler.hpp"
+#include "eventd/redis_client.hpp"
+
+namespace eventd {
+
+// Redis keys written (README, "Redis key layout"):
+//   eventd:alerts:<userId>   list  alert_triggered bodies, newest first, last 100 kept
+std::string alerts_key(std::string_view user);
+constexpr int kAlertHistoryLength = 100;
+
+// The notification's title and text for an alert body, e.g.
+//   "AAPL price above 200" / "AAPL is at 201.5, above 200 (alert 1)".
+std::string alert_title(const rapidjson::Value& alert);
+std::string alert_text(const rapidjson::Value& alert);
+
+class AlertTriggeredHandler : public Handler {
+ public:
+  AlertTriggeredHandler(RedisClient& redis, const Config& config);
+  void handle(const Message& message, HandlerDone done) override;
+
+ private:
+  RedisClient& redis_;
+  RedisClient::ScriptId script_;
+  std::string ttl_;
+};
+
+}  // namespace eventd

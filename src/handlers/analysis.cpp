@@ -1,0 +1,244 @@
+// analysis_request and analysis_complete handlers (see analysis.hpp).
+#include "eventd/handlers/analysis.hpp"
+
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "eventd/dispatcher.hpp"
+#include "eventd/handlers/quote_update.hpp"
+
+namespace eventd {
+namespace {
+
+using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
+
+// Records the computed result in the outbox; a redelivered request gets the stored
+// result back instead of a fresh one. KEYS: idempotency, outbox. ARGV: ttl, entries...
+constexpr const char* kRequestScript = R"lua(
+local state = redis.call('GET', KEYS[1])
+if state == 'pending' then return {2, unpack(redis.call('LRANGE', KEYS[2], 0, -1))} end
+if state then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[1])
+local out = redis.call('LRANGE', KEYS[2], 0, -1)
+return {1, unpack(out)}
+)lua";
+
+// KEYS: idempotency, analysis key, monitor hash, outbox.
+// ARGV: ttl, analysis JSON, user, timestamp, title, text, correlation id.
+constexpr const char* kCompleteScript = R"lua(
+local state = redis.call('GET', KEYS[1])
+if state == 'pending' then return {2, unpack(redis.call('LRANGE', KEYS[4], 0, -1))} end
+if state then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+local out = {}
+local channels = redis.call('HGET', KEYS[3], 'channels')
+if channels then
+  for _, channel in ipairs(cjson.decode(channels)) do
+    local n = {type = 'notification', timestamp = tonumber(ARGV[4]), userId = ARGV[3], channel = channel,
+               kind = 'analysis', title = ARGV[5], body = ARGV[6]}
+    if ARGV[7] ~= '' then n.correlationId = ARGV[7] end
+    out[#out + 1] = cjson.encode(n)
+  end
+end
+if #out > 0 then
+  redis.call('DEL', KEYS[4])
+  redis.call('RPUSH', KEYS[4], unpack(out))
+  redis.call('EXPIRE', KEYS[4], ARGV[1])
+  redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[1])
+  return {1, unpack(out)}
+end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return 1
+)lua";
+
+std::string get_string(const rapidjson::Value& v, const char* key) {
+  auto m = v.FindMember(key);
+  return m != v.MemberEnd() && m->value.IsString() ? std::string(m->value.GetString(), m->value.GetStringLength())
+                                                   : std::string();
+}
+
+void key(JsonWriter& w, const char* k) { w.Key(k); }
+void str(JsonWriter& w, std::string_view s) { w.String(s.data(), static_cast<rapidjson::SizeType>(s.size())); }
+
+void levels(JsonWriter& w, const std::vector<PriceLevel>& ls) {
+  w.StartArray();
+  for (const auto& l : ls) {
+    w.StartObject();
+    key(w, "price");
+    w.Double(l.price);
+    key(w, "touches");
+    w.Uint64(l.touches);
+    w.EndObject();
+  }
+  w.EndArray();
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+std::string analysis_key(std::string_view user, std::string_view symbol) {
+  return "eventd:analysis:" + std::string(user) + ":" + std::string(symbol);
+}
+
+std::string analysis_complete_json(const rapidjson::Value& request, const Analysis& a, std::string_view workflow_id,
+                                   int64_t now) {
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  key(w, "type");
+  str(w, "analysis_complete");
+  key(w, "timestamp");
+  w.Int64(now);
+  key(w, "userId");
+  str(w, get_string(request, "userId"));
+  key(w, "symbol");
+  str(w, get_string(request, "symbol"));
+  key(w, "workflowId");
+  str(w, workflow_id);
+  if (std::string c = get_string(request, "correlationId"); !c.empty()) {
+    key(w, "correlationId");
+    str(w, c);
+  }
+  key(w, "analysisType");
+  str(w, analysis_kind_name(a.kind));
+  key(w, "recommendation");
+  str(w, a.recommendation);
+  key(w, "score");
+  w.Int(a.score);
+  key(w, "reasons");
+  w.StartArray();
+  for (const auto& r : a.reasons) str(w, r);
+  w.EndArray();
+  key(w, "lastPrice");
+  w.Double(a.last_price);
+  key(w, "pricesUsed");
+  w.Uint64(a.prices_used);
+  if (a.chart) {
+    const ChartAnalysis& c = *a.chart;
+    key(w, "sma20");
+    w.Double(c.sma_20);
+    key(w, "sma50");
+    w.Double(c.sma_50);
+    key(w, "ema12");
+    w.Double(c.ema_12);
+    key(w, "ema26");
+    w.Double(c.ema_26);
+    key(w, "macd");
+    w.StartObject();
+    key(w, "macd");
+    w.Double(c.macd.macd);
+    key(w, "signal");
+    w.Double(c.macd.signal);
+    key(w, "histogram");
+    w.Double(c.macd.histogram);
+    w.EndObject();
+    key(w, "rsi14");
+    w.Double(c.rsi_14);
+    key(w, "support");
+    levels(w, c.support);
+    key(w, "resistance");
+    levels(w, c.resistance);
+  }
+  if (a.options) {
+    const OptionsAnalysis& o = *a.options;
+    key(w, "historicalVolatility");
+    w.Double(o.historical_volatility);
+    key(w, "expectedMove");
+    w.Double(o.expected_move);
+    key(w, "expectedMoveDays");
+    w.Double(o.expected_move_days);
+    key(w, "expectedLow");
+    w.Double(o.expected_low);
+    key(w, "expectedHigh");
+    w.Double(o.expected_high);
+  }
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+AnalysisRequestHandler::AnalysisRequestHandler(RedisClient& redis, const Config& config)
+    : redis_(redis), script_(redis.add_script(kRequestScript)), ttl_(std::to_string(config.idempotency_ttl_sec)) {}
+
+void AnalysisRequestHandler::handle(const Message& message, HandlerDone done) {
+  const rapidjson::Value& body = message.body;
+  const std::string symbol = get_string(body, "symbol");
+  const std::optional<AnalysisKind> kind = parse_analysis_kind(get_string(body, "analysisType"));
+  // What `message` refers to lives until done(); the Message itself only for this call.
+  const rapidjson::Value* request = &message.body;
+  const Delivery* delivery = &message.delivery;
+  std::string idem(message.idempotency_key);
+  bool sent = redis_.command({"LRANGE", history_key(symbol), "0", "-1"}, [this, request, delivery, idem, done, symbol,
+                                                                          kind](const redisReply* r) {
+    if (r == nullptr) return done(HandlerResult::redis_unavailable());
+    if (r->type != REDIS_REPLY_ARRAY) {
+      return done(HandlerResult::failed(ProcessingError::transient(
+          ErrorCode::Internal, "redis: history of " + symbol + " is not a list")));
+    }
+    std::vector<double> prices;
+    prices.reserve(r->elements);
+    for (std::size_t i = 0; i < r->elements; ++i) prices.push_back(std::strtod(r->element[i]->str, nullptr));
+    auto result = analyse(prices, kind.value_or(AnalysisKind::Full));
+    if (auto* err = std::get_if<AnalysisError>(&result)) {
+      return done(HandlerResult::failed(ProcessingError::permanent(ErrorCode::NotFound, symbol + ": " + err->error)));
+    }
+    std::string workflow = get_string(*request, "workflowId");
+    if (workflow.empty()) workflow = get_string(*request, "correlationId");
+    if (workflow.empty()) workflow = std::string(delivery->properties.message_id());
+    if (workflow.empty()) workflow = idem.substr(idem.rfind(':') + 1);
+    std::string complete = analysis_complete_json(*request, std::get<Analysis>(result), workflow, now_ms());
+    std::vector<std::string> entries{complete};
+    if (std::string_view reply_to = delivery->properties.reply_to(); !reply_to.empty()) {
+      entries.push_back("@" + std::string(reply_to) + "\n" + complete);
+    }
+    std::vector<std::string_view> args{ttl_};
+    args.insert(args.end(), entries.begin(), entries.end());
+    bool ok = redis_.eval(script_, {idem, outbox_key(idem)}, args,
+                          [done](const redisReply* reply) { done(script_result(reply)); });
+    if (!ok) done(HandlerResult::redis_unavailable());
+  });
+  if (!sent) done(HandlerResult::redis_unavailable());
+}
+
+AnalysisCompleteHandler::AnalysisCompleteHandler(RedisClient& redis, const Config& config)
+    : redis_(redis), script_(redis.add_script(kCompleteScript)), ttl_(std::to_string(config.idempotency_ttl_sec)) {}
+
+void AnalysisCompleteHandler::handle(const Message& message, HandlerDone done) {
+  const rapidjson::Value& body = message.body;
+  rapidjson::StringBuffer buf;
+  JsonWriter w(buf);
+  body.Accept(w);
+  const std::string user = get_string(body, "userId");
+  const std::string symbol = get_string(body, "symbol");
+  const std::string recommendation = get_string(body, "recommendation");
+  std::string title = symbol + " analysis: " + recommendation;
+  std::string text = "Analysis of " + symbol + " recommends " + recommendation;
+  if (auto reasons = body.FindMember("reasons"); reasons != body.MemberEnd() && reasons->value.IsArray()) {
+    std::string joined;
+    for (const auto& r : reasons->value.GetArray()) {
+      if (r.IsString()) joined += (joined.empty() ? "" : "; ") + std::string(r.GetString());
+    }
+    if (!joined.empty()) text += ": " + joined;
+  }
+  bool sent = redis_.eval(script_,
+                          {message.idempotency_key, analysis_key(user, symbol), "eventd:monitor:" + user,
+                           outbox_key(message.idempotency_key)},
+                          {ttl_, std::string_view(buf.GetString(), buf.GetSize()), user,
+                           std::to_string(message.timestamp_ms), title, text, get_string(body, "correlationId")},
+                          [done](const redisReply* reply) { done(script_result(reply)); });
+  if (!sent) done(HandlerResult::redis_unavailable());
+}
+
+}  // namespace eventd
