@@ -410,6 +410,28 @@ Config parse_config(std::string_view text, const std::string& source, const char
     cfg.http.host = std::move(host);
     cfg.http.port = port;
   }
+  for (auto [name, sink] : {std::pair<const char*, ChannelSink*>{"push", &cfg.notify.push},
+                            {"email", &cfg.notify.email},
+                            {"discord", &cfg.notify.discord}}) {
+    const std::string base = std::string("/notify/channels/") + name;
+    if (!find(doc, base.c_str())) continue;
+    const std::string kind = string_at(doc, (base + "/sink").c_str(), "");
+    sink->kind = kind == "webhook" ? SinkKind::Webhook : kind == "file" ? SinkKind::File : SinkKind::Redis;
+    sink->url = string_at(doc, (base + "/url").c_str(), "");
+    sink->path = string_at(doc, (base + "/path").c_str(), sink->kind == SinkKind::File ? sink->path : "");
+    if (sink->kind == SinkKind::File && sink->path.empty()) {
+      sink->path = std::string("/var/lib/eventd/spool/") + name + ".jsonl";
+    }
+    if (sink->kind == SinkKind::Webhook && sink->url.empty()) fail(source, base + "/url", "a webhook sink needs a url");
+    if (sink->kind != SinkKind::Webhook && find(doc, (base + "/url").c_str())) fail(source, base + "/url", "only webhook sinks take a url");
+    if (sink->kind != SinkKind::File && find(doc, (base + "/path").c_str())) fail(source, base + "/path", "only file sinks take a path");
+  }
+  cfg.notify.rate_per_minute = uint_at(doc, "/notify/rateLimit/perMinute", cfg.notify.rate_per_minute);
+  cfg.notify.rate_burst = uint_at(doc, "/notify/rateLimit/burst", cfg.notify.rate_burst);
+  cfg.notify.breaker_failures = uint_at(doc, "/notify/circuitBreaker/failureThreshold", cfg.notify.breaker_failures);
+  cfg.notify.breaker_open_ms = uint_at(doc, "/notify/circuitBreaker/openTimeoutMs", cfg.notify.breaker_open_ms);
+  cfg.notify.webhook_timeout_ms = uint_at(doc, "/notify/webhookTimeoutMs", cfg.notify.webhook_timeout_ms);
+  cfg.notify.stream_length = uint_at(doc, "/notify/streamLength", cfg.notify.stream_length);
   cfg.log_level = string_at(doc, "/log/level", cfg.log_level);
   cfg.shutdown_drain_ms = uint_at(doc, "/shutdown/drainTimeoutMs", cfg.shutdown_drain_ms);
 

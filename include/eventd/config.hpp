@@ -94,12 +94,40 @@ struct HttpConfig {
   bool enabled = true;
 };
 
+enum class SinkKind { Webhook, File, Redis };
+
+struct ChannelSink {
+  SinkKind kind = SinkKind::Redis;
+  std::string url;   // webhook
+  std::string path;  // file
+};
+
+struct NotifyConfig {
+  ChannelSink push{SinkKind::Redis, {}, {}};
+  ChannelSink email{SinkKind::File, {}, "/var/lib/eventd/spool/email.jsonl"};
+  ChannelSink discord{SinkKind::Webhook, {}, {}};
+  uint32_t rate_per_minute = 30;
+  uint32_t rate_burst = 10;
+  uint32_t breaker_failures = 5;
+  uint32_t breaker_open_ms = 30000;
+  uint32_t webhook_timeout_ms = 5000;
+  uint32_t stream_length = 1000;
+
+  const ChannelSink* sink_for(std::string_view channel) const {
+    if (channel == "push") return &push;
+    if (channel == "email") return &email;
+    if (channel == "discord") return &discord;
+    return nullptr;
+  }
+};
+
 struct Config {
   AmqpConfig amqp;
   RedisConfig redis;
   TopologyConfig topology;
   RetryConfig retry;
   HttpConfig http;
+  NotifyConfig notify;
   std::string log_level = "info";          // debug | info | warn | error
   uint32_t idempotency_ttl_sec = 86400;
   uint32_t quote_history_length = 1000;

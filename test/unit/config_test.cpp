@@ -296,7 +296,7 @@ TEST_CASE("config: unknown keys are rejected with their pointer") {
         R"(test.jsonc: /amqp/heartbeat_sec: unknown key; did you mean "heartbeatSec"?)");
   CHECK(error_of(R"({"metrics": {}})") ==
         "test.jsonc: /metrics: unknown key; expected one of amqp, redis, topology, retry, idempotency, quotes, http, "
-        "log, shutdown");
+        "log, notify, shutdown");
   CHECK(error_of(R"({"topology": {"queues": [{"name": "a", "exchange": "events", "durable": true}]}})") ==
         "test.jsonc: /topology/queues/0/durable: unknown key; expected one of name, exchange, bindingKey, type");
   CHECK(error_of(R"({"topology": {"exchanges": {"quote": {}}}})") ==
@@ -565,4 +565,35 @@ TEST_CASE("config: load_config on an unreadable file") {
     message = e.what();
   }
   CHECK(message == "/: cannot read: Is a directory");
+}
+
+TEST_CASE("config: notify sinks per channel, with their defaults") {
+  using eventd::SinkKind;
+  SUBCASE("defaults: push to redis, email to a file, discord to a webhook") {
+    eventd::Config c = eventd::parse_config("{}", "test.jsonc");
+    CHECK(c.notify.push.kind == SinkKind::Redis);
+    CHECK(c.notify.email.kind == SinkKind::File);
+    CHECK(c.notify.email.path == "/var/lib/eventd/spool/email.jsonl");
+    CHECK(c.notify.discord.kind == SinkKind::Webhook);
+    CHECK(c.notify.sink_for("push") == &c.notify.push);
+    CHECK(c.notify.sink_for("sms") == nullptr);
+  }
+  SUBCASE("a channel can be moved to another sink") {
+    eventd::Config c = eventd::parse_config(
+        R"({"notify":{"channels":{"discord":{"sink":"webhook","url":"http://127.0.0.1:1/hook"},
+            "push":{"sink":"file","path":"/tmp/p.jsonl"}},"rateLimit":{"perMinute":5,"burst":2}}})",
+        "test.jsonc");
+    CHECK(c.notify.discord.url == "http://127.0.0.1:1/hook");
+    CHECK(c.notify.push.kind == SinkKind::File);
+    CHECK(c.notify.push.path == "/tmp/p.jsonl");
+    CHECK(c.notify.rate_per_minute == 5);
+    CHECK(c.notify.rate_burst == 2);
+  }
+  SUBCASE("a webhook sink needs a url; a url needs a webhook") {
+    CHECK_THROWS_WITH_AS(eventd::parse_config(R"({"notify":{"channels":{"discord":{"sink":"webhook"}}}})", "t"),
+                         "t: /notify/channels/discord/url: a webhook sink needs a url", eventd::ConfigError);
+    CHECK_THROWS_WITH_AS(
+        eventd::parse_config(R"({"notify":{"channels":{"push":{"sink":"redis","url":"http://x/"}}}})", "t"),
+        "t: /notify/channels/push/url: only webhook sinks take a url", eventd::ConfigError);
+  }
 }
