@@ -1,6 +1,7 @@
 // Daemon wiring and lifecycle (see daemon.hpp).
 #include "eventd/daemon.hpp"
 
+#include <curl/curl.h>
 #include <systemd/sd-daemon.h>
 #include <uv.h>
 
@@ -12,6 +13,7 @@
 #include "eventd/dispatcher.hpp"
 #include "eventd/handlers/alert_triggered.hpp"
 #include "eventd/handlers/analysis.hpp"
+#include "eventd/handlers/notification.hpp"
 #include "eventd/handlers/quote_update.hpp"
 #include "eventd/http_server.hpp"
 #include "eventd/log.hpp"
@@ -39,6 +41,7 @@ class Daemon {
     dispatcher_.register_handler("alert_triggered", std::make_unique<AlertTriggeredHandler>(redis_, config));
     dispatcher_.register_handler("analysis_request", std::make_unique<AnalysisRequestHandler>(redis_, config));
     dispatcher_.register_handler("analysis_complete", std::make_unique<AnalysisCompleteHandler>(redis_, config));
+    dispatcher_.register_handler("notification", std::make_unique<NotificationHandler>(loop, redis_, config));
     dispatcher_.on_idle = [this] {
       if (draining_) finish_drain();
     };
@@ -218,6 +221,7 @@ class Daemon {
 
 int run_daemon(const Config& config) {
   std::signal(SIGPIPE, SIG_IGN);  // a dead peer is an error return, not a signal
+  curl_global_init(CURL_GLOBAL_DEFAULT);
   log::set_level(config.log_level);
   uv_loop_t loop;
   if (int rc = uv_loop_init(&loop); rc != 0) {

@@ -29,7 +29,7 @@ constexpr std::string_view kUnknownType = "unknown";
 constexpr std::string_view kOwnHeaders[] = {
     "x-retry-count",         "x-error-code",        "x-error-message",   "x-failed-at",
     "x-original-exchange",   "x-original-routing-key", "x-original-queue", "x-last-error-code",
-    "x-last-error-message",
+    "x-last-error-message",  "x-defer-count",
 };
 
 int64_t now_ms() {
@@ -209,6 +209,17 @@ void Dispatcher::finish(JobIt job, HandlerResult result) {
     case HandlerResult::Kind::RedisUnavailable:
       parked_.push_back(job);
       return;
+    case HandlerResult::Kind::Deferred: {
+      int64_t deferrals = 0;
+      table_get_int(job->delivery.properties.headers(), "x-defer-count", deferrals);
+      uint32_t delay = retry_.queue_delay_at_least(result.delay_ms);
+      if (delay == 0 || deferrals >= RetryPolicy::kMaxDeferrals) {
+        dead_letter(job, result.error);
+      } else {
+        retry(job, result.error, delay, true);
+      }
+      return;
+    }
     case HandlerResult::Kind::Failed: {
       metrics_.handler_latency(job->type).observe(static_cast<double>(uv_hrtime() - job->started_ns) / 1e9);
       RetryPolicy::Decision decision = retry_.decide(result.error, static_cast<uint32_t>(job->retry_count));
@@ -352,22 +363,29 @@ void origin(const Delivery& d, std::string& exchange, std::string& routing_key) 
 
 }  // namespace
 
-void Dispatcher::retry(JobIt job, const ProcessingError& error, uint32_t delay_ms) {
+void Dispatcher::retry(JobIt job, const ProcessingError& error, uint32_t delay_ms, bool deferral) {
   const Delivery& d = job->delivery;
   std::string exchange, routing_key;
   origin(d, exchange, routing_key);
+  int64_t deferrals = 0;
+  table_get_int(d.properties.headers(), "x-defer-count", deferrals);
   FieldTable extra;
-  extra.add_int("x-retry-count", job->retry_count + 1)
+  extra.add_int("x-retry-count", deferral ? job->retry_count : job->retry_count + 1)
       .add("x-original-exchange", exchange)
       .add("x-original-routing-key", routing_key)
       .add("x-original-queue", d.queue)
       .add("x-last-error-code", error_code_name(error.code))
       .add("x-last-error-message", cap_utf8(error.message, kMaxErrorMessageBytes));
+  if (deferral || deferrals > 0) extra.add_int("x-defer-count", deferral ? deferrals + 1 : deferrals);
   Republish out(d, std::move(extra));
   std::string target = retry_queue_name(d.queue, delay_ms);
-  log::info("retrying", {{"message_id", d.properties.message_id()}, {"type", job->type}, {"queue", d.queue},
-                         {"retry", job->retry_count + 1}, {"delay_ms", delay_ms},
-                         {"code", error_code_name(error.code)}, {"error", error.message}});
+  log::Level level = deferral ? log::Level::Debug : log::Level::Info;
+  if (log::enabled(level)) {
+    log::write(level, deferral ? "deferring" : "retrying",
+               {{"message_id", d.properties.message_id()}, {"type", job->type}, {"queue", d.queue},
+                {"retry", deferral ? job->retry_count : job->retry_count + 1}, {"delay_ms", delay_ms},
+                {"code", error_code_name(error.code)}, {"error", error.message}});
+  }
   bool sent = amqp_.publish("", target, out.props, d.body, [this, job](bool ok, const std::string& why) {
     if (ok) {
       ++job->counters->retried;

@@ -63,6 +63,15 @@ RetryPolicy::Decision RetryPolicy::decide(const ProcessingError& error, uint32_t
   return d;
 }
 
+uint32_t RetryPolicy::queue_delay_at_least(uint32_t wanted_ms) const {
+  std::vector<uint32_t> delays = distinct_delays();
+  if (delays.empty()) return 0;
+  for (uint32_t d : delays) {
+    if (d >= wanted_ms) return d;
+  }
+  return delays.back();
+}
+
 bool RetryPolicy::expired(int64_t timestamp_ms, int64_t now_ms) const {
   return now_ms - timestamp_ms > static_cast<int64_t>(config_.max_age_ms);
 }

@@ -72,7 +72,9 @@ class Dispatcher {
   void ack(JobIt job);
   void publish_outbox(JobIt job, Outbox outbox);
   void finish_outbox(JobIt job);
-  void retry(JobIt job, const ProcessingError& error, uint32_t delay_ms);
+  // Sends the message to its TTL retry queue. A deferral keeps x-retry-count and
+  // counts x-defer-count instead.
+  void retry(JobIt job, const ProcessingError& error, uint32_t delay_ms, bool deferral = false);
   void dead_letter(JobIt job, const ProcessingError& error);
   void requeue_later(JobIt job);
   void release(JobIt job);

@@ -44,14 +44,19 @@ struct HandlerResult {
     Duplicate,         // the idempotency key was already there: nothing done
     Failed,            // `error` says why; retried or dead-lettered per policy
     RedisUnavailable,  // Redis went away mid-flight: keep the message, run it again later
+    Deferred,          // not now (rate limit, open circuit): wait delay_ms; no attempt is used up
   } kind = Kind::Applied;
   ProcessingError error;
-  Outbox outbox;  // Applied with derived messages still to publish
+  Outbox outbox;          // Applied with derived messages still to publish
+  uint32_t delay_ms = 0;  // Deferred
 
-  static HandlerResult applied(Outbox outbox = {}) { return {Kind::Applied, {}, std::move(outbox)}; }
-  static HandlerResult duplicate() { return {Kind::Duplicate, {}, {}}; }
-  static HandlerResult failed(ProcessingError e) { return {Kind::Failed, std::move(e), {}}; }
-  static HandlerResult redis_unavailable() { return {Kind::RedisUnavailable, {}, {}}; }
+  static HandlerResult applied(Outbox outbox = {}) { return {Kind::Applied, {}, std::move(outbox), 0}; }
+  static HandlerResult duplicate() { return {Kind::Duplicate, {}, {}, 0}; }
+  static HandlerResult failed(ProcessingError e) { return {Kind::Failed, std::move(e), {}, 0}; }
+  static HandlerResult redis_unavailable() { return {Kind::RedisUnavailable, {}, {}, 0}; }
+  static HandlerResult deferred(ProcessingError why, uint32_t delay_ms) {
+    return {Kind::Deferred, std::move(why), {}, delay_ms};
+  }
 };
 
 using HandlerDone = std::function<void(HandlerResult)>;

@@ -36,6 +36,13 @@ class RetryPolicy {
 
   uint32_t max_attempts() const { return config_.max_attempts; }
 
+  // The retry queue delay to wait at least `wanted_ms` (the shortest one that long,
+  // else the longest); 0 when there are no retry queues (max attempts 1).
+  uint32_t queue_delay_at_least(uint32_t wanted_ms) const;
+  // Deferrals (rate limit, open circuit) use up no attempt but are bounded, so a
+  // message cannot wait forever: past this many it is dead-lettered.
+  static constexpr int64_t kMaxDeferrals = 1000;
+
  private:
   RetryConfig config_;
 };

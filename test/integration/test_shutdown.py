@@ -75,7 +75,8 @@ def test_sigterm_drains_in_flight_work(fx):
     drained = history_len("DRAIN")
     assert drained >= down["in_flight"], f"in-flight work was not finished: {drained} < {down['in_flight']}"
     wait_until(lambda: fx.amqp.depth("eventd.quotes") == 1000 - drained, 5, 0.1,
-               what=f"eventd.quotes to hold exactly the {1000 - drained} unapplied messages")
+               what=f"eventd.quotes to hold exactly the {1000 - drained} unapplied messages "
+                    f"({drained} were applied)")
     finish_and_count(fx, d, "DRAIN", 1000)
 
 

@@ -1,0 +1,52 @@
+// notification: delivery through the channel's sink, behind a per-user, per-channel
+// token bucket (in Redis) and a circuit breaker per sink (in memory).
+//
+// redis sink: one Lua script checks the idempotency key and the bucket, XADDs to
+// eventd:notifications:<userId> and writes the key: effectively once.
+// file and webhook sinks act outside Redis, so a short lease
+// (eventd:lease:<message id>) is taken with the bucket check first; the key is
+// written after the sink succeeds. A crash in between means the notification is
+// delivered again after the lease expires (at least once), never skipped.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "eventd/circuit_breaker.hpp"
+#include "eventd/config.hpp"
+#include "eventd/handler.hpp"
+#include "eventd/redis_client.hpp"
+#include "eventd/sinks.hpp"
+
+namespace eventd {
+
+std::string notifications_stream_key(std::string_view user);  // eventd:notifications:<userId>
+std::string rate_limit_key(std::string_view user, std::string_view channel);  // eventd:ratelimit:<userId>:<channel>
+
+class NotificationHandler : public Handler {
+ public:
+  NotificationHandler(uv_loop_t* loop, RedisClient& redis, const Config& config);
+  void handle(const Message& message, HandlerDone done) override;
+
+ private:
+  struct Channel {
+    SinkKind kind = SinkKind::Redis;
+    std::unique_ptr<Sink> sink;  // file and webhook
+    CircuitBreaker breaker;
+    std::string missing;         // why this channel cannot deliver (e.g. no webhook url)
+  };
+
+  void deliver_external(Channel& channel, const std::string& name, const Message& message, HandlerDone done);
+
+  uv_loop_t* loop_;
+  RedisClient& redis_;
+  const NotifyConfig& notify_;
+  std::string ttl_;
+  CurlMulti curl_;
+  std::map<std::string, Channel, std::less<>> channels_;
+  RedisClient::ScriptId stream_script_;
+  RedisClient::ScriptId lease_script_;
+};
+
+}  // namespace eventd

@@ -1,0 +1,236 @@
+// notification handler: sinks, rate limit, circuit breaker (see notification.hpp).
+#include "eventd/handlers/notification.hpp"
+
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "eventd/log.hpp"
+
+namespace eventd {
+namespace {
+
+// Token bucket shared by both scripts: returns 0 with a token taken, or the ms to
+// wait for one. Time is the caller's wall clock (ms), so instances agree.
+constexpr const char* kTakeToken = R"lua(
+local function take_token(key, now, per_minute, burst)
+  local b = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(b[1]) or burst
+  local ts = tonumber(b[2]) or now
+  if now > ts then tokens = math.min(burst, tokens + (now - ts) * per_minute / 60000) end
+  if tokens < 1 then return math.ceil((1 - tokens) * 60000 / per_minute) end
+  redis.call('HSET', key, 'tokens', tokens - 1, 'ts', math.max(now, ts))
+  redis.call('PEXPIRE', key, math.ceil(burst * 60000 / per_minute) + 60000)
+  return 0
+end
+)lua";
+
+// KEYS: idempotency, bucket, stream. ARGV: ttl, now, per minute, burst, maxlen, then
+// the stream entry's field/value pairs. Returns {1,0} added, {0,0} duplicate, {-1,wait}.
+constexpr const char* kStreamScript = R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
+local wait = take_token(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+if wait > 0 then return {-1, wait} end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return {1, 0}
+)lua";
+
+// KEYS: idempotency, bucket, lease. ARGV: ttl, now, per minute, burst, lease ms.
+// Returns {1,0} go ahead, {0,0} duplicate, {-1,wait} rate limited, {-2,wait} leased.
+constexpr const char* kLeaseScript = R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
+local held = redis.call('PTTL', KEYS[3])
+if held > 0 then return {-2, held} end
+local wait = take_token(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+if wait > 0 then return {-1, wait} end
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
+return {1, 0}
+)lua";
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string field(const rapidjson::Value& v, const char* key) {
+  auto m = v.FindMember(key);
+  return m != v.MemberEnd() && m->value.IsString() ? std::string(m->value.GetString(), m->value.GetStringLength())
+                                                   : std::string();
+}
+
+std::string json_of(const rapidjson::Value& v) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  v.Accept(w);
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+// Reply {code, wait} of both scripts.
+bool script_pair(const redisReply* r, long long& code, long long& wait) {
+  if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return false;
+  code = r->element[0]->integer;
+  wait = r->element[1]->integer;
+  return true;
+}
+
+HandlerResult script_failure(const redisReply* r) {
+  if (r == nullptr) return HandlerResult::redis_unavailable();
+  std::string why = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "unexpected script reply";
+  return HandlerResult::failed(ProcessingError::transient(ErrorCode::Internal, "redis: " + why));
+}
+
+}  // namespace
+
+std::string notifications_stream_key(std::string_view user) { return "eventd:notifications:" + std::string(user); }
+std::string rate_limit_key(std::string_view user, std::string_view channel) {
+  return "eventd:ratelimit:" + std::string(user) + ":" + std::string(channel);
+}
+
+NotificationHandler::NotificationHandler(uv_loop_t* loop, RedisClient& redis, const Config& config)
+    : loop_(loop),
+      redis_(redis),
+      notify_(config.notify),
+      ttl_(std::to_string(config.idempotency_ttl_sec)),
+      curl_(loop),
+      stream_script_(redis.add_script(std::string(kTakeToken) + kStreamScript)),
+      lease_script_(redis.add_script(std::string(kTakeToken) + kLeaseScript)) {
+  CircuitBreakerConfig breaker{config.notify.breaker_failures, config.notify.breaker_open_ms, 1};
+  for (const char* name : {"push", "email", "discord"}) {
+    const ChannelSink* cfg = config.notify.sink_for(name);
+    Channel ch;
+    ch.kind = cfg->kind;
+    ch.breaker = CircuitBreaker(breaker);
+    if (cfg->kind == SinkKind::File) {
+      ch.sink = std::make_unique<FileSink>(loop, cfg->path);
+    } else if (cfg->kind == SinkKind::Webhook) {
+      if (cfg->url.empty()) {
+        ch.missing = std::string("no webhook url configured for channel ") + name + " (notify.channels." + name +
+                     ".url)";
+      } else {
+        ch.sink = std::make_unique<WebhookSink>(curl_, cfg->url, static_cast<long>(config.notify.webhook_timeout_ms));
+      }
+    }
+    channels_.emplace(name, std::move(ch));
+  }
+}
+
+void NotificationHandler::handle(const Message& message, HandlerDone done) {
+  const rapidjson::Value& body = message.body;
+  const std::string name = field(body, "channel");
+  auto it = channels_.find(name);
+  if (it == channels_.end()) {
+    return done(HandlerResult::failed(
+        ProcessingError::permanent(ErrorCode::ValidationError, "/channel: no sink for channel '" + name + "'")));
+  }
+  Channel& channel = it->second;
+  if (!channel.missing.empty()) {
+    return done(HandlerResult::failed(ProcessingError::permanent(ErrorCode::DownstreamError, channel.missing)));
+  }
+  if (channel.kind != SinkKind::Redis) return deliver_external(channel, name, message, std::move(done));
+
+  const std::string user = field(body, "userId");
+  auto data = body.FindMember("data");
+  std::string data_json = data != body.MemberEnd() ? json_of(data->value) : "{}";
+  std::string id(message.delivery.properties.message_id());
+  std::vector<std::string> args{ttl_,
+                                std::to_string(wall_ms()),
+                                std::to_string(notify_.rate_per_minute),
+                                std::to_string(notify_.rate_burst),
+                                std::to_string(notify_.stream_length),
+                                "messageId", id,
+                                "channel", name,
+                                "kind", field(body, "kind"),
+                                "title", field(body, "title"),
+                                "body", field(body, "body"),
+                                "data", data_json,
+                                "timestamp", std::to_string(message.timestamp_ms)};
+  std::vector<std::string_view> argv(args.begin(), args.end());
+  bool sent = redis_.eval(stream_script_,
+                          {message.idempotency_key, rate_limit_key(user, name), notifications_stream_key(user)}, argv,
+                          [done](const redisReply* r) {
+                            long long code = 0, wait = 0;
+                            if (!script_pair(r, code, wait)) return done(script_failure(r));
+                            if (code == 0) return done(HandlerResult::duplicate());
+                            if (code < 0) {
+                              return done(HandlerResult::deferred(
+                                  ProcessingError::transient(ErrorCode::RateLimit, "rate limit for this user and channel"),
+                                  static_cast<uint32_t>(wait)));
+                            }
+                            done(HandlerResult::applied());
+                          });
+  if (!sent) done(HandlerResult::redis_unavailable());
+}
+
+void NotificationHandler::deliver_external(Channel& channel, const std::string& name, const Message& message,
+                                           HandlerDone done) {
+  const int64_t now = static_cast<int64_t>(uv_now(loop_));
+  if (!channel.breaker.allow(now)) {
+    uint32_t wait = static_cast<uint32_t>(std::max<int64_t>(channel.breaker.retry_after_ms(now), 1000));
+    return done(HandlerResult::deferred(
+        ProcessingError::transient(ErrorCode::DownstreamError,
+                                   std::string("circuit open: the ") + std::string(channel.sink->kind()) +
+                                       " sink of " + name + " keeps failing"),
+        wait));
+  }
+  const rapidjson::Value& body = message.body;
+  const std::string user = field(body, "userId");
+  std::string payload;
+  if (channel.kind == SinkKind::Webhook) {
+    payload = discord_payload(field(body, "title"), field(body, "body"));
+  } else {
+    rapidjson::Document line;
+    line.CopyFrom(body, line.GetAllocator());
+    std::string id(message.delivery.properties.message_id());
+    line.AddMember("messageId", rapidjson::Value(id.c_str(), line.GetAllocator()), line.GetAllocator());
+    payload = json_of(line);
+  }
+  std::string idem(message.idempotency_key);
+  std::string lease = "eventd:lease:" + idem.substr(std::string_view("eventd:idem:").size());
+  std::string lease_ms = std::to_string(notify_.webhook_timeout_ms + 10000);
+  bool sent = redis_.eval(
+      lease_script_, {idem, rate_limit_key(user, name), lease},
+      {ttl_, std::to_string(wall_ms()), std::to_string(notify_.rate_per_minute), std::to_string(notify_.rate_burst),
+       lease_ms},
+      [this, &channel, name, idem, lease, payload = std::move(payload), done](const redisReply* r) mutable {
+        long long code = 0, wait = 0;
+        if (!script_pair(r, code, wait)) return done(script_failure(r));
+        if (code == 0) return done(HandlerResult::duplicate());
+        if (code == -1) {
+          return done(HandlerResult::deferred(
+              ProcessingError::transient(ErrorCode::RateLimit, "rate limit for this user and channel"),
+              static_cast<uint32_t>(wait)));
+        }
+        if (code == -2) {
+          return done(HandlerResult::deferred(
+              ProcessingError::transient(ErrorCode::Internal, "being delivered under another lease"),
+              static_cast<uint32_t>(wait)));
+        }
+        channel.sink->deliver(std::move(payload), [this, &channel, name, idem, lease, done](SinkResult result) {
+          const int64_t at = static_cast<int64_t>(uv_now(loop_));
+          if (!result.ok) {
+            channel.breaker.record_failure(at);
+            redis_.command({"DEL", lease}, [](const redisReply*) {});
+            log::warn("notification delivery failed", {{"channel", name}, {"error", result.error},
+                                                       {"retryable", result.retryable}});
+            ProcessingError e{ErrorCode::DownstreamError, result.error, result.retryable};
+            return done(HandlerResult::failed(std::move(e)));
+          }
+          channel.breaker.record_success(at);
+          // Delivered: record it. Should Redis fail now, the lease expires and the
+          // notification goes out once more (at least once, never lost).
+          bool ok = redis_.command({"SET", idem, "1", "EX", ttl_}, [this, lease, done](const redisReply* reply) {
+            if (reply == nullptr) return done(HandlerResult::redis_unavailable());
+            redis_.command({"DEL", lease}, [](const redisReply*) {});
+            done(HandlerResult::applied());
+          });
+          if (!ok) done(HandlerResult::redis_unavailable());
+        });
+      });
+  if (!sent) done(HandlerResult::redis_unavailable());
+}
+
+}  // namespace eventd
