@@ -454,6 +454,19 @@ Config parse_config(std::string_view text, const std::string& source, const char
   };
   cfg.amqp.endpoint = endpoint("EVENTD_AMQP_URL", "/amqp/url", cfg.amqp.url, parse_amqp_url);
   cfg.redis.endpoint = endpoint("EVENTD_REDIS_URL", "/redis/url", cfg.redis.url, parse_redis_url);
+  cfg.amqp.management_url = string_at(doc, "/amqp/managementUrl", "");
+  if (const char* value = env("EVENTD_MANAGEMENT_URL")) {
+    std::string_view v(value);
+    if (!v.starts_with("http://") && !v.starts_with("https://")) {
+      throw ConfigError("EVENTD_MANAGEMENT_URL: expected an http:// or https:// URL, got \"" + std::string(v) + "\"");
+    }
+    cfg.amqp.management_url = value;
+  }
+  if (cfg.amqp.management_url.empty()) {
+    const std::string& h = cfg.amqp.endpoint.host;
+    cfg.amqp.management_url = "http://" + (h.find(':') != std::string::npos ? "[" + h + "]" : h) + ":15672";
+  }
+  while (cfg.amqp.management_url.ends_with('/')) cfg.amqp.management_url.pop_back();
   return cfg;
 }
 

@@ -3,6 +3,7 @@
 // 2 bad usage or invalid input (nothing was sent).
 #include "eventd/eventctl.hpp"
 
+#include <curl/curl.h>
 #include <hiredis/hiredis.h>
 #include <uuid/uuid.h>
 
@@ -281,6 +282,9 @@ int cmd_publish(const Config& config, const std::vector<std::string>& argv) {
   return 0;
 }
 
+int verify_topology(const Config& config, const Topology& topology);
+std::string to_json(const rapidjson::Value& v);
+
 int cmd_topology(const Config& config, const std::vector<std::string>& argv) {
   Args a = parse_args(argv, {}, {});
   if (a.positional.size() != 1 || (a.positional[0] != "apply" && a.positional[0] != "verify")) {
@@ -295,32 +299,129 @@ int cmd_topology(const Config& config, const std::vector<std::string>& argv) {
                 topology.queues.size(), topology.bindings.size());
     return 0;
   }
-  int missing = 0;
+  session->close();
+  return verify_topology(config, topology);
+}
+
+// --- topology verify through the management API ------------------------------------
+
+// GET on the management API; the body, or nullopt with `error` set.
+std::optional<std::string> management_get(const Config& config, const std::string& path, long& status,
+                                          std::string& error) {
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
+  if (!curl) {
+    error = "cannot create a curl handle";
+    return std::nullopt;
+  }
+  std::string url = config.amqp.management_url + path;
+  std::string body;
+  std::string user = config.amqp.endpoint.user + ":" + config.amqp.endpoint.password;
+  curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl.get(), CURLOPT_USERPWD, user.c_str());
+  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(config.amqp.connect_timeout_ms));
+  curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &body);
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, +[](char* p, size_t size, size_t n, void* out) {
+    static_cast<std::string*>(out)->append(p, size * n);
+    return size * n;
+  });
+  CURLcode rc = curl_easy_perform(curl.get());
+  if (rc != CURLE_OK) {
+    error = std::string(curl_easy_strerror(rc));
+    return std::nullopt;
+  }
+  curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
+  return body;
+}
+
+std::string escape(const std::string& s) {
+  std::unique_ptr<char, decltype(&curl_free)> e(curl_easy_escape(nullptr, s.c_str(), static_cast<int>(s.size())),
+                                                curl_free);
+  return e ? std::string(e.get()) : s;
+}
+
+std::string argument_text(const rapidjson::Value& v) {
+  if (v.IsString()) return v.GetString();
+  if (v.IsInt64()) return std::to_string(v.GetInt64());
+  return to_json(v);
+}
+
+// Names each missing or different exchange, queue and binding on stderr; 0 when all
+// match, 1 otherwise.
+int verify_topology(const Config& config, const Topology& topology) {
+  const std::string vhost = escape(config.amqp.endpoint.vhost);
+  int problems = 0;
+  auto report = [&problems](const std::string& line) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+    ++problems;
+  };
+  auto fetch = [&](const std::string& path, rapidjson::Document& doc) -> bool {
+    long status = 0;
+    std::string error;
+    auto body = management_get(config, path, status, error);
+    if (!body) {
+      throw AmqpError("cannot reach the RabbitMQ management API at " + config.amqp.management_url + ": " + error +
+                      " (set amqp.managementUrl or EVENTD_MANAGEMENT_URL)");
+    }
+    if (status == 401) throw AmqpError("the management API refused user '" + config.amqp.endpoint.user + "' (401)");
+    if (status == 404) return false;
+    if (status != 200) throw AmqpError("management API answered HTTP " + std::to_string(status) + " for " + path);
+    doc.Parse(body->c_str());
+    return !doc.HasParseError();
+  };
+
   for (const auto& ex : topology.exchanges) {
-    amqp_exchange_declare(session->get(), AmqpSession::kConsumeChannel, as_bytes(ex.name), as_bytes(ex.type), 1, 0,
-                          0, 0, amqp_empty_table);
-    amqp_rpc_reply_t r = amqp_get_rpc_reply(session->get());
-    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-      std::fprintf(stderr, "missing exchange '%s' (%s)\n", ex.name.c_str(), ex.type.c_str());
-      ++missing;
-      try {
-        session->check(r, "exchange");
-      } catch (const AmqpError&) {
-      }
+    rapidjson::Document d;
+    if (!fetch("/api/exchanges/" + vhost + "/" + escape(ex.name), d)) {
+      report("missing exchange '" + ex.name + "' (" + ex.type + ")");
+    } else if (d.HasMember("type") && d["type"].IsString() && ex.type != d["type"].GetString()) {
+      report("exchange '" + ex.name + "' is " + d["type"].GetString() + ", expected " + ex.type);
     }
   }
   for (const auto& q : topology.queues) {
-    if (!session->queue_depth(q.name)) {
-      std::fprintf(stderr, "missing queue '%s'\n", q.name.c_str());
-      ++missing;
+    rapidjson::Document d;
+    if (!fetch("/api/queues/" + vhost + "/" + escape(q.name), d)) {
+      report("missing queue '" + q.name + "'");
+      continue;
+    }
+    const rapidjson::Value* args = d.HasMember("arguments") && d["arguments"].IsObject() ? &d["arguments"] : nullptr;
+    for (const auto& a : q.arguments) {
+      std::string want = std::holds_alternative<std::string>(a.value) ? std::get<std::string>(a.value)
+                                                                      : std::to_string(std::get<int64_t>(a.value));
+      auto m = args != nullptr ? args->FindMember(a.key.c_str()) : rapidjson::Value::ConstMemberIterator();
+      if (args == nullptr || m == args->MemberEnd()) {
+        // RabbitMQ reports a classic queue declared without x-queue-type as "classic" in "type".
+        if (a.key == "x-queue-type" && d.HasMember("type") && d["type"].IsString() && want == d["type"].GetString()) {
+          continue;
+        }
+        report("queue '" + q.name + "' lacks argument " + a.key + " = " + want);
+      } else if (argument_text(m->value) != want) {
+        report("queue '" + q.name + "' has " + a.key + " = " + argument_text(m->value) + ", expected " + want);
+      }
     }
   }
-  session->close();
-  if (missing > 0) {
-    std::fprintf(stderr, "topology verify: %d object(s) missing (eventctl topology apply declares them)\n", missing);
+  for (const auto& b : topology.bindings) {
+    rapidjson::Document d;
+    bool found = false;
+    if (fetch("/api/bindings/" + vhost + "/e/" + escape(b.exchange) + "/q/" + escape(b.queue), d) && d.IsArray()) {
+      for (const auto& x : d.GetArray()) {
+        if (x.HasMember("routing_key") && x["routing_key"].IsString() && b.routing_key == x["routing_key"].GetString()) {
+          found = true;
+        }
+      }
+    }
+    if (!found) {
+      report("missing binding: queue '" + b.queue + "' to exchange '" + b.exchange + "' with key '" + b.routing_key +
+             "'");
+    }
+  }
+  if (problems > 0) {
+    std::fprintf(stderr, "topology verify: %d problem(s) (eventctl topology apply declares what is missing; a queue "
+                         "with other arguments must be deleted first)\n", problems);
     return 1;
   }
-  std::printf("topology ok: %zu exchanges, %zu queues\n", topology.exchanges.size(), topology.queues.size());
+  std::printf("topology ok: %zu exchanges, %zu queues, %zu bindings\n", topology.exchanges.size(),
+              topology.queues.size(), topology.bindings.size());
   return 0;
 }
 

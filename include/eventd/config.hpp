@@ -46,6 +46,7 @@ struct AmqpConfig {
   uint16_t prefetch = 500;
   uint16_t heartbeat_sec = 30;
   uint32_t connect_timeout_ms = 5000;
+  std::string management_url;  // empty in the file: http://<host>:15672
 };
 
 struct RedisConfig {

@@ -432,7 +432,12 @@ class Fixture:
         return {q["name"]: q for q in mgmt("GET", f"queues/{self.vq}")}
 
     def consumers_per_queue(self):
+        """Consumers listed by /api/consumers, counted per queue."""
         return collections.Counter(c["queue"]["name"] for c in mgmt("GET", f"consumers/{self.vq}"))
+
+    def queue_consumers(self):
+        """The consumer count each queue reports (/api/queues; stats lag about a second)."""
+        return {name: q.get("consumers") or 0 for name, q in self.queues().items()}
 
     def publish_stream(self, daemon, symbol, count, rate=None, price=1):
         """eventctl publishing `count` quotes of `symbol` (distinct ids) in the background,

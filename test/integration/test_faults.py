@@ -5,9 +5,10 @@ many prices as messages were confirmed by the broker (nothing lost, nothing appl
 twice) and no message is left in the queue or dead-lettered.
 """
 import time
+import urllib.parse
 
-from harness import (WORK_QUEUES, dev_services, finish_and_count, history_len, mgmt_up, rabbitmqctl, redis_up,
-                     wait_publisher, wait_until)
+from harness import (WORK_QUEUES, dev_services, finish_and_count, history_len, mgmt, mgmt_up, now_ms, rabbitmqctl,
+                     redis, redis_up, wait_publisher, wait_until)
 
 N = 3000
 
@@ -102,8 +103,8 @@ def test_rabbitmq_restart_mid_stream(fx):
                what=f"the rest of the backlog applied after the restart (had {at_stop} at the stop)")
 
     def one_consumer_each():
-        counts = fx.consumers_per_queue()
-        return all(counts[q] == 1 for q in WORK_QUEUES) and sum(counts.values()) == len(WORK_QUEUES)
+        counts = fx.queue_consumers()
+        return all(counts.get(q) == 1 for q in WORK_QUEUES) and sum(counts.values()) == len(WORK_QUEUES)
     wait_until(one_consumer_each, 60, 0.5, what="one consumer per work queue again")
     assert d.running(), "eventd exited"
     assert len(d.logged("amqp connected")) >= 2, "no reconnect logged"
@@ -115,3 +116,75 @@ def test_rabbitmq_restart_mid_stream(fx):
 
 test_rabbitmq_restart_mid_stream.timeout = 240
 test_redis_outage_mid_stream.timeout = 180
+
+
+def quote_applied_after(fx, d, symbol, price):
+    rc, out, err = d.eventctl("publish", "quote_update", f'{{"symbol":"{symbol}","price":{price},"change":0}}')
+    assert rc == 0, err
+    wait_until(lambda: history_len(symbol) == 1, 30, 0.1, what=f"a quote of {symbol} applied")
+
+
+def test_consumer_comes_back_after_queue_deletion(fx):
+    d = fx.start_daemon()
+    mgmt("DELETE", f"queues/{fx.vq}/eventd.quotes")
+    d.wait_log("amqp connection lost", timeout=15)
+    wait_until(lambda: fx.amqp.depth("eventd.quotes") is not None, 30, 0.2, what="eventd.quotes declared again")
+    wait_until(lambda: fx.queue_consumers().get("eventd.quotes") == 1, 30, 0.5, what="a consumer on eventd.quotes")
+    quote_applied_after(fx, d, "QDEL", 3)
+    assert d.running() and d.stop() == 0
+
+
+def test_connection_closed_by_operator(fx):
+    d = fx.start_daemon()
+
+    def eventd_connections():
+        return [c["name"] for c in mgmt("GET", f"vhosts/{fx.vq}/connections")
+                if c.get("client_properties", {}).get("connection_name") == "eventd"]
+    [name] = wait_until(eventd_connections, 30, 0.5, what="eventd's connection in the management API")
+    mgmt("DELETE", f"connections/{urllib.parse.quote(name, safe='')}")
+    d.wait_log("amqp connection lost", timeout=15)
+    d.wait_log("consuming", count=2, timeout=60)
+    quote_applied_after(fx, d, "CCLOSE", 4)
+    assert d.running() and d.stop() == 0
+
+
+def test_redis_hangs_mid_stream(fx):
+    # Redis accepts connections but answers nothing (CLIENT PAUSE ALL) for longer than
+    # connectTimeoutMs: eventd must give up on the connection, wait, and recover.
+    d = fx.start_daemon({"quotes": {"historyLength": 5000}, "redis": {"connectTimeoutMs": 1500}})
+    pub = fx.publish_stream(d, "HANG", 2000, rate=500)
+    wait_until(lambda: history_len("HANG") >= 300, 30, what="the stream to be under way")
+    redis("CLIENT", "PAUSE", 6000, "ALL")
+    fx.on_teardown(lambda: redis("CLIENT", "UNPAUSE"))
+    d.wait_log("redis connection lost", timeout=15)
+    assert d.running(), "eventd exited while Redis hung"
+    wait_publisher(pub)
+    wait_until(lambda: history_len("HANG") >= 2000 and fx.amqp.depth("eventd.quotes") == 0, 60, 0.2,
+               what="all 2000 quotes applied after Redis answered again")
+    finish_and_count(fx, d, "HANG", 2000, start=False)
+
+
+test_redis_hangs_mid_stream.timeout = 180
+
+
+def test_crash_looping_message_is_dead_lettered_by_the_broker(fx):
+    # A message that kills eventd every time it is delivered: the quorum queue's
+    # x-delivery-limit must move it to the DLQ instead of redelivering it forever
+    # (or dropping it). The "crash" is a kill -9 while the message is in flight
+    # (Redis writes held, so eventd cannot finish it).
+    limit = 2
+    d = fx.daemon({"topology": {"deliveryLimit": limit}})
+    fx.topology_apply(d.config_path)
+    body = b'{"type":"quote_update","timestamp":%d,"symbol":"LOOP","price":1,"change":0}' % now_ms()
+    fx.amqp.publish("market.quotes", "LOOP", body, message_id="loop-1")
+    for attempt in range(limit + 1):
+        redis("CLIENT", "PAUSE", 5000, "WRITE")
+        d.start()
+        wait_until(lambda: fx.amqp.depth("eventd.quotes") == 0, 10, 0.05, what=f"delivery {attempt + 1}")
+        d.kill9()
+        redis("CLIENT", "UNPAUSE")
+    wait_until(lambda: fx.amqp.depth("eventd.quotes.dlq") == 1, 15, 0.2, what="the message in eventd.quotes.dlq")
+    [dead] = fx.amqp.get_all("eventd.quotes.dlq")
+    assert dead.body == body and dead.props.message_id == "loop-1"
+    assert fx.amqp.depth("eventd.quotes") == 0
+    assert history_len("LOOP") == 0

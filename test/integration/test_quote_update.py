@@ -109,3 +109,15 @@ def test_snake_case_keys_are_normalised(fx):
     assert "/correlationId" in dead.headers.get("x-error-message", ""), dead.headers
     assert history("SNK") == [3.5]
     drained(fx, d)
+
+
+def test_script_cache_flush_is_survived(fx):
+    # A Redis restart without persistence, or an operator, may empty the script cache.
+    d = fx.start_daemon()
+    fx.amqp.publish("market.quotes", "", quote("SCR", 1.0), message_id="scr-1")
+    wait_applied("SCR", 1)
+    redis("SCRIPT", "FLUSH")
+    fx.amqp.publish("market.quotes", "", quote("SCR", 2.0), message_id="scr-2")
+    wait_applied("SCR", 2)
+    assert history("SCR") == [1.0, 2.0]
+    drained(fx, d)

@@ -36,7 +36,7 @@ def test_default_topology(fx):
         assert q["type"] == "quorum", f"{name} is {q['type']}"
         args = q["arguments"]
         assert args.get("x-queue-type") == "quorum", (name, args)
-        assert isinstance(args.get("x-delivery-limit"), int) and args["x-delivery-limit"] > 0, (name, args)
+        assert args.get("x-delivery-limit") == 20, (name, args)  # the documented default
         assert args.get("x-dead-letter-exchange") == "", (name, args)
         assert args.get("x-dead-letter-routing-key") == name + ".dlq", (name, args)
         dlq = queues[name + ".dlq"]
@@ -66,7 +66,7 @@ def test_retry_queues_follow_retry_config(fx):
 
 
 def test_classic_queue_type(fx):
-    d = fx.start_daemon({"topology": {"queues": [
+    d = fx.start_daemon({"topology": {"deliveryLimit": 7, "queues": [
         {"name": "eventd.quotes", "exchange": "market.quotes", "type": "classic"},
         {"name": "eventd.alerts", "exchange": "events", "bindingKey": "alert.triggered.#"},
     ]}})
@@ -77,6 +77,8 @@ def test_classic_queue_type(fx):
     assert quotes["arguments"].get("x-dead-letter-routing-key") == "eventd.quotes.dlq", quotes["arguments"]
     assert queues["eventd.quotes.dlq"]["type"] == "classic"
     assert queues["eventd.alerts"]["type"] == "quorum", "the default type is quorum"
+    assert queues["eventd.alerts"]["arguments"].get("x-delivery-limit") == 7, queues["eventd.alerts"]["arguments"]
+    assert "x-delivery-limit" not in quotes["arguments"], "classic queues take no delivery limit"
     assert "eventd.analysis" not in queues, "a configured queue list replaces the default one"
     wait_one_consumer_per_queue(fx, ["eventd.quotes", "eventd.alerts"])
     # The classic queue works like the quorum one.
