@@ -397,7 +397,7 @@ class Fixture:
         with open(self.config_path, "w") as f:
             json.dump(DEFAULT_CONFIG, f)
         self.env = dict(ENV, EVENTD_AMQP_URL=self.amqp_url, EVENTD_REDIS_URL=REDIS_URL,
-                        EVENTD_CONFIG=self.config_path)
+                        EVENTD_MANAGEMENT_URL=f"http://127.0.0.1:{MGMT_PORT}", EVENTD_CONFIG=self.config_path)
         self.amqp = Amqp(self.amqp_url)
 
     def daemon(self, overrides=None, name=None):

@@ -34,6 +34,17 @@ def test_topology_apply_and_verify(fx):
     assert fx.amqp.depth("eventd.quotes") == 0 and fx.amqp.depth("eventd.quotes.dlq") == 0
 
 
+def test_topology_verify_names_a_queue_with_other_arguments(fx):
+    fx.amqp.channel().queue_declare("eventd.quotes", durable=True)  # classic, no dead-lettering
+    rc, out, err = fx.eventctl("topology", "apply")
+    assert rc == 1, f"apply over a conflicting queue exited {rc}: {err!r}"
+    assert "eventd.quotes" in err, err
+    rc, out, err = fx.eventctl("topology", "verify")
+    assert rc == 1, f"verify exited {rc}"
+    problems = [l for l in err.splitlines() if "'eventd.quotes'" in l]
+    assert problems and any("x-queue-type" in l or "x-dead-letter" in l for l in problems), err
+
+
 def test_publish_quote_from_argument_file_and_stdin(fx):
     fx.topology_apply()
     path = os.path.join(fx.tmp, "quote.json")

@@ -174,16 +174,25 @@ def test_crash_looping_message_is_dead_lettered_by_the_broker(fx):
     # (Redis writes held, so eventd cannot finish it).
     limit = 2
     d = fx.daemon({"topology": {"deliveryLimit": limit}})
+    fx.on_teardown(lambda: redis("CLIENT", "UNPAUSE"))
     fx.topology_apply(d.config_path)
     body = b'{"type":"quote_update","timestamp":%d,"symbol":"LOOP","price":1,"change":0}' % now_ms()
     fx.amqp.publish("market.quotes", "LOOP", body, message_id="loop-1")
-    for attempt in range(limit + 1):
-        redis("CLIENT", "PAUSE", 5000, "WRITE")
+    deliveries = 0
+    for _ in range(limit + 2):
+        wait_until(lambda: fx.amqp.depth("eventd.quotes") == 1 or fx.amqp.depth("eventd.quotes.dlq") == 1, 15, 0.05,
+                   what="the message back in eventd.quotes or in its DLQ")
+        if fx.amqp.depth("eventd.quotes.dlq") == 1:
+            break
+        redis("CLIENT", "PAUSE", 10000, "WRITE")
         d.start()
-        wait_until(lambda: fx.amqp.depth("eventd.quotes") == 0, 10, 0.05, what=f"delivery {attempt + 1}")
+        wait_until(lambda: fx.amqp.depth("eventd.quotes") == 0 or not d.running(), 15, 0.05,
+                   what=f"delivery {deliveries + 1} to eventd")
         d.kill9()
         redis("CLIENT", "UNPAUSE")
-    wait_until(lambda: fx.amqp.depth("eventd.quotes.dlq") == 1, 15, 0.2, what="the message in eventd.quotes.dlq")
+        deliveries += 1
+    assert fx.amqp.depth("eventd.quotes.dlq") == 1, f"still not dead-lettered after {deliveries} deliveries"
+    assert deliveries >= limit, f"dead-lettered after only {deliveries} deliveries (limit {limit})"
     [dead] = fx.amqp.get_all("eventd.quotes.dlq")
     assert dead.body == body and dead.props.message_id == "loop-1"
     assert fx.amqp.depth("eventd.quotes") == 0
