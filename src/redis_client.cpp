@@ -364,14 +364,15 @@ bool RedisClient::eval(ScriptId id, const std::vector<std::string_view>& keys,
     argv[1] = script.source;
     return send(argv, std::move(done));
   }
-  // On NOSCRIPT (Redis restarted without its script cache), resend as EVAL once.
-  auto retry_args = std::make_shared<std::vector<std::string>>(argv.begin(), argv.end());
-  return send(argv, [this, id, retry_args, done = std::move(done)](const redisReply* r) mutable {
+  // NOSCRIPT means Redis lost its script cache (restart, SCRIPT FLUSH): reconnect,
+  // which loads the scripts again, and report the call as lost so it is run again.
+  return send(argv, [this, done = std::move(done)](const redisReply* r) {
     if (r != nullptr && r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).starts_with("NOSCRIPT")) {
-      (*retry_args)[0] = "EVAL";
-      (*retry_args)[1] = scripts_[id].source;
-      std::vector<std::string_view> again(retry_args->begin(), retry_args->end());
-      if (send(again, done)) return;
+      if (state_ == RedisState::Up && ac_ != nullptr) {
+        log::warn("redis lost its scripts; reconnecting to load them again");
+        state_ = RedisState::Closing;
+        redisAsyncDisconnect(ac_);
+      }
       done(nullptr);
       return;
     }
