@@ -425,7 +425,7 @@ void AmqpConnection::resolve_confirms(uint64_t tag, bool multiple, bool ack) {
     p.resolved = true;
     PublishDone done = std::move(p.done);
     if (!ack) done(false, "broker nacked the message");
-    else if (p.returned) done(false, "unroutable: no queue bound for the routing key");
+    else if (p.returned) done(false, std::string(kUnroutable) + ": no queue bound for the routing key");
     else done(true, {});
     if (conn_ == nullptr) return;  // a callback tore the connection down
   }

@@ -1,5 +1,6 @@
 // FieldTable and header accessors (see amqp_table.hpp).
 #include "eventd/amqp_table.hpp"
+#include "eventd/utf8.hpp"
 
 #include <charconv>
 
@@ -135,7 +136,7 @@ void write_value(JsonWriter& w, const amqp_field_value_t& v) {
     case AMQP_FIELD_KIND_F64: w.Double(v.value.f64); break;
     case AMQP_FIELD_KIND_UTF8:
     case AMQP_FIELD_KIND_BYTES: {
-      std::string_view s = as_view(v.value.bytes);
+      std::string s = sanitize_utf8(as_view(v.value.bytes));
       w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
       break;
     }
@@ -152,7 +153,7 @@ void write_value(JsonWriter& w, const amqp_field_value_t& v) {
 void write_table(JsonWriter& w, const amqp_table_t& t) {
   w.StartObject();
   for (int i = 0; i < t.num_entries; ++i) {
-    std::string_view k = as_view(t.entries[i].key);
+    std::string k = sanitize_utf8(as_view(t.entries[i].key));
     w.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
     write_value(w, t.entries[i].value);
   }

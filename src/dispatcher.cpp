@@ -13,6 +13,7 @@
 #include "eventd/json_case.hpp"
 #include "eventd/log.hpp"
 #include "eventd/routing.hpp"
+#include "eventd/utf8.hpp"
 
 #include <hiredis/hiredis.h>
 #include <memory>
@@ -79,7 +80,9 @@ bool is_eventd_header(std::string_view key) {
   return false;
 }
 
-std::string cap_utf8(std::string_view text, std::size_t max) {
+std::string cap_utf8(std::string_view raw, std::size_t max) {
+  const std::string clean = sanitize_utf8(raw);
+  std::string_view text = clean;
   if (text.size() <= max) return std::string(text);
   std::size_t cut = max;
   // Step back over continuation bytes (10xxxxxx) so no sequence is split.
@@ -127,7 +130,7 @@ void Dispatcher::on_delivery(Delivery&& delivery) {
   if (job->retry_count < 0) job->retry_count = 0;
 
   rapidjson::Document& doc = job->body;
-  doc.Parse(d.body.data(), d.body.size());
+  doc.Parse<rapidjson::kParseValidateEncodingFlag>(d.body.data(), d.body.size());
   if (doc.HasParseError()) {
     job->counters = &metrics_.counters(d.queue, kUnknownType);
     ++job->counters->consumed;
@@ -238,7 +241,7 @@ void Dispatcher::ack(JobIt job) {
 void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
   struct Progress {
     std::size_t waiting = 0;
-    bool failed = false;
+    std::string failure;     // first failure: the source goes through the retry policy
     bool abandoned = false;  // the job was released; late callbacks do nothing
   };
   if (amqp_.state() != AmqpState::Connected) {
@@ -251,14 +254,23 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
   if (source_id.starts_with("eventd:idem:")) source_id.remove_prefix(std::string_view("eventd:idem:").size());
   std::string correlation(job->delivery.properties.correlation_id());
   const uint64_t now_s = static_cast<uint64_t>(now_ms() / 1000);
+  // After the last confirm: done, or the source is retried (its outbox is published
+  // again next time) and finally dead-lettered like any other failure.
+  auto settle = [this, job, progress] {
+    if (--progress->waiting > 0) return;
+    if (progress->failure.empty()) finish_outbox(job);
+    else finish(job, HandlerResult::failed(ProcessingError::transient(ErrorCode::DownstreamError, progress->failure)));
+  };
 
   for (std::size_t i = 0; i < outbox.size(); ++i) {
     std::string_view entry = outbox[i];
     Route route;
+    bool reply = false;
     if (entry.starts_with('@')) {  // "@QUEUE\n{json}": straight to a reply queue
       std::size_t nl = entry.find('\n');
       route = Route{"", std::string(entry.substr(1, nl - 1))};
       entry = nl == std::string_view::npos ? std::string_view() : entry.substr(nl + 1);
+      reply = true;
     }
     rapidjson::Document body;
     body.Parse(entry.data(), entry.size());
@@ -266,14 +278,11 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
     if (!body.HasParseError() && body.IsObject() && body.HasMember("type") && body["type"].IsString()) {
       type = body["type"].GetString();
     }
-    if (route.routing_key.empty()) {
+    if (!reply) {
       auto r = type.empty() ? std::nullopt : route_for(config_.topology, type, body);
       if (!r) {
-        // A handler bug, not the message's fault: keep the source for a later look.
-        log::error("outbox entry cannot be routed", {{"message_id", job->delivery.properties.message_id()},
-                                                      {"entry", cap_utf8(entry, 200)}});
-        progress->failed = true;
-        if (--progress->waiting == 0) requeue_later(job);
+        if (progress->failure.empty()) progress->failure = "derived message cannot be routed: " + cap_utf8(entry, 200);
+        settle();
         continue;
       }
       route = *r;
@@ -291,24 +300,31 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
       props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
       props.correlation_id = as_bytes(correlation);
     }
+    std::string target = route.routing_key;
     bool sent = amqp_.publish(route.exchange, route.routing_key, props, entry,
-                              [this, job, progress](bool ok, const std::string& why) {
+                              [this, job, progress, settle, reply, target](bool ok, const std::string& why) {
                                 if (progress->abandoned) return;
-                                if (!ok) {
-                                  if (!progress->failed) {
-                                    log::warn("derived message not confirmed", {{"error", why}});
-                                  }
-                                  progress->failed = true;
+                                if (!ok && reply && why.starts_with(AmqpConnection::kUnroutable)) {
+                                  // The requester's queue is gone: nobody waits for this reply.
+                                  log::warn("reply queue missing; reply dropped",
+                                            {{"reply_to", target}, {"message_id", job->delivery.properties.message_id()}});
+                                } else if (!ok && progress->failure.empty()) {
+                                  progress->failure = "derived message to '" + target + "' not confirmed: " + why;
                                 }
-                                if (--progress->waiting > 0) return;
-                                if (progress->failed) requeue_later(job);
-                                else finish_outbox(job);
+                                if (!ok && amqp_.state() != AmqpState::Connected) {
+                                  progress->abandoned = true;  // the broker has the source back
+                                  release(job);
+                                  return;
+                                }
+                                settle();
                               });
     if (!sent) {
       // The connection died under this loop: the broker has the source back, and what
       // was already published is a harmless duplicate next time (same message ids).
-      progress->abandoned = true;
-      release(job);
+      if (!progress->abandoned) {
+        progress->abandoned = true;
+        release(job);
+      }
       return;
     }
   }

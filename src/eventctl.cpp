@@ -35,6 +35,7 @@
 #include "eventd/routing.hpp"
 #include "eventd/schema_registry.hpp"
 #include "eventd/topology.hpp"
+#include "eventd/utf8.hpp"
 
 namespace eventd {
 namespace {
@@ -156,7 +157,7 @@ std::unique_ptr<AmqpSession> open_session(const Config& config) {
 // `timestamp` when absent. Returns the camelCase JSON to send.
 std::string prepare_body(const SchemaRegistry& schemas, const std::string& type, const std::string& text,
                          rapidjson::Document& doc) {
-  doc.Parse(text.data(), text.size());
+  doc.Parse<rapidjson::kParseValidateEncodingFlag>(text.data(), text.size());
   if (doc.HasParseError()) {
     throw UsageError("invalid JSON at offset " + std::to_string(doc.GetErrorOffset()) + ": " +
                      rapidjson::GetParseError_En(doc.GetParseError()));
@@ -446,12 +447,12 @@ std::string message_json(const AmqpSession::GotMessage& m) {
   const amqp_basic_properties_t& p = m.properties.get();
   w.StartObject();
   w.Key("messageId");
-  str(m.properties.message_id());
+  str(sanitize_utf8(m.properties.message_id()));
   w.Key("type");
-  str(m.properties.type());
+  str(sanitize_utf8(m.properties.type()));
   if (!m.properties.correlation_id().empty()) {
     w.Key("correlationId");
-    str(m.properties.correlation_id());
+    str(sanitize_utf8(m.properties.correlation_id()));
   }
   if (p._flags & AMQP_BASIC_TIMESTAMP_FLAG) {
     w.Key("timestamp");
@@ -460,8 +461,13 @@ std::string message_json(const AmqpSession::GotMessage& m) {
   w.Key("headers");
   std::string headers = table_to_json(m.properties.headers());
   w.RawValue(headers.data(), headers.size(), rapidjson::kObjectType);
-  w.Key("body");
-  str(m.body);
+  if (valid_utf8(m.body)) {
+    w.Key("body");
+    str(m.body);
+  } else {
+    w.Key("bodyBase64");  // not text: shown losslessly
+    str(base64(m.body));
+  }
   w.EndObject();
   return std::string(buf.GetString(), buf.GetSize());
 }

@@ -1,6 +1,7 @@
 // JSON-lines logger: formats with RapidJSON's writer (correct escaping) and writes
 // each line with a single write(2) so lines from one process never interleave.
 #include "eventd/log.hpp"
+#include "eventd/utf8.hpp"
 
 #include <unistd.h>
 
@@ -26,8 +27,14 @@ const char* level_name(Level level) {
   return "info";
 }
 
+// Producers' bytes (message ids, error texts) can be any bytes: keep lines valid JSON.
 void put_string(rapidjson::Writer<rapidjson::StringBuffer>& w, std::string_view s) {
-  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+  if (valid_utf8(s)) {
+    w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+    return;
+  }
+  std::string clean = sanitize_utf8(s);
+  w.String(clean.data(), static_cast<rapidjson::SizeType>(clean.size()));
 }
 
 }  // namespace

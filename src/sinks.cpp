@@ -12,6 +12,7 @@
 #include <rapidjson/writer.h>
 
 #include "eventd/log.hpp"
+#include "eventd/utf8.hpp"
 
 namespace eventd {
 
@@ -267,8 +268,8 @@ void WebhookSink::deliver(std::string payload, SinkDone done) {
 std::string discord_payload(std::string_view title, std::string_view body) {
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-  std::string content = "**" + std::string(title) + "**\n" + std::string(body);
-  if (content.size() > 2000) content.resize(2000);  // Discord's limit for content
+  // Discord's limit is 2000 characters (not bytes); never split one.
+  std::string content = truncate_utf8_chars(sanitize_utf8("**" + std::string(title) + "**\n" + std::string(body)), 2000);
   w.StartObject();
   w.Key("username");
   w.String("eventd");

@@ -41,7 +41,9 @@ class AmqpConnection {
     std::function<void(const std::string& reason)> on_disconnected;  // after pending publishes failed
   };
   // Called exactly once: ok, or why the broker did not take the message (nack,
-  // unroutable with mandatory, connection lost before the confirm).
+  // unroutable with mandatory, connection lost before the confirm). An unroutable
+  // message's error starts with kUnroutable.
+  static constexpr std::string_view kUnroutable = "unroutable";
   using PublishDone = std::function<void(bool ok, const std::string& error)>;
 
   AmqpConnection(uv_loop_t* loop, const Config& config, Topology topology, Handlers handlers);

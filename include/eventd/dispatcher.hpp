@@ -38,7 +38,8 @@ bool is_eventd_header(std::string_view key);
 // The outbox key paired with an idempotency key: eventd:outbox:<id>.
 std::string outbox_key(std::string_view idempotency_key);
 
-// Caps a header value at `max` bytes without splitting a UTF-8 sequence.
+// Caps a header value at `max` bytes without splitting a UTF-8 sequence; invalid
+// UTF-8 becomes U+FFFD first.
 std::string cap_utf8(std::string_view text, std::size_t max);
 
 class Dispatcher {

@@ -4,6 +4,7 @@
 #include <hiredis/hiredis.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <memory>
 
@@ -67,6 +68,11 @@ std::string get_string(const rapidjson::Value& v, const char* key) {
 }
 
 void key(JsonWriter& w, const char* k) { w.Key(k); }
+// JSON has no infinity or NaN (extreme prices can overflow a sum): write null.
+void num(JsonWriter& w, double x) {
+  if (std::isfinite(x)) w.Double(x);
+  else w.Null();
+}
 void str(JsonWriter& w, std::string_view s) { w.String(s.data(), static_cast<rapidjson::SizeType>(s.size())); }
 
 void levels(JsonWriter& w, const std::vector<PriceLevel>& ls) {
@@ -74,7 +80,7 @@ void levels(JsonWriter& w, const std::vector<PriceLevel>& ls) {
   for (const auto& l : ls) {
     w.StartObject();
     key(w, "price");
-    w.Double(l.price);
+    num(w, l.price);
     key(w, "touches");
     w.Uint64(l.touches);
     w.EndObject();
@@ -123,30 +129,30 @@ std::string analysis_complete_json(const rapidjson::Value& request, const Analys
   for (const auto& r : a.reasons) str(w, r);
   w.EndArray();
   key(w, "lastPrice");
-  w.Double(a.last_price);
+  num(w, a.last_price);
   key(w, "pricesUsed");
   w.Uint64(a.prices_used);
   if (a.chart) {
     const ChartAnalysis& c = *a.chart;
     key(w, "sma20");
-    w.Double(c.sma_20);
+    num(w, c.sma_20);
     key(w, "sma50");
-    w.Double(c.sma_50);
+    num(w, c.sma_50);
     key(w, "ema12");
-    w.Double(c.ema_12);
+    num(w, c.ema_12);
     key(w, "ema26");
-    w.Double(c.ema_26);
+    num(w, c.ema_26);
     key(w, "macd");
     w.StartObject();
     key(w, "macd");
-    w.Double(c.macd.macd);
+    num(w, c.macd.macd);
     key(w, "signal");
-    w.Double(c.macd.signal);
+    num(w, c.macd.signal);
     key(w, "histogram");
-    w.Double(c.macd.histogram);
+    num(w, c.macd.histogram);
     w.EndObject();
     key(w, "rsi14");
-    w.Double(c.rsi_14);
+    num(w, c.rsi_14);
     key(w, "support");
     levels(w, c.support);
     key(w, "resistance");
@@ -155,15 +161,15 @@ std::string analysis_complete_json(const rapidjson::Value& request, const Analys
   if (a.options) {
     const OptionsAnalysis& o = *a.options;
     key(w, "historicalVolatility");
-    w.Double(o.historical_volatility);
+    num(w, o.historical_volatility);
     key(w, "expectedMove");
-    w.Double(o.expected_move);
+    num(w, o.expected_move);
     key(w, "expectedMoveDays");
-    w.Double(o.expected_move_days);
+    num(w, o.expected_move_days);
     key(w, "expectedLow");
-    w.Double(o.expected_low);
+    num(w, o.expected_low);
     key(w, "expectedHigh");
-    w.Double(o.expected_high);
+    num(w, o.expected_high);
   }
   w.EndObject();
   return std::string(buf.GetString(), buf.GetSize());

@@ -212,7 +212,9 @@ void NotificationHandler::deliver_external(Channel& channel, const std::string& 
         channel.sink->deliver(std::move(payload), [this, &channel, name, idem, lease, done](SinkResult result) {
           const int64_t at = static_cast<int64_t>(uv_now(loop_));
           if (!result.ok) {
-            channel.breaker.record_failure(at);
+            // A 4xx is this message's fault, not the sink's: it does not open the circuit.
+            if (result.retryable) channel.breaker.record_failure(at);
+            else channel.breaker.record_success(at);
             redis_.command({"DEL", lease}, [](const redisReply*) {});
             log::warn("notification delivery failed", {{"channel", name}, {"error", result.error},
                                                        {"retryable", result.retryable}});
