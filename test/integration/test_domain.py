@@ -1,0 +1,644 @@
+"""The domain: monitors, edge-triggered alert rules, the alert -> notification chain with
+its sinks (redis stream, file spool, webhook), retries, circuit breaker and rate limit,
+analysis request-reply, and exactly-once effects of derived messages.
+
+Quotes are published one at a time and each is awaited until its idempotency key reads
+"1": by then its effects are in Redis and every message it derived (alert_triggered) is
+confirmed by the broker, so the order of evaluation is the order of publication.
+"""
+import itertools
+import json
+import math
+import os
+import statistics
+import time
+
+from harness import now_ms, quote, redis, wait_until
+from webhook_server import WebhookServer
+
+_ids = itertools.count(1)
+NOTIFY_QUEUES = ("eventd.notify.push", "eventd.notify.email", "eventd.notify.discord")
+
+
+# ---------------------------------------------------------------- helpers
+
+def domain_config(fx, hook=None, overrides=None):
+    """Config with every channel pointed at something this test owns: push -> Redis stream,
+    email -> a file in the test's temp dir, discord -> the test webhook (or a file when none)."""
+    discord = ({"sink": "webhook", "url": hook.url} if hook is not None
+               else {"sink": "file", "path": os.path.join(fx.tmp, "discord.jsonl")})
+    config = {"notify": {"channels": {"push": {"sink": "redis"},
+                                      "email": {"sink": "file", "path": email_path(fx)},
+                                      "discord": discord}}}
+    return _merge(config, overrides or {})
+
+
+def _merge(base, extra):
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def email_path(fx):
+    return os.path.join(fx.tmp, "spool", "email.jsonl")
+
+
+def email_lines(fx):
+    try:
+        with open(email_path(fx)) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    assert text == "" or text.endswith("\n"), f"the email spool ends in a partial line: {text[-200:]!r}"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def monitor_start(fx, user, spec):
+    rc, out, err = fx.eventctl("monitor", "start", user, json.dumps(spec))
+    assert rc == 0, f"monitor start {user} exited {rc}: {err.strip()}"
+    return out
+
+
+def rule(alert_id, symbol, condition, threshold, cooldown=None):
+    r = {"alertId": alert_id, "symbol": symbol, "condition": condition, "threshold": threshold}
+    if cooldown is not None:
+        r["cooldownSec"] = cooldown
+    return r
+
+
+def processed(message_id):
+    """True once the message's effects are recorded and its derived messages confirmed."""
+    return redis("GET", f"eventd:idem:{message_id}") == "1"
+
+
+def send_quote(fx, symbol, price, change=0.0, ts=None, message_id=None, wait=True):
+    mid = message_id or f"q-{symbol}-{next(_ids)}"
+    fx.amqp.publish("market.quotes", symbol, quote(symbol, price, change, timestamp=ts), message_id=mid,
+                    type="quote_update")
+    if wait:
+        wait_until(lambda: processed(mid), 15, what=f"quote {mid} ({symbol} {price}) processed")
+    return mid
+
+
+def alerts(user):
+    """The user's alert history, oldest first (eventd LPUSHes)."""
+    return [json.loads(a) for a in reversed(redis("LRANGE", f"eventd:alerts:{user}", 0, -1))]
+
+
+def stream(user):
+    """eventd:notifications:<user> as [(entry id, {field: value})]."""
+    entries = redis("XRANGE", f"eventd:notifications:{user}", "-", "+") or []
+    return [(eid, dict(zip(fields[::2], fields[1::2]))) for eid, fields in entries]
+
+
+def settle(fx, seconds=1.0, queues=("eventd.alerts",) + NOTIFY_QUEUES):
+    """Waits for the given work queues to be empty, then for them to stay empty for `seconds`
+    (a message in flight inside eventd takes milliseconds): what was derived has been handled."""
+    wait_until(lambda: all(fx.amqp.depth(q) == 0 for q in queues), 20, what=f"{queues} drained")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        busy = [q for q in queues if fx.amqp.depth(q)]
+        if busy:
+            wait_until(lambda: all(fx.amqp.depth(q) == 0 for q in queues), 20, what=f"{busy} drained")
+            end = time.monotonic() + seconds
+        time.sleep(0.1)
+
+
+def publish_notification(fx, d, user, channel, title, body, message_id=None, count=None, kind=None):
+    payload = {"userId": user, "channel": channel, "title": title, "body": body}
+    if kind:
+        payload["kind"] = kind
+    args = ["publish", "notification", json.dumps(payload)]
+    if message_id:
+        args += ["--message-id", message_id]
+    if count:
+        args += ["--count", str(count)]
+    rc, out, err = d.eventctl(*args)
+    assert rc == 0, f"eventctl publish notification exited {rc}: {err.strip()}"
+    return out
+
+
+def dead_letters(fx, queue, n, timeout=20):
+    wait_until(lambda: (fx.amqp.depth(queue) or 0) >= n, timeout, what=f"{n} dead letter(s) in {queue}")
+    msgs = fx.amqp.get_all(queue)
+    assert len(msgs) == n, f"expected {n} dead letter(s) in {queue}, found {len(msgs)}"
+    return msgs
+
+
+def log_lines_for(d, msg, message_id):
+    return [l for l in d.log_lines(complete_only=True) if l["msg"] == msg and l.get("message_id") == message_id]
+
+
+# ---------------------------------------------------------------- monitor CLI
+
+def test_monitor_cli_start_status_stop_list(fx):
+    spec_a = {"rules": [rule(1, "MONA", "price_above", 200, 300), rule(2, "MONB", "price_below", 50)],
+              "channels": ["push", "email"], "positions": [{"symbol": "MONA", "quantity": 10}],
+              "checkIntervalMs": 30000}
+    spec_b = {"rules": [rule(5, "MONA", "change_pct_below", -3)], "channels": ["discord"]}
+    spec_c = {"rules": [rule(9, "MONC", "change_pct_above", 2.5)], "channels": ["push"]}
+
+    # From an argument, from @file and from stdin.
+    out = monitor_start(fx, "mon-a", spec_a)
+    assert "mon-a" in out, out
+    path = os.path.join(fx.tmp, "spec-b.json")
+    with open(path, "w") as f:
+        json.dump(spec_b, f)
+    rc, out, err = fx.eventctl("monitor", "start", "mon-b", f"@{path}")
+    assert rc == 0, f"monitor start @file exited {rc}: {err}"
+    rc, out, err = fx.eventctl("monitor", "start", "mon-c", "-", input=json.dumps(spec_c))
+    assert rc == 0, f"monitor start - (stdin) exited {rc}: {err}"
+
+    for user, spec in (("mon-a", spec_a), ("mon-b", spec_b), ("mon-c", spec_c)):
+        rc, out, err = fx.eventctl("monitor", "status", user)
+        assert rc == 0, f"status {user} exited {rc}: {err}"
+        st = json.loads(out)
+        assert st.get("status") == "running", st
+        assert st.get("userId") == user, st
+        assert st.get("spec", {}).get("rules") == spec["rules"], f"status of {user} shows spec {st.get('spec')}"
+        assert st["spec"].get("channels") == spec["channels"], st
+        assert st.get("channels") == spec["channels"], st
+    assert json.loads(fx.eventctl("monitor", "status", "mon-a")[1]).get("checkIntervalMs") == 30000
+
+    # The per-symbol index of watching users.
+    rules_a = redis("HGETALL", "eventd:rules:MONA")
+    fields = dict(zip(rules_a[::2], rules_a[1::2]))
+    assert set(fields) == {"mon-a:1", "mon-b:5"}, f"eventd:rules:MONA has {sorted(fields)}"
+    r = json.loads(fields["mon-a:1"])
+    assert r["condition"] == "price_above" and r["threshold"] == 200 and r["cooldownSec"] == 300, r
+    assert redis("HEXISTS", "eventd:rules:MONB", "mon-a:2") == 1
+    assert redis("HEXISTS", "eventd:rules:MONC", "mon-c:9") == 1
+
+    rc, out, err = fx.eventctl("monitor", "list")
+    assert rc == 0, err
+    listed = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert set(listed) == {"mon-a", "mon-b", "mon-c"}, out
+    assert "running" in listed["mon-a"] and "2 rule" in listed["mon-a"], listed["mon-a"]
+
+    # stop: the rules leave the index, the spec stays.
+    rc, out, err = fx.eventctl("monitor", "stop", "mon-a")
+    assert rc == 0, f"stop exited {rc}: {err}"
+    st = json.loads(fx.eventctl("monitor", "status", "mon-a")[1])
+    assert st.get("status") == "stopped", st
+    assert st.get("spec", {}).get("rules") == spec_a["rules"], "stop lost the spec"
+    assert redis("HEXISTS", "eventd:rules:MONA", "mon-a:1") == 0, "a stopped monitor's rule is still indexed"
+    assert redis("HEXISTS", "eventd:rules:MONB", "mon-a:2") == 0, "a stopped monitor's rule is still indexed"
+    assert redis("HEXISTS", "eventd:rules:MONA", "mon-b:5") == 1, "stopping mon-a removed mon-b's rule"
+    rc, out, err = fx.eventctl("monitor", "list")
+    listed = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "stopped" in listed["mon-a"] and "running" in listed["mon-b"], out
+
+    # Replacing a monitor replaces its rules in the index (MONC's rule goes, MOND's comes).
+    monitor_start(fx, "mon-c", {"rules": [rule(9, "MOND", "price_above", 1)], "channels": ["push"]})
+    assert redis("HEXISTS", "eventd:rules:MONC", "mon-c:9") == 0, "the replaced rule is still indexed"
+    assert redis("HEXISTS", "eventd:rules:MOND", "mon-c:9") == 1
+
+    # Invalid specs: exit 2, one line naming the field, nothing written.
+    good_rule = rule(1, "MONA", "price_above", 10)
+    invalid = [
+        ("condition", {"rules": [rule(1, "MONA", "price_over", 10)], "channels": ["push"]}),
+        ("channels", {"rules": [good_rule]}),
+        ("alertId", {"rules": [good_rule, rule(1, "MONX", "price_below", 5)], "channels": ["push"]}),
+        ("cooldownSec", {"rules": [rule(1, "MONA", "price_above", 10, -1)], "channels": ["push"]}),
+        ("channels", {"rules": [good_rule], "channels": ["sms"]}),
+        ("threshold", {"rules": [{"alertId": 1, "symbol": "MONA", "condition": "price_above"}], "channels": []}),
+        ("JSON", '{"rules": [{"alertId": 1,'),
+    ]
+    before = {k: redis("HGETALL", k) for k in ("eventd:rules:MONA", "eventd:rules:MONX", "eventd:rules:MONB")}
+    before_b = redis("HGETALL", "eventd:monitor:mon-b")
+    members = sorted(redis("SMEMBERS", "eventd:monitors"))
+    for word, spec in invalid:
+        text = spec if isinstance(spec, str) else json.dumps(spec)
+        for user in ("mon-new", "mon-b"):  # a new user, and replacing an existing monitor
+            rc, out, err = fx.eventctl("monitor", "start", user, text)
+            lines = err.splitlines()
+            assert rc == 2, f"invalid spec ({word}) for {user}: exit {rc}, stderr {err!r}"
+            assert len(lines) == 1, f"invalid spec ({word}): expected one stderr line, got {lines!r}"
+            assert word in lines[0], f"invalid spec: stderr does not name {word!r}: {lines[0]!r}"
+            assert out == "", f"invalid spec ({word}) printed {out!r}"
+        assert redis("EXISTS", "eventd:monitor:mon-new") == 0, f"invalid spec ({word}) created eventd:monitor:mon-new"
+        for key, value in before.items():
+            assert redis("HGETALL", key) == value, f"invalid spec ({word}) changed {key}"
+        assert redis("HGETALL", "eventd:monitor:mon-b") == before_b, f"invalid spec ({word}) changed mon-b's monitor"
+        assert sorted(redis("SMEMBERS", "eventd:monitors")) == members, f"invalid spec ({word}) changed eventd:monitors"
+
+    # Unknown users.
+    for sub in ("status", "stop"):
+        rc, out, err = fx.eventctl("monitor", sub, "nobody-here")
+        assert rc == 1, f"monitor {sub} of an unknown user exited {rc}"
+        assert len(err.splitlines()) == 1 and "nobody-here" in err, err
+    assert redis("EXISTS", "eventd:monitor:nobody-here") == 0, "stop of an unknown user wrote a monitor"
+    rc, out, err = fx.eventctl("monitor", "start", "bad user", json.dumps(spec_c))
+    assert rc == 2 and len(err.splitlines()) == 1, (rc, err)
+
+
+# ---------------------------------------------------------------- rules
+
+def test_price_rule_is_edge_triggered_with_cooldown(fx):
+    fx.start_daemon(domain_config(fx))
+    # Same rule, two users: no cooldown, and a 300 s cooldown (measured in quote time).
+    monitor_start(fx, "edge-a", {"rules": [rule(1, "EDGE", "price_above", 200, 0)], "channels": ["push"]})
+    monitor_start(fx, "edge-b", {"rules": [rule(4, "EDGE", "price_above", 200, 300)], "channels": ["push"]})
+    base = now_ms() - 60_000
+    steps = [  # price, alerts expected for edge-a and edge-b after it
+        (190, 0, 0),  # records the side
+        (195, 0, 0),
+        (201, 1, 1),  # crosses: fires
+        (205, 1, 1),  # still above: no re-fire
+        (210, 1, 1),
+        (199, 1, 1),  # back below
+        (202, 2, 1),  # crosses again: fires without cooldown, not within 300 s of the first
+    ]
+    for i, (price, want_a, want_b) in enumerate(steps):
+        send_quote(fx, "EDGE", price, ts=base + i * 1000)
+        if want_a or want_b:
+            wait_until(lambda: len(alerts("edge-a")) >= want_a and len(alerts("edge-b")) >= want_b, 15,
+                       what=f"alerts after {price}")
+        settle(fx, 0.5)
+        got = (len(alerts("edge-a")), len(alerts("edge-b")))
+        assert got == (want_a, want_b), f"after quote {price}: alerts (edge-a, edge-b) = {got}, expected " \
+                                        f"{(want_a, want_b)}; edge-a: {alerts('edge-a')}"
+    first, second = alerts("edge-a")
+    for a, value in ((first, 201), (second, 202)):
+        assert a["userId"] == "edge-a" and a["alertId"] == 1 and a["symbol"] == "EDGE", a
+        assert a["condition"] == "price_above" and a["threshold"] == 200 and a["currentValue"] == value, a
+    [b] = alerts("edge-b")
+    assert b["alertId"] == 4 and b["currentValue"] == 201, b
+    # Every alert became one push notification.
+    settle(fx)
+    assert len(stream("edge-a")) == 2 and len(stream("edge-b")) == 1, (stream("edge-a"), stream("edge-b"))
+
+
+def test_change_pct_below_uses_previous_close(fx):
+    fx.start_daemon(domain_config(fx))
+    monitor_start(fx, "pct", {"rules": [rule(7, "CHG", "change_pct_below", -5, 0)], "channels": ["push"]})
+    base = now_ms() - 60_000
+    # change / (price - change) * 100, i.e. relative to the previous close:
+    steps = [
+        (100, -2, 0),     # -1.96 %: records the side
+        (95, -4.9, 0),    # -4.905 %: not below -5 (-5.16 % if divided by the price: must not fire)
+        (94, -5.1, 1),    # -5.146 %: crosses below, fires
+        (93, -6, 1),      # -6.06 %: still below
+        (96, -1, 1),      # back above
+        (90, -10, 2),     # -10 %: crosses again
+    ]
+    for i, (price, change, want) in enumerate(steps):
+        send_quote(fx, "CHG", price, change, ts=base + i * 1000)
+        if want:
+            wait_until(lambda: len(alerts("pct")) >= want, 15, what=f"{want} alert(s)")
+        settle(fx, 0.5)
+        assert len(alerts("pct")) == want, f"after {price}/{change}: {len(alerts('pct'))} alert(s), expected {want}: " \
+                                           f"{alerts('pct')}"
+    first, second = alerts("pct")
+    assert first["condition"] == "change_pct_below" and first["threshold"] == -5, first
+    assert math.isclose(first["currentValue"], -5.1 / 99.1 * 100, rel_tol=1e-6), first
+    assert math.isclose(second["currentValue"], -10.0, rel_tol=1e-6), second
+
+
+def test_stopped_monitor_triggers_nothing(fx):
+    fx.start_daemon(domain_config(fx))
+    spec = {"rules": [rule(1, "STP", "price_above", 200, 0)], "channels": ["push"]}
+    monitor_start(fx, "stop-a", spec)
+    monitor_start(fx, "stop-b", spec)  # a running control on the same symbol
+    base = now_ms() - 60_000
+    send_quote(fx, "STP", 190, ts=base)
+    rc, out, err = fx.eventctl("monitor", "stop", "stop-a")
+    assert rc == 0, err
+    index = redis("HGETALL", "eventd:rules:STP")
+    assert index[::2] == ["stop-b:1"], f"eventd:rules:STP after stopping stop-a: {index}"
+    send_quote(fx, "STP", 250, ts=base + 1000)
+    wait_until(lambda: len(alerts("stop-b")) == 1, 15, what="the running monitor's alert")
+    settle(fx)
+    assert alerts("stop-a") == [], f"a stopped monitor fired: {alerts('stop-a')}"
+    assert stream("stop-a") == [], "a stopped monitor was notified"
+    assert len(stream("stop-b")) == 1
+
+
+# ---------------------------------------------------------------- alert -> notifications
+
+def test_alert_reaches_every_channel_once(fx):
+    hook = WebhookServer(fx)
+    fx.start_daemon(domain_config(fx, hook))
+    monitor_start(fx, "chain", {"rules": [rule(3, "CHN", "price_above", 100, 0)],
+                                "channels": ["push", "email", "discord"]})
+    base = now_ms() - 60_000
+    send_quote(fx, "CHN", 99, ts=base)
+    send_quote(fx, "CHN", 101.5, ts=base + 1000)
+    wait_until(lambda: stream("chain") and email_lines(fx) and hook.count(), 20,
+               what="a notification in the stream, the email spool and the webhook")
+    settle(fx)
+
+    [alert] = alerts("chain")
+    assert alert["alertId"] == 3 and alert["currentValue"] == 101.5, alert
+
+    entries = stream("chain")
+    assert len(entries) == 1, f"{len(entries)} entries in eventd:notifications:chain"
+    push = entries[0][1]
+    assert push.get("channel") == "push" and push.get("kind") == "alert", push
+    assert "CHN" in push.get("title", "") and push.get("body"), push
+    assert push.get("messageId"), push
+    data = json.loads(push.get("data", "{}"))
+    assert data.get("alertId") == 3 and data.get("userId") == "chain", f"stream entry data: {data}"
+
+    lines = email_lines(fx)
+    assert len(lines) == 1, f"{len(lines)} lines in the email spool: {lines}"
+    email = lines[0]
+    assert email.get("messageId"), f"email line lacks messageId: {email}"
+    assert email.get("channel") == "email" and email.get("userId") == "chain" and email.get("kind") == "alert", email
+    assert email.get("title") == push["title"] and email.get("body") == push["body"], (email, push)
+    assert email["messageId"] != push["messageId"], "two channels' notifications share a message id"
+
+    posts = hook.snapshot()
+    assert len(posts) == 1, f"{len(posts)} POSTs to the webhook"
+    post = posts[0]
+    assert post.headers.get("Content-Type", "").startswith("application/json"), post.headers
+    assert isinstance(post.json, dict) and set(post.json) >= {"username", "content"}, f"not Discord-like: {post.raw!r}"
+    assert isinstance(post.json["username"], str) and post.json["username"], post.json
+    assert push["title"] in post.json["content"] and push["body"] in post.json["content"], post.json
+    assert len(post.json["content"]) <= 2000, "Discord rejects content over 2000 characters"
+    for q in NOTIFY_QUEUES + ("eventd.alerts",):
+        assert fx.amqp.depth(q + ".dlq") == 0, f"{q}.dlq is not empty"
+
+
+def test_webhook_500_is_retried_then_dead_lettered(fx):
+    hook = WebhookServer(fx, status=500)
+    d = fx.start_daemon(domain_config(fx, hook, {
+        "retry": {"initialDelayMs": 200, "maxDelayMs": 800, "maxAttempts": 3},
+        "notify": {"circuitBreaker": {"failureThreshold": 100}}}))
+    publish_notification(fx, d, "hook500", "discord", "T-500", "B-500", message_id="n500", kind="alert")
+    [dead] = dead_letters(fx, "eventd.notify.discord.dlq", 1)
+    h = dead.headers
+    assert dead.props.message_id == "n500", dead.props
+    assert h.get("x-error-code") == "MAX_ATTEMPTS", h
+    assert "DOWNSTREAM_ERROR" in h.get("x-error-message", ""), h.get("x-error-message")
+    assert "500" in h.get("x-error-message", ""), h.get("x-error-message")
+    assert h.get("x-retry-count") == 2, f"x-retry-count {h.get('x-retry-count')!r}, expected maxAttempts-1 = 2"
+    assert h.get("x-original-queue") == "eventd.notify.discord", h
+    assert h.get("x-original-exchange") == "events" and h.get("x-original-routing-key") == "notification.discord.alert", h
+    body = json.loads(dead.body)
+    assert body.get("title") == "T-500" and body.get("userId") == "hook500", body
+    assert hook.count() == 3, f"{hook.count()} POSTs for maxAttempts 3"
+    retries = log_lines_for(d, "retrying", "n500")
+    assert [r.get("retry") for r in retries] == [1, 2], retries
+    assert all(r.get("code") == "DOWNSTREAM_ERROR" for r in retries), retries
+    assert [r.get("delay_ms") for r in retries] == [200, 400], retries
+    assert redis("EXISTS", "eventd:idem:n500") == 0, "a failed notification was recorded as delivered"
+    assert fx.amqp.depth("eventd.notify.discord") == 0
+
+
+def test_webhook_400_is_dead_lettered_at_once(fx):
+    hook = WebhookServer(fx, status=400)
+    d = fx.start_daemon(domain_config(fx, hook, {
+        "retry": {"initialDelayMs": 200, "maxDelayMs": 800, "maxAttempts": 3},
+        "notify": {"circuitBreaker": {"failureThreshold": 100}}}))
+    publish_notification(fx, d, "hook400", "discord", "T-400", "B-400", message_id="n400")
+    [dead] = dead_letters(fx, "eventd.notify.discord.dlq", 1)
+    h = dead.headers
+    assert h.get("x-error-code") == "DOWNSTREAM_ERROR", h
+    assert "400" in h.get("x-error-message", ""), h
+    assert h.get("x-retry-count") == 0, h
+    settle(fx, 1.0, ("eventd.notify.discord",))
+    assert hook.count() == 1, f"a 400 was retried: {hook.count()} POSTs"
+    assert not log_lines_for(d, "retrying", "n400"), "a 400 was retried"
+
+
+def test_circuit_breaker_defers_then_delivers_everything(fx):
+    hook = WebhookServer(fx, status=503)
+    open_ms = 2000
+    d = fx.start_daemon(domain_config(fx, hook, {
+        "log": {"level": "debug"},
+        "retry": {"initialDelayMs": 200, "maxDelayMs": 1600, "maxAttempts": 10},
+        "notify": {"circuitBreaker": {"failureThreshold": 2, "openTimeoutMs": open_ms},
+                   "rateLimit": {"perMinute": 60000, "burst": 1000}}}))
+    # Two failures open the circuit (one at a time, so neither is in flight with the other).
+    for i in (1, 2):
+        publish_notification(fx, d, "cb", "discord", f"cb-{i}", f"cb-body-{i}", message_id=f"cb-{i}")
+        hook.wait_posts(i)
+    opened = time.monotonic()
+    # More notifications while it is open: deferred, not POSTed.
+    for i in range(3, 7):
+        publish_notification(fx, d, "cb", "discord", f"cb-{i}", f"cb-body-{i}", message_id=f"cb-{i}")
+    wait_until(lambda: [l for l in d.log_lines(complete_only=True) if l["msg"] == "deferring"], 10,
+               what="a 'deferring' log line")
+    # Let it fail for a while: every retry of the six comes back at least once.
+    while time.monotonic() - opened < 5.0:
+        time.sleep(0.1)
+    failing_for = time.monotonic() - opened
+    failed_posts = hook.count()
+    trials_allowed = math.floor(failing_for * 1000 / open_ms) + 1
+    assert failed_posts <= 2 + trials_allowed, \
+        f"{failed_posts} POSTs in {failing_for:.1f} s with the circuit open (threshold 2, at most " \
+        f"{trials_allowed} half-open trial(s)): the breaker does not hold calls back"
+    deferred = [l for l in d.log_lines(complete_only=True) if l["msg"] == "deferring"]
+    assert deferred and all(l.get("code") == "DOWNSTREAM_ERROR" for l in deferred), deferred[:3]
+    assert {l.get("message_id") for l in deferred} >= {f"cb-{i}" for i in range(3, 7)}, \
+        f"not every notification sent while open was deferred: {sorted({l.get('message_id') for l in deferred})}"
+
+    hook.status = 200
+    expected = {f"cb-body-{i}" for i in range(1, 7)}
+
+    def delivered():
+        return [p.json["content"].split("\n", 1)[1] for p in hook.snapshot() if p.status == 200]
+    wait_until(lambda: set(delivered()) >= expected, 30, 0.1, what="all six notifications delivered")
+    settle(fx, 1.5, ("eventd.notify.discord",))
+    got = delivered()
+    assert sorted(got) == sorted(expected), f"delivered {sorted(got)}: some twice or unknown"
+    assert fx.amqp.depth("eventd.notify.discord.dlq") == 0, "a notification was dead-lettered"
+    for i in range(1, 7):
+        assert processed(f"cb-{i}"), f"cb-{i} not recorded as delivered"
+
+
+def test_rate_limit_defers_without_dropping(fx):
+    d = fx.start_daemon(domain_config(fx, None, {
+        "log": {"level": "debug"},
+        # Deferrals use up no attempt: with 2 attempts, counting them would dead-letter.
+        "retry": {"initialDelayMs": 200, "maxDelayMs": 1600, "maxAttempts": 2},
+        "notify": {"rateLimit": {"perMinute": 60, "burst": 2}}}))
+    publish_notification(fx, d, "rl", "push", "rate", "limited", count=5)
+    wait_until(lambda: len(stream("rl")) >= 2, 2, what="the first two notifications (burst 2), at once")
+    wait_until(lambda: len(stream("rl")) >= 5, 20, what="all five notifications")
+    settle(fx, 1.0, ("eventd.notify.push",))
+    entries = stream("rl")
+    assert len(entries) == 5, f"{len(entries)} notifications delivered"
+    assert len({e[1].get("messageId") for e in entries}) == 5, "a notification was delivered twice"
+    ms = [int(eid.split("-")[0]) for eid, _ in entries]
+    assert ms[1] - ms[0] < 700, f"the first two (burst 2) were not delivered at once: {ms}"
+    assert ms[2] - ms[0] >= 900, f"the third came {ms[2] - ms[0]} ms after the first: burst 2 at 1/s exceeded"
+    assert ms[4] - ms[0] >= 2700, f"five notifications in {ms[4] - ms[0]} ms at 60/min with burst 2"
+    assert fx.amqp.depth("eventd.notify.push.dlq") == 0, "a rate-limited notification was dead-lettered"
+    deferred = [l for l in d.log_lines(complete_only=True) if l["msg"] == "deferring"]
+    assert deferred and all(l.get("code") == "RATE_LIMIT" for l in deferred), deferred[:3]
+    assert not d.logged("retrying"), "a rate-limited notification used up an attempt"
+
+
+# ---------------------------------------------------------------- analysis
+
+def test_analysis_request_reply(fx):
+    d = fx.start_daemon(domain_config(fx))
+    ch = fx.amqp.channel()
+    ch.queue_declare("analysis-replies", durable=True)
+    for i in range(60):
+        price = round(100 + 8 * math.sin(i / 4) + 0.15 * i, 4)
+        fx.amqp.publish("market.quotes", "ANL", quote("ANL", price), message_id=f"anl-{i}")
+    wait_until(lambda: redis("LLEN", "eventd:history:ANL") == 60, 20, what="60 quotes of ANL applied")
+    prices = [float(p) for p in redis("LRANGE", "eventd:history:ANL", 0, -1)]
+
+    rc, out, err = d.eventctl("publish", "analysis_request",
+                              '{"userId":"ana","symbol":"ANL","analysisType":"full"}',
+                              "--reply-to", "analysis-replies", "--correlation-id", "corr-X")
+    assert rc == 0, err
+    wait_until(lambda: fx.amqp.depth("analysis-replies") >= 1, 20, what="a reply on analysis-replies")
+    [reply] = fx.amqp.get_all("analysis-replies")
+    assert reply.props.correlation_id == "corr-X", f"reply correlation_id {reply.props.correlation_id!r}"
+    assert reply.props.type == "analysis_complete", reply.props.type
+    assert reply.props.content_type == "application/json", reply.props.content_type
+    a = json.loads(reply.body)
+    assert a.get("type") == "analysis_complete", a
+    assert a.get("userId") == "ana" and a.get("symbol") == "ANL", a
+    assert a.get("workflowId"), a
+    assert a.get("recommendation") in ("buy", "sell", "hold"), a
+    for k in ("sma20", "sma50", "rsi14", "macd", "historicalVolatility"):
+        assert k in a, f"analysis_complete lacks {k}: {sorted(a)}"
+    assert math.isclose(a["sma20"], statistics.fmean(prices[-20:]), rel_tol=1e-9), (a["sma20"], prices[-20:])
+    assert math.isclose(a["sma50"], statistics.fmean(prices[-50:]), rel_tol=1e-9), a["sma50"]
+    assert 0 <= a["rsi14"] <= 100, a["rsi14"]
+    assert set(a["macd"]) >= {"macd", "signal", "histogram"}, a["macd"]
+    assert math.isclose(a["macd"]["histogram"], a["macd"]["macd"] - a["macd"]["signal"], abs_tol=1e-9), a["macd"]
+    returns = [math.log(prices[i] / prices[i - 1]) for i in range(len(prices) - 20, len(prices))]
+    hv = statistics.stdev(returns) * math.sqrt(252)
+    assert math.isclose(a["historicalVolatility"], hv, rel_tol=1e-6), (a["historicalVolatility"], hv)
+
+    # analysis_complete also went to analysis.complete.<user>, where eventd stores it.
+    key = "eventd:analysis:ana:ANL"
+    stored = wait_until(lambda: redis("GET", key), 15, what=key)
+    stored = json.loads(stored)
+    assert stored.get("workflowId") == a["workflowId"] and stored.get("recommendation") == a["recommendation"], stored
+    assert math.isclose(stored.get("sma20", 0), a["sma20"]), stored
+    assert fx.amqp.depth("eventd.analysis.dlq") == 0 and fx.amqp.depth("eventd.analysis-results.dlq") == 0
+
+
+def test_analysis_with_too_little_history_is_dead_lettered(fx):
+    d = fx.start_daemon(domain_config(fx))
+    for i in range(5):
+        fx.amqp.publish("market.quotes", "SHRT", quote("SHRT", 10 + i), message_id=f"shrt-{i}")
+    wait_until(lambda: redis("LLEN", "eventd:history:SHRT") == 5, 15, what="5 quotes of SHRT applied")
+    rc, out, err = d.eventctl("publish", "analysis_request", '{"userId":"ana2","symbol":"SHRT","analysisType":"full"}',
+                              "--message-id", "short-1")
+    assert rc == 0, err
+    [dead] = dead_letters(fx, "eventd.analysis.dlq", 1)
+    h = dead.headers
+    assert dead.props.message_id == "short-1"
+    assert h.get("x-error-code") == "NOT_FOUND", h
+    msg = h.get("x-error-message", "")
+    assert "50" in msg and "5" in msg.replace("50", ""), f"the error does not say how many prices are needed: {msg!r}"
+    assert h.get("x-retry-count") == 0, h
+    assert redis("EXISTS", "eventd:analysis:ana2:SHRT") == 0
+
+
+# ---------------------------------------------------------------- exactly-once of derived messages
+
+def test_duplicate_crossing_quote_notifies_once(fx):
+    hook = WebhookServer(fx)
+    d = fx.start_daemon(domain_config(fx, hook, {"log": {"level": "debug"}}))
+    monitor_start(fx, "once", {"rules": [rule(2, "ONCE", "price_above", 50, 0)],
+                               "channels": ["push", "email", "discord"]})
+    base = now_ms() - 60_000
+    send_quote(fx, "ONCE", 49, ts=base)
+    body = quote("ONCE", 51, timestamp=base + 1000)
+    # Twice back to back (the second may arrive while the first is in flight) ...
+    fx.amqp.publish("market.quotes", "ONCE", body, message_id="cross-1", type="quote_update")
+    fx.amqp.publish("market.quotes", "ONCE", body, message_id="cross-1", type="quote_update")
+    wait_until(lambda: processed("cross-1"), 15, what="the crossing quote processed")
+    wait_until(lambda: stream("once") and email_lines(fx) and hook.count(), 20, what="the notifications")
+    settle(fx)
+    # ... and once more after everything settled.
+    fx.amqp.publish("market.quotes", "ONCE", body, message_id="cross-1", type="quote_update")
+    wait_until(lambda: d.logged("duplicate acked", message_id="cross-1"), 15, what="the third copy acked as duplicate")
+    settle(fx, 1.5)
+    assert len(alerts("once")) == 1, f"{len(alerts('once'))} alerts for one crossing"
+    assert len(stream("once")) == 1, f"{len(stream('once'))} push notifications"
+    assert len(email_lines(fx)) == 1, f"{len(email_lines(fx))} email lines"
+    assert hook.count() == 1, f"{hook.count()} webhook POSTs"
+    assert redis("LLEN", "eventd:history:ONCE") == 2, "the duplicate quote was applied twice"
+
+
+# ---------------------------------------------------------------- found while testing
+
+def test_webhook_content_is_capped_without_breaking_utf8(fx):
+    # Discord takes at most 2000 characters of content; cutting a long multi-byte text at
+    # 2000 bytes can split a character in half, and the POST body is then not valid JSON.
+    hook = WebhookServer(fx)
+    d = fx.start_daemon(domain_config(fx, hook))
+    title = "x" + "\u00e9" * 1500  # 3001 bytes in UTF-8
+    publish_notification(fx, d, "utf", "discord", title, "body", message_id="utf-1")
+    hook.wait_posts(1)
+    [post] = hook.snapshot()
+    try:
+        content = json.loads(post.raw.decode("utf-8"))["content"]
+    except ValueError as e:
+        raise AssertionError(f"the webhook body is not UTF-8 JSON ({e}): ...{post.raw[1990:2030]!r}")
+    assert 0 < len(content) <= 2000, f"content has {len(content)} characters"
+    assert content.startswith("**x\u00e9\u00e9"), content[:20]
+
+
+def test_reply_to_a_missing_queue_is_settled_by_the_retry_policy(fx):
+    # The reply queue of a request is gone (its client died). The reply is unroutable
+    # (mandatory publishing): eventd must treat that as an error of this message, with its
+    # retry policy and x-error-* dead letter, not redeliver it forever every second.
+    d = fx.start_daemon(domain_config(fx, None, {"retry": {"initialDelayMs": 200, "maxDelayMs": 400,
+                                                           "maxAttempts": 3}}))
+    for i in range(60):
+        fx.amqp.publish("market.quotes", "", quote("RPL", 100 + i % 7), message_id=f"rpl-{i}")
+    wait_until(lambda: redis("LLEN", "eventd:history:RPL") == 60, 20, what="60 quotes of RPL applied")
+    rc, out, err = d.eventctl("publish", "analysis_request", '{"userId":"rpl","symbol":"RPL","analysisType":"chart"}',
+                              "--reply-to", "no-such-reply-queue", "--message-id", "rpl-req")
+    assert rc == 0, err
+
+    def settled():
+        if processed("rpl-req"):
+            return "acked"
+        if fx.amqp.depth("eventd.analysis.dlq"):
+            return "dead-lettered"
+        return None
+    try:
+        outcome = wait_until(settled, 10, 0.1, what="the request settled (acked or dead-lettered)")
+    except AssertionError:
+        unconfirmed = len(d.logged("derived message not confirmed"))
+        raise AssertionError(f"the request with a missing reply queue is still unsettled after 10 s (idempotency "
+                             f"key {redis('GET', 'eventd:idem:rpl-req')!r}, {unconfirmed} unconfirmed publishes "
+                             f"logged): redelivered in a loop outside the retry policy")
+    if outcome == "dead-lettered":
+        [dead] = fx.amqp.get_all("eventd.analysis.dlq")
+        assert dead.headers.get("x-error-code"), f"dead letter without x-error-code: {dead.headers}"
+        assert "no-such-reply-queue" in dead.headers.get("x-error-message", ""), dead.headers
+    assert len(d.logged("derived message not confirmed")) <= 3, "more publish attempts than maxAttempts"
+
+
+def test_analysis_of_extreme_prices_never_emits_invalid_json(fx):
+    # Prices near the largest double are valid quotes (price > 0); their sums overflow to
+    # infinity, which JSON cannot express. eventd must not send malformed analysis_complete
+    # messages (nor loop on them): a valid reply, or a dead letter that says why.
+    d = fx.start_daemon(domain_config(fx))
+    fx.amqp.channel().queue_declare("extreme-replies", durable=True)
+    for i in range(60):
+        fx.amqp.publish("market.quotes", "", quote("XTR", 1.5e308 if i % 2 else 1.7e308), message_id=f"xtr-{i}")
+    wait_until(lambda: redis("LLEN", "eventd:history:XTR") == 60, 20, what="60 quotes of XTR applied")
+    rc, out, err = d.eventctl("publish", "analysis_request", '{"userId":"xtr","symbol":"XTR","analysisType":"full"}',
+                              "--reply-to", "extreme-replies", "--message-id", "xtr-req")
+    assert rc == 0, err
+    wait_until(lambda: processed("xtr-req") or fx.amqp.depth("eventd.analysis.dlq")
+               or fx.amqp.depth("extreme-replies"), 15, what="a reply or a dead letter")
+    time.sleep(2.5)  # long enough for a redelivery loop (1 s) to show
+    replies = fx.amqp.get_all("extreme-replies")
+    for r in replies:
+        try:
+            json.loads(r.body)
+        except ValueError:
+            raise AssertionError(f"{len(replies)} reply(ies), malformed JSON: ...{r.body[-120:]!r}")
+    assert len(replies) <= 1, f"{len(replies)} replies to one request"
+    if fx.amqp.depth("eventd.analysis.dlq"):
+        [dead] = fx.amqp.get_all("eventd.analysis.dlq")
+        assert dead.headers.get("x-error-code"), dead.headers
+    else:
+        assert processed("xtr-req") and len(replies) == 1, "the request neither answered nor dead-lettered"
