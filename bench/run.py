@@ -14,7 +14,7 @@ How each figure is measured (also in scripts/bench --help):
                symbols, distinct message ids) while eventd is stopped; then eventd is
                started and the bench polls Redis DBSIZE every 5 ms on one persistent
                connection (O(1), ~1 us of Redis time per poll; eventd itself is not
-               touched). Every message adds exactly one key (its idempotency key), so
+               touched). Every message adds a key (its idempotency key), so
                the clock runs from the first poll that sees progress (minus half a
                poll interval) to the first poll that sees the final key count.
                Completion: the count has not moved for 1 s and the queue has no
@@ -88,20 +88,33 @@ class Redis:
     Redis's own statistics and are subtracted from the deltas)."""
 
     def __init__(self):
+        self.sock = None
+        self.sent = 0
+        self._connect()
+
+    def _connect(self):
         self.sock = socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=30)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.f = self.sock.makefile("rb")
-        self.sent = 0
 
     def addr(self):
         host, port = self.sock.getsockname()[:2]
         return f"{host}:{port}"
 
     def __call__(self, *args):
+        if self.sock is None:
+            self._connect()
         parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-        self.sock.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
-        self.sent += 1
-        return self._reply()
+        try:
+            self.sock.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
+            self.sent += 1
+            return self._reply()
+        except BaseException:
+            # Interrupted between request and reply (a signal, a timeout): the stream
+            # is out of step, so drop the connection rather than read a stale reply.
+            self.close()
+            self.sock = None
+            raise
 
     def _reply(self):
         line = self.f.readline()
@@ -270,6 +283,9 @@ class ServerCpu:
                 for k in end}
 
 
+STARTED = []  # every eventd this driver started; main() stops any still running
+
+
 class Eventd:
     def __init__(self, ctx, cfg, name):
         self.ctx = ctx
@@ -279,6 +295,7 @@ class Eventd:
                                      stdout=subprocess.DEVNULL, stderr=self.logf)
         self.pid = self.proc.pid
         self.started = time.monotonic()
+        STARTED.append(self)
 
     def alive(self):
         return self.proc.poll() is None
@@ -303,14 +320,15 @@ class Eventd:
 
     def stop(self, timeout=20):
         """SIGTERM (eventd drains and exits 0); SIGKILL by PID if it does not."""
-        if self.alive():
+        if self.proc.returncode is None and self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.logf.close()
+        if not self.logf.closed:
+            self.logf.close()
         return self.proc.returncode
 
 
@@ -372,10 +390,16 @@ def prefill(ctx, cfg, broker, n):
         procs.append(subprocess.Popen([ctx.eventctl, "--config", cfg, "publish", "quote_update", body,
                                        "--count", str(count)], env=clean_env(), stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        if p.returncode != 0:
-            raise RuntimeError(f"eventctl publish exited {p.returncode}: {err.decode().strip()[-300:]}")
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=600)
+            if p.returncode != 0:
+                raise RuntimeError(f"eventctl publish exited {p.returncode}: {err.decode().strip()[-300:]}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     secs = time.monotonic() - started
     depth = broker.depth(QUOTES)
     if depth != n:
@@ -398,8 +422,11 @@ def start_monitors(ctx, cfg, count):
         return p.returncode, p.stderr.strip()
 
     started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(4)
+    try:
         results = list(pool.map(one, range(count)))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     bad = [r for r in results if r[0] != 0]
     if bad:
         raise RuntimeError(f"eventctl monitor start failed {len(bad)} times: {bad[0][1][-300:]}")
@@ -483,14 +510,16 @@ def drain(ctx, cfg, broker, redis, n, name, with_monitors=0, under_monitor=False
             t_prev, k_prev = now, k
         sample = ev.sample()
     finally:
-        stats1, calls1 = redis.info()
-        redis.sent_at_info = redis.sent
-        server_cpu = cpu.delta()
-        rc = ev.stop()
-        if mon is not None:
-            mon.terminate()
-            mon.wait(10)
-            mon_out.close()
+        try:
+            stats1, calls1 = redis.info()
+            redis.sent_at_info = redis.sent
+            server_cpu = cpu.delta()
+        finally:
+            rc = ev.stop()
+            if mon is not None:
+                mon.terminate()
+                mon.wait(10)
+                mon_out.close()
     # Our own commands inside the INFO-to-INFO window: the DBSIZE polls, the SCANs of a
     # partial run and one of the two INFOs (passive declares go to RabbitMQ).
     own = redis.sent_at_info - sent_before - 1
@@ -621,6 +650,9 @@ def header(ctx):
 
 
 def main():
+    # SIGTERM (scripts/bench's cleanup) unwinds like an exception, so every eventd
+    # this driver started is stopped by its finally block.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100000)
     ap.add_argument("--latency-s", type=float, default=10)
@@ -630,17 +662,23 @@ def main():
                     help="the drain with monitors stops here and reports the rate so far")
     ap.add_argument("--accounting-n", type=int, default=5000)
     ap.add_argument("--types", default="quorum,classic")
+    ap.add_argument("--repeat", type=int, default=1, help="ceiling and drain runs per queue type (median shown)")
     ap.add_argument("--rates", default="2000,10000")
-    ap.add_argument("--skip", default="", help="comma list of: ceiling,drain,redis,latency,monitors")
+    ap.add_argument("--skip", default="", help="comma list of: ceiling,drain,redis,latency,monitors,micro")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--quick", action="store_true")
     ctx = ap.parse_args()
-    ctx.eventd = os.path.join(ctx.build_dir, "src", "eventd", "eventd")
-    ctx.eventctl = os.path.join(ctx.build_dir, "src", "eventctl", "eventctl")
-    ctx.ceiling = os.path.join(ctx.build_dir, "bench", "bench-ceiling")
-    ctx.latency = os.path.join(ctx.build_dir, "bench", "bench-latency")
     ctx.work = os.path.join(DEV_DIR, "runs", time.strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(ctx.work, exist_ok=True)
+    # A snapshot of the binaries: a rebuild during the run (others share build/) must
+    # neither break it nor mix two versions into one table.
+    bin_dir = os.path.join(ctx.work, "bin")
+    os.makedirs(bin_dir, exist_ok=True)
+    for attr, rel in (("eventd", "src/eventd/eventd"), ("eventctl", "src/eventctl/eventctl"),
+                      ("ceiling", "bench/bench-ceiling"), ("latency", "bench/bench-latency"),
+                      ("micro", "bench/bench-micro")):
+        dst = os.path.join(bin_dir, os.path.basename(rel))
+        shutil.copy2(os.path.join(ctx.build_dir, rel), dst)
+        setattr(ctx, attr, dst)
     skip = set(filter(None, ctx.skip.split(",")))
     types = [t for t in ctx.types.split(",") if t]
     rates = [int(r) for r in ctx.rates.split(",") if r]
@@ -653,21 +691,30 @@ def main():
     for qtype in types:
         vhost = f"bench-{qtype}"
         r = results[qtype] = {}
-        log(f"[{qtype}] vhost {vhost}: topology")
-        cfg, http_port = make_vhost(ctx, vhost, qtype)
         broker = Broker(vhost)
         try:
-            if "ceiling" not in skip:
-                log(f"[{qtype}] ceiling: prefill {n:,}, drain with bench-ceiling (ack each)")
-                r["ceiling"] = ceiling(ctx, cfg, broker, n, 1)
-                log(f"[{qtype}]   {fnum(r['ceiling']['msgs_per_s'])} msg/s")
-                log(f"[{qtype}] ceiling: prefill {n:,}, drain with bench-ceiling (multiple-ack every 250)")
-                r["ceiling_multi"] = ceiling(ctx, cfg, broker, n, 250)
-                log(f"[{qtype}]   {fnum(r['ceiling_multi']['msgs_per_s'])} msg/s")
-            if "drain" not in skip:
-                log(f"[{qtype}] eventd drain: prefill {n:,}, start eventd, poll DBSIZE")
-                r["drain"] = drain(ctx, cfg, broker, redis, n, f"drain-{qtype}")
-                log(f"[{qtype}]   {fnum(r['drain']['rate'])} msg/s")
+            log(f"[{qtype}] vhost {vhost}: topology")
+            cfg, http_port = make_vhost(ctx, vhost, qtype)
+            # With --repeat K, the ceiling and the drain alternate K times and the
+            # median run is reported (with the range), which tames a noisy machine.
+            for i in range(ctx.repeat):
+                rep = f" (run {i + 1} of {ctx.repeat})" if ctx.repeat > 1 else ""
+                if "ceiling" not in skip:
+                    log(f"[{qtype}] ceiling{rep}: prefill {n:,}, drain with bench-ceiling (ack each)")
+                    r.setdefault("ceiling_runs", []).append(ceiling(ctx, cfg, broker, n, 1))
+                    log(f"[{qtype}]   {fnum(r['ceiling_runs'][-1]['msgs_per_s'])} msg/s")
+                    log(f"[{qtype}] ceiling{rep}: prefill {n:,}, drain with bench-ceiling (multiple-ack every 250)")
+                    r.setdefault("ceiling_multi_runs", []).append(ceiling(ctx, cfg, broker, n, 250))
+                    log(f"[{qtype}]   {fnum(r['ceiling_multi_runs'][-1]['msgs_per_s'])} msg/s")
+                if "drain" not in skip:
+                    log(f"[{qtype}] eventd drain{rep}: prefill {n:,}, start eventd, poll DBSIZE")
+                    r.setdefault("drain_runs", []).append(drain(ctx, cfg, broker, redis, n, f"drain-{qtype}-{i + 1}"))
+                    log(f"[{qtype}]   {fnum(r['drain_runs'][-1]['rate'])} msg/s")
+            for key, rate_key in (("ceiling", "msgs_per_s"), ("ceiling_multi", "msgs_per_s"), ("drain", "rate")):
+                runs = r.get(key + "_runs")
+                if runs:
+                    r[key] = sorted(runs, key=lambda x: x[rate_key])[(len(runs) - 1) // 2]
+                    r[key]["range"] = (min(x[rate_key] for x in runs), max(x[rate_key] for x in runs))
             if "redis" not in skip:
                 m = min(ctx.accounting_n, n)
                 log(f"[{qtype}] Redis accounting: drain of {m:,} under MONITOR (not timed)")
@@ -696,9 +743,15 @@ def main():
                 pass
     redis("FLUSHDB")
     redis.close()
+    if "micro" not in skip:
+        log("bench-micro: isolated per-message costs")
+        p = run([ctx.micro, "--schema", os.path.join(ROOT, "schemas", "quote_update.schema.json"),
+                 "--iterations", "50000"], check=False, timeout=300)
+        results["_micro"] = p.stdout.strip() if p.returncode == 0 else f"bench-micro failed: {p.stderr.strip()}"
     with open(os.path.join(ctx.work, "results.json"), "w") as f:
-        json.dump({"info": info, "n": n, "results": {k: {str(kk): vv for kk, vv in v.items()}
-                                                      for k, v in results.items()}}, f, indent=2, default=str)
+        json.dump({"info": info, "n": n,
+                   "results": {k: {str(kk): vv for kk, vv in v.items()} if isinstance(v, dict) else v
+                               for k, v in results.items()}}, f, indent=2, default=str)
     report(ctx, info, n, types, rates, results)
 
 
@@ -717,10 +770,14 @@ def report(ctx, info, n, types, rates, results):
     def ratio(r, key="drain"):
         return r[key]["rate"] / r["ceiling"]["msgs_per_s"]
 
-    row("ceiling: bare rabbitmq-c drain, prefetch 500, ack each (msg/s)", lambda r: fnum(r["ceiling"]["msgs_per_s"]))
-    row("ceiling variant: multiple-ack every 250 (msg/s)", lambda r: fnum(r["ceiling_multi"]["msgs_per_s"]))
+    def spread(d, key):
+        lo, hi = d["range"]
+        return fnum(d[key]) + (f" ({fnum(lo)}–{fnum(hi)})" if ctx.repeat > 1 else "")
+
+    row("ceiling: bare rabbitmq-c drain, prefetch 500, ack each (msg/s)", lambda r: spread(r["ceiling"], "msgs_per_s"))
+    row("ceiling variant: multiple-ack every 250 (msg/s)", lambda r: spread(r["ceiling_multi"], "msgs_per_s"))
     row("prefill: eventctl publish, 5 in parallel, confirms (msg/s)", lambda r: fnum(r["drain"]["fill_rate"]))
-    row("eventd hot-path drain, quote_update (msg/s)", lambda r: fnum(r["drain"]["rate"]) +
+    row("eventd hot-path drain, quote_update (msg/s)", lambda r: spread(r["drain"], "rate") +
         (f" (timed out: {r['drain']['done']:,} of {n:,})" if r["drain"]["timed_out"] else ""))
     row("eventd / ceiling (ack each)", lambda r: f"{ratio(r):.2f}", "≥ 0.80")
     row("eventd start → first effect (s)", lambda r: f"{r['drain']['startup_s']:.2f}")
@@ -761,13 +818,19 @@ def report(ctx, info, n, types, rates, results):
     print(f"# eventd benchmarks — {info['date']}")
     print(f"nproc {info['nproc']} · CPU {info['cpu']} · commit {info['commit']} · {info['versions']} · "
           f"load average at start {info['load'][0]:.2f}")
-    print(f"N = {n:,} per drain · prefetch {PREFETCH} · latency {ctx.latency_s:g} s per rate after 1 s warm-up · "
+    print(f"N = {n:,} per drain" + (f" · median of {ctx.repeat} runs (range)" if ctx.repeat > 1 else "") +
+          f" · prefetch {PREFETCH} · latency {ctx.latency_s:g} s per rate after 1 s warm-up · "
           f"raw results: {ctx.work}/results.json")
     print()
     print("| measurement | " + " | ".join(types) + " | target |")
     print("|---|" + "---|" * len(types) + "---|")
     for label, cells, target in rows:
         print(f"| {label} | " + " | ".join(cells[t] for t in types) + f" | {target} |")
+    if "_micro" in results:
+        print()
+        print("Hot-path pieces in isolation (build/bench/bench-micro, same RapidJSON calls as eventd):")
+        for line in results["_micro"].splitlines():
+            print(f"    {line}")
     for t in types:
         r = results[t]
         notes = []
@@ -818,4 +881,10 @@ def report(ctx, info, n, types, rates, results):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        for ev in STARTED:
+            if ev.proc.poll() is None:
+                log(f"stopping eventd {ev.pid}")
+                ev.stop()

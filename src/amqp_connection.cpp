@@ -183,6 +183,7 @@ bool AmqpConnection::check_send(int rc, std::string_view what) {
 
 bool AmqpConnection::ack(uint64_t generation, uint64_t delivery_tag) {
   if (state_ != AmqpState::Connected || generation != generation_) return false;
+  ++acks_sent_;
   return check_send(amqp_basic_ack(conn_, AmqpSession::kConsumeChannel, delivery_tag, 0), "basic.ack");
 }
 

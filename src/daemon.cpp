@@ -173,6 +173,7 @@ class Daemon {
 
   void begin_drain() {
     draining_ = true;
+    acks_at_drain_ = amqp_.acks_sent();
     sd_notify(0, "STOPPING=1");
     amqp_.cancel();
     uv_timer_start(drain_timer_.get(), on_drain_timeout, config_.shutdown_drain_ms, 0);
@@ -191,6 +192,19 @@ class Daemon {
     if (closing_) return;
     closing_ = true;
     uv_timer_stop(drain_timer_.get());
+    if (amqp_.acks_sent() > acks_at_drain_ && amqp_.state() == AmqpState::Connected) {
+      // Quorum queues can lose acks sent after basic.cancel if the connection closes
+      // right behind them (rabbitmq-server#10327): the messages come back and count
+      // against the delivery limit. Give the broker a moment to settle them.
+      uv_timer_start(drain_timer_.get(), [](uv_timer_t* t) {
+        if (auto* self = owner_of<Daemon>(t)) self->close_connections();
+      }, kAckSettleMs, 0);
+      return;
+    }
+    close_connections();
+  }
+
+  void close_connections() {
     amqp_.stop([this] {
       redis_.stop([this] {
         close_handles();
@@ -207,6 +221,8 @@ class Daemon {
   AmqpConnection amqp_;
   Dispatcher dispatcher_;
   HttpServer http_;
+  static constexpr uint64_t kAckSettleMs = 500;
+  uint64_t acks_at_drain_ = 0;
   bool draining_ = false;
   bool closing_ = false;
   bool ready_announced_ = false;

@@ -172,6 +172,10 @@ void Dispatcher::on_delivery(Delivery&& delivery) {
     dead_letter(job, ProcessingError::permanent(ErrorCode::ValidationError, *problem));
     return;
   }
+  if (!doc["timestamp"].IsInt64()) {  // the schemas cap it; never trust one check alone
+    dead_letter(job, ProcessingError::permanent(ErrorCode::ValidationError, "/timestamp: out of range"));
+    return;
+  }
   job->timestamp_ms = doc["timestamp"].GetInt64();
   int64_t now = now_ms();
   if (retry_.expired(job->timestamp_ms, now)) {
@@ -366,6 +370,12 @@ struct Republish {
     }
     props._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
     props.delivery_mode = 2;  // dead letters and retries must survive a broker restart
+    // A producer's per-message TTL would let the broker drop a dead letter (or a
+    // retry) silently; RabbitMQ's own dead-lettering removes it too. Kept as a header.
+    if (props._flags & AMQP_BASIC_EXPIRATION_FLAG) {
+      if (!headers.contains("x-original-expiration")) headers.add("x-original-expiration", as_view(props.expiration));
+      props._flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
+    }
     props.headers = headers.table();
   }
 };

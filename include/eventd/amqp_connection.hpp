@@ -62,6 +62,7 @@ class AmqpConnection {
   // basic.consume acknowledged for every consumed queue.
   bool consuming() const { return state_ == AmqpState::Connected && consumers_active_ == topology_.consumed.size(); }
   uint64_t reconnects() const { return reconnects_; }
+  uint64_t acks_sent() const { return acks_sent_; }
 
   // basic.consume / basic.cancel on every consumed queue; no-ops when not connected.
   void consume();
@@ -138,6 +139,7 @@ class AmqpConnection {
   amqp_connection_state_t conn_ = nullptr;
   uint64_t generation_ = 0;
   uint64_t reconnects_ = 0;
+  uint64_t acks_sent_ = 0;
   bool stopping_ = false;
   bool blocked_ = false;
   bool consume_requested_ = false;  // what the owner wants, across reconnects

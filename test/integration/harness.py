@@ -8,6 +8,7 @@ as processes, RabbitMQ through pika and the management API, Redis through RESP.
 import base64
 import collections
 import copy
+import errno
 import json
 import os
 import secrets
@@ -47,8 +48,8 @@ WORK_QUEUES = {
     "eventd.notify.push": ("events", "notification.push.#"),
 }
 
-# Merged under every test's overrides: no HTTP listener (tests run in parallel
-# with nothing, but 9464 may be taken), fast retries.
+# Merged under every test's overrides: no HTTP listener (port 9464 may be taken on
+# this machine), fast retries, a drain deadline shorter than the harness's patience.
 DEFAULT_CONFIG = {
     "http": {"enabled": False},
     "retry": {"initialDelayMs": 200, "maxDelayMs": 1600, "maxAttempts": 5},
@@ -76,6 +77,16 @@ def wait_until(condition, timeout=10.0, interval=0.05, what="condition"):
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def holds_for(condition, seconds, interval=0.05):
+    """True if condition() stays truthy for `seconds` (checked every `interval`)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not condition():
+            return False
+        time.sleep(interval)
+    return bool(condition())
 
 
 def deep_merge(base, overrides):
@@ -119,12 +130,30 @@ def finish_and_count(fx, d, symbol, n, timeout=60, start=True):
     exactly n prices (nothing lost, nothing applied twice) and nothing be left over."""
     if start:
         d.start().wait_ready()
-    wait_until(lambda: history_len(symbol) >= n and fx.amqp.depth("eventd.quotes") == 0, timeout, 0.2,
-               what=f"{n} quotes of {symbol} applied")
+    done = lambda: history_len(symbol) >= n and fx.amqp.depth("eventd.quotes") == 0  # noqa: E731
+    wait_until(done, timeout, 0.2, what=f"{n} quotes of {symbol} applied")
+    # Redelivered duplicates may still be in flight for a moment: let them settle, so
+    # the stop below finds nothing in flight.
+    wait_until(lambda: holds_for(done, 0.5), 10, 0, what="the queue to stay drained")
     assert d.stop() == 0, "eventd did not exit 0"
     assert history_len(symbol) == n, f"history holds {history_len(symbol)} prices, expected exactly {n}"
     assert fx.amqp.depth("eventd.quotes") == 0, "messages left in eventd.quotes after the stop"
     assert fx.amqp.depth("eventd.quotes.dlq") == 0, "messages were dead-lettered"
+
+
+def while_binary_is_relinked(start, patience=60):
+    """start(), retried while the binary cannot be executed because a build in this
+    shared tree is replacing it (EACCES, ENOENT, ETXTBSY for a moment)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return start()
+        except (PermissionError, FileNotFoundError, OSError) as e:
+            if isinstance(e, OSError) and e.errno not in (errno.EACCES, errno.ENOENT, errno.ETXTBSY):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
 
 
 def run(cmd, timeout=60, env=None, check=True):
@@ -308,8 +337,9 @@ class Daemon:
         self.log_path = os.path.join(self.fx.tmp, f"{self.name}-{self.runs}.stderr")
         self.fx.logs.append(self.log_path)
         with open(self.log_path, "wb") as err:
-            self.proc = subprocess.Popen([EVENTD, "--config", self.config_path], env=self.fx.env,
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = while_binary_is_relinked(lambda: subprocess.Popen(
+                [EVENTD, "--config", self.config_path], env=self.fx.env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err))
         return self
 
     def running(self):
@@ -409,16 +439,16 @@ class Fixture:
         return self.daemon(overrides).start().wait_ready()
 
     def eventctl(self, *args, input=None, env=None, timeout=60):
-        p = subprocess.run([EVENTCTL, *args], input=input, capture_output=True, text=True, timeout=timeout,
-                           env=self.env if env is None else env,
-                           stdin=subprocess.DEVNULL if input is None else None)
+        p = while_binary_is_relinked(lambda: subprocess.run(
+            [EVENTCTL, *args], input=input, capture_output=True, text=True, timeout=timeout,
+            env=self.env if env is None else env, stdin=subprocess.DEVNULL if input is None else None))
         return p.returncode, p.stdout, p.stderr
 
     def eventctl_background(self, *args):
         """eventctl running on its own (e.g. a rate-limited publish); wait with .wait()."""
         out = open(os.path.join(self.tmp, f"eventctl-bg-{len(self.background)}.out"), "w+")
-        p = subprocess.Popen([EVENTCTL, *args], env=self.env, stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=subprocess.STDOUT, text=True)
+        p = while_binary_is_relinked(lambda: subprocess.Popen(
+            [EVENTCTL, *args], env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, text=True))
         p.output = out
         self.background.append(p)
         return p

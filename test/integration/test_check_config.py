@@ -3,15 +3,16 @@ import os
 import re
 import subprocess
 
-from harness import EVENTCTL, EVENTD, SOURCE_DIR
+from harness import EVENTCTL, EVENTD, SOURCE_DIR, while_binary_is_relinked
 
 
 def check_config(fx, text, name="bad.jsonc"):
     path = os.path.join(fx.tmp, name)
     with open(path, "w") as f:
         f.write(text)
-    p = subprocess.run([EVENTD, "--check-config", path], capture_output=True, text=True, timeout=30,
-                       env=fx.env, stdin=subprocess.DEVNULL)
+    p = while_binary_is_relinked(lambda: subprocess.run(
+        [EVENTD, "--check-config", path], capture_output=True, text=True, timeout=30, env=fx.env,
+        stdin=subprocess.DEVNULL))
     return p.returncode, p.stdout, p.stderr, path
 
 
@@ -28,8 +29,8 @@ def assert_rejected(fx, text, must_contain):
 
 def test_repo_config_is_valid(fx):
     path = os.path.join(SOURCE_DIR, "eventd.jsonc")
-    p = subprocess.run([EVENTD, "--check-config", path], capture_output=True, text=True, timeout=30,
-                       stdin=subprocess.DEVNULL)
+    p = while_binary_is_relinked(lambda: subprocess.run(
+        [EVENTD, "--check-config", path], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL))
     assert p.returncode == 0, f"--check-config {path} exited {p.returncode}: {p.stderr.strip()}"
     assert p.stderr == "", f"unexpected stderr: {p.stderr!r}"
 
@@ -66,7 +67,7 @@ def test_valid_custom_config_is_accepted(fx):
 
 def test_version(fx):
     for binary, name in ((EVENTD, "eventd"), (EVENTCTL, "eventctl")):
-        p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30,
-                           stdin=subprocess.DEVNULL)
+        p = while_binary_is_relinked(lambda: subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL))
         assert p.returncode == 0, f"{name} --version exited {p.returncode}"
         assert re.fullmatch(rf"{name} \d+\.\d+\.\d+\S*\n", p.stdout), f"{name} --version printed {p.stdout!r}"

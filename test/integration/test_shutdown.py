@@ -52,32 +52,43 @@ def hold_redis_writes(fx, ms):
     fx.on_teardown(lambda: redis("CLIENT", "UNPAUSE"))
 
 
-def wait_in_flight(fx, published, timeout):
+def wait_in_flight(fx, published, timeout, symbol):
     """Waits until eventd holds at least 100 of the published messages, unapplied
     (Redis writes are held): they left the queue but no history entry exists."""
     wait_until(lambda: fx.amqp.depth("eventd.quotes") <= published - 100, timeout, 0.05,
                what="messages delivered to eventd")
-    assert history_len("DRAIN") == 0 and history_len("DEADL") == 0, "Redis writes were not held"
+    assert history_len(symbol) == 0, "Redis writes were not held"
 
 
 def test_sigterm_drains_in_flight_work(fx):
-    d = fx.start_daemon({"quotes": {"historyLength": 5000}, "amqp": {"prefetch": 500},
-                         "shutdown": {"drainTimeoutMs": 15000}})
-    hold_redis_writes(fx, 4000)
-    rc, out, err = d.eventctl("publish", "quote_update", '{"symbol":"DRAIN","price":1,"change":0}', "--count", "1000")
-    assert rc == 0, err
-    wait_in_flight(fx, 1000, 3.5)
-    assert d.stop(timeout=20) == 0, "eventd did not exit 0"
-    lines = assert_clean_stop_log(d)
-    [down] = [l for l in lines if l["msg"] == "shutting down"]
-    assert down.get("in_flight", 0) > 0, f"nothing was in flight at SIGTERM: {down}"
-    assert not [l for l in lines if "deadline" in l["msg"]], "the drain deadline was hit"
-    drained = history_len("DRAIN")
-    assert drained >= down["in_flight"], f"in-flight work was not finished: {drained} < {down['in_flight']}"
-    wait_until(lambda: fx.amqp.depth("eventd.quotes") == 1000 - drained, 5, 0.1,
-               what=f"eventd.quotes to hold exactly the {1000 - drained} unapplied messages "
-                    f"({drained} were applied)")
-    finish_and_count(fx, d, "DRAIN", 1000)
+    # Two rounds: the acks of drained work have been seen lost at the close in most,
+    # not all, runs (quorum queues), so one round could miss it.
+    d = fx.daemon({"quotes": {"historyLength": 5000}, "amqp": {"prefetch": 500},
+                   "shutdown": {"drainTimeoutMs": 15000}})
+    for symbol in ("DRAIN", "DRAIN2"):
+        d.start().wait_ready()
+        hold_redis_writes(fx, 4000)
+        rc, out, err = d.eventctl("publish", "quote_update", f'{{"symbol":"{symbol}","price":1,"change":0}}',
+                                  "--count", "1000")
+        assert rc == 0, err
+        wait_in_flight(fx, 1000, 3.5, symbol)
+        assert d.stop(timeout=20) == 0, "eventd did not exit 0"
+        lines = assert_clean_stop_log(d)
+        [down] = [l for l in lines if l["msg"] == "shutting down"]
+        assert down.get("in_flight", 0) > 0, f"nothing was in flight at SIGTERM: {down}"
+        assert not [l for l in lines if "deadline" in l["msg"]], "the drain deadline was hit"
+        drained = history_len(symbol)
+        assert drained >= down["in_flight"], f"in-flight work was not finished: {drained} < {down['in_flight']}"
+        # Acked work is gone from the queue; only the unapplied rest may come back.
+        expected_left = 1000 - drained
+        try:
+            wait_until(lambda: fx.amqp.depth("eventd.quotes") == expected_left, 5, 0.1)
+        except AssertionError:
+            left = fx.amqp.depth("eventd.quotes")
+            raise AssertionError(f"{drained} messages were applied during the drain, but {left - expected_left} of "
+                                 f"them are back in eventd.quotes ({left} messages, expected {expected_left}): "
+                                 "their acks were lost at the close")
+        finish_and_count(fx, d, symbol, 1000)
 
 
 def test_drain_deadline_returns_work_to_the_broker(fx):
@@ -86,7 +97,7 @@ def test_drain_deadline_returns_work_to_the_broker(fx):
     hold_redis_writes(fx, 5000)
     rc, out, err = d.eventctl("publish", "quote_update", '{"symbol":"DEADL","price":1,"change":0}', "--count", "1000")
     assert rc == 0, err
-    wait_in_flight(fx, 1000, 4)
+    wait_in_flight(fx, 1000, 4, "DEADL")
     started = time.monotonic()
     assert d.stop(timeout=20) == 0, "eventd did not exit 0 after its drain deadline"
     assert time.monotonic() - started < 10, "eventd did not stop in time"

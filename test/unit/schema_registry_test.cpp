@@ -211,11 +211,11 @@ TEST_CASE("schema_registry: quote_update") {
       CHECK(check("quote_update", with(q, "symbol", ok)) == std::nullopt);
     }
     CHECK(check("quote_update", with(q, "symbol", R"("AA PL")")) ==
-          R"(/symbol: must match ^[A-Za-z0-9._:-]{1,32}$, got "AA PL")");
+          R"(/symbol: must match ^[A-Za-z0-9._:-]+$, got "AA PL")");
     CHECK(check("quote_update", with(q, "symbol", R"("")")) ==
-          R"(/symbol: must match ^[A-Za-z0-9._:-]{1,32}$, got "")");
+          "/symbol: must not be empty");
     CHECK(check("quote_update", with(q, "symbol", R"("AAAAAAAAAABBBBBBBBBBCCCCCCCCCCDDD")")) ==
-          R"(/symbol: must match ^[A-Za-z0-9._:-]{1,32}$, got "AAAAAAAAAABBBBBBBBBBCCCCCCCCCCDDD")");
+          "/symbol: must be at most 32 characters long");
   }
 }
 
@@ -251,7 +251,7 @@ TEST_CASE("schema_registry: notification") {
   CHECK(check("notification", without(n, "kind")) == std::nullopt);
   CHECK(check("notification", without(n, "data")) == std::nullopt);
   CHECK(check("notification", with(n, "kind", R"("Alert!")")) ==
-        R"(/kind: must match ^[a-z0-9_-]{1,32}$, got "Alert!")");
+        R"(/kind: must match ^[a-z0-9_-]+$, got "Alert!")");
   CHECK(check("notification", with(n, "data", "[1]")) == "/data: expected object, got array");
 }
 

@@ -1,0 +1,159 @@
+// bench-micro: per-message costs of the pieces of eventd's hot path that the
+// profiles point at, measured in isolation with the same RapidJSON calls eventd
+// makes (it does not link eventd, so it keeps building while src/ changes).
+//
+//   bench-micro [--schema schemas/quote_update.schema.json] [--iterations 200000] [--in-flight 500]
+//
+//  - schema validation as SchemaRegistry::validate does it (a SchemaValidator per
+//    message, Accept), with the shipped schema, with its symbol pattern rewritten
+//    from "^[...]{1,32}$" to "^[...]+$" plus maxLength 32 (same language), and with
+//    no pattern at all;
+//  - rapidjson::Document::Parse of a typical quote_update body;
+//  - heap held per in-flight message by a parsed rapidjson::Document (the dispatcher
+//    keeps one per unacked message, so prefetch 500 keeps 500), with the default
+//    allocator and with a small-chunk / inline-buffer MemoryPoolAllocator.
+// Prints one line per measurement.
+#include <malloc.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <rapidjson/document.h>
+#include <rapidjson/schema.h>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const char* kBody =
+    R"({"type":"quote_update","timestamp":1795446676451,"symbol":"AAPL","price":187.12,"change":-1.5})";
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "bench-micro: %s\n", what.c_str());
+  std::exit(1);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) die("cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::unique_ptr<rapidjson::SchemaDocument> compile(const std::string& text) {
+  rapidjson::Document d;
+  d.Parse(text.data(), text.size());
+  if (d.HasParseError()) die("schema is not valid JSON");
+  return std::make_unique<rapidjson::SchemaDocument>(d);
+}
+
+template <class F>
+double ns_per_op(std::size_t iterations, F&& f) {
+  for (std::size_t i = 0; i < iterations / 20 + 1; ++i) f();  // warm-up
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < iterations; ++i) f();
+  return std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / static_cast<double>(iterations);
+}
+
+double validate_ns(const rapidjson::SchemaDocument& schema, const rapidjson::Document& doc, std::size_t iterations) {
+  bool ok = true;
+  double ns = ns_per_op(iterations, [&] {
+    rapidjson::SchemaValidator validator(schema);  // as SchemaRegistry::validate: one per message
+    ok = doc.Accept(validator) && validator.IsValid() && ok;
+  });
+  if (!ok) die("the sample body does not validate");
+  return ns;
+}
+
+std::size_t heap_in_use() {
+  struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string schema_path = "schemas/quote_update.schema.json";
+  std::size_t iterations = 200000;
+  std::size_t in_flight = 500;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--schema") schema_path = value();
+    else if (a == "--iterations") iterations = std::strtoull(value().c_str(), nullptr, 10);
+    else if (a == "--in-flight") in_flight = std::strtoull(value().c_str(), nullptr, 10);
+    else die("unknown argument " + a);
+  }
+
+  const std::string shipped = read_file(schema_path);
+  const std::string from = "{1,32}$\"";
+  std::string rewritten = shipped;
+  std::size_t at = rewritten.find(from);
+  if (at == std::string::npos) die("the schema has no \"{1,32}$\" pattern to rewrite");
+  rewritten.replace(at, from.size(), "+$\", \"maxLength\": 32");
+  std::string no_pattern = shipped;
+  std::size_t p = no_pattern.find("\"pattern\"");
+  std::size_t eol = no_pattern.find('\n', p);
+  no_pattern.erase(p, eol - p);
+  // Drop the comma the removed line leaves dangling ("type": "string",\n }).
+  std::size_t comma = no_pattern.rfind(',', p);
+  no_pattern.erase(comma, 1);
+
+  rapidjson::Document doc;
+  doc.Parse(kBody);
+  auto s_shipped = compile(shipped);
+  auto s_rewritten = compile(rewritten);
+  auto s_none = compile(no_pattern);
+
+  std::printf("validate, shipped schema (symbol pattern ^[A-Za-z0-9._:-]{1,32}$): %8.0f ns/msg\n",
+              validate_ns(*s_shipped, doc, iterations));
+  std::printf("validate, pattern ^[A-Za-z0-9._:-]+$ + maxLength 32 (same rule):   %8.0f ns/msg\n",
+              validate_ns(*s_rewritten, doc, iterations));
+  std::printf("validate, no pattern (reference):                                  %8.0f ns/msg\n",
+              validate_ns(*s_none, doc, iterations));
+  std::printf("parse (rapidjson::Document::Parse, %zu-byte body):                 %8.0f ns/msg\n",
+              std::string(kBody).size(), ns_per_op(iterations, [&] {
+                rapidjson::Document d;
+                d.Parse(kBody);
+              }));
+
+  {
+    std::size_t before = heap_in_use();
+    std::vector<std::unique_ptr<rapidjson::Document>> docs;
+    for (std::size_t i = 0; i < in_flight; ++i) {
+      docs.push_back(std::make_unique<rapidjson::Document>());
+      docs.back()->Parse(kBody);
+    }
+    std::size_t held = heap_in_use() - before;
+    std::printf("heap held by %zu in-flight Documents, default allocator (64 KiB chunk): %7.1f KiB/msg, %6.1f MiB\n",
+                in_flight, static_cast<double>(held) / 1024.0 / static_cast<double>(in_flight),
+                static_cast<double>(held) / 1048576.0);
+  }
+  {
+    std::size_t before = heap_in_use();
+    struct Owned {
+      rapidjson::MemoryPoolAllocator<> pool{1024};
+      rapidjson::Document doc{&pool};
+    };
+    std::vector<std::unique_ptr<Owned>> docs;
+    for (std::size_t i = 0; i < in_flight; ++i) {
+      docs.push_back(std::make_unique<Owned>());
+      docs.back()->doc.Parse(kBody);
+    }
+    std::size_t held = heap_in_use() - before;
+    std::printf("heap held by %zu in-flight Documents, MemoryPoolAllocator(1 KiB chunk): %6.1f KiB/msg, %6.1f MiB\n",
+                in_flight, static_cast<double>(held) / 1024.0 / static_cast<double>(in_flight),
+                static_cast<double>(held) / 1048576.0);
+  }
+  return 0;
+}
