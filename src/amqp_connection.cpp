@@ -41,6 +41,7 @@ AmqpConnection::AmqpConnection(uv_loop_t* loop, const Config& config, Topology t
   heartbeat_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   reconnect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   close_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  ack_check_.init(this, [loop](uv_check_t* c) { return uv_check_init(loop, c); });
 }
 
 AmqpConnection::~AmqpConnection() {
@@ -128,6 +129,9 @@ void AmqpConnection::adopt(amqp_connection_state_t conn) {
   inbound_ = Inbound{};
   last_rx_ms_ = uv_now(loop_);
   consumers_sent_ = false;
+  window_.clear();
+  window_first_ = 1;
+  acks_waiting_ = 0;
   // Half the heartbeat interval keeps ours flowing; without heartbeats, still check
   // now and then so a silent peer is noticed by the TCP stack's errors at least.
   uint64_t tick = heartbeat_sec_ > 0 ? std::max<uint64_t>(heartbeat_sec_ * 1000ull / 2, 500) : 5000;
@@ -184,11 +188,52 @@ bool AmqpConnection::check_send(int rc, std::string_view what) {
 bool AmqpConnection::ack(uint64_t generation, uint64_t delivery_tag) {
   if (state_ != AmqpState::Connected || generation != generation_) return false;
   ++acks_sent_;
-  return check_send(amqp_basic_ack(conn_, AmqpSession::kConsumeChannel, delivery_tag, 0), "basic.ack");
+  if (delivery_tag < window_first_ || delivery_tag - window_first_ >= window_.size()) {
+    return check_send(amqp_basic_ack(conn_, AmqpSession::kConsumeChannel, delivery_tag, 0), "basic.ack");
+  }
+  Settle& s = window_[delivery_tag - window_first_];
+  if (s != Settle::InFlight) return true;
+  s = Settle::Ack;
+  if (acks_waiting_++ == 0) uv_check_start(ack_check_.get(), on_ack_check);
+  return true;
+}
+
+void AmqpConnection::on_ack_check(uv_check_t* handle) {
+  if (auto* self = owner_of<AmqpConnection>(handle)) self->flush_acks();
+}
+
+void AmqpConnection::flush_acks() {
+  uv_check_stop(ack_check_.get());
+  if (acks_waiting_ == 0 || state_ == AmqpState::Closed || conn_ == nullptr) return;
+  // The settled prefix: one multiple-ack up to its last acked tag (tags settled
+  // before, by reject or a single ack, are no longer outstanding and unaffected).
+  uint64_t last = 0;
+  while (!window_.empty() && window_.front() != Settle::InFlight) {
+    if (window_.front() == Settle::Ack) {
+      last = window_first_;
+      --acks_waiting_;
+    }
+    window_.pop_front();
+    ++window_first_;
+  }
+  if (last != 0 && !check_send(amqp_basic_ack(conn_, AmqpSession::kConsumeChannel, last, 1), "basic.ack")) return;
+  // Completions behind a message still in flight: one by one, so a slow message
+  // does not hold the others' acks (and the prefetch window) hostage.
+  for (std::size_t i = 0; acks_waiting_ > 0 && i < window_.size(); ++i) {
+    if (window_[i] != Settle::Ack) continue;
+    window_[i] = Settle::Done;
+    --acks_waiting_;
+    if (!check_send(amqp_basic_ack(conn_, AmqpSession::kConsumeChannel, window_first_ + i, 0), "basic.ack")) return;
+  }
 }
 
 bool AmqpConnection::reject(uint64_t generation, uint64_t delivery_tag, bool requeue) {
   if (state_ != AmqpState::Connected || generation != generation_) return false;
+  if (delivery_tag >= window_first_ && delivery_tag - window_first_ < window_.size()) {
+    Settle& s = window_[delivery_tag - window_first_];
+    if (s == Settle::Ack) --acks_waiting_;
+    s = Settle::Done;
+  }
   return check_send(amqp_basic_reject(conn_, AmqpSession::kConsumeChannel, delivery_tag, requeue ? 1 : 0),
                     "basic.reject");
 }
@@ -314,6 +359,9 @@ bool AmqpConnection::handle_method(amqp_channel_t channel, const amqp_method_t& 
       Delivery& d = inbound_.delivery;
       d.generation = generation_;
       d.delivery_tag = m->delivery_tag;
+      // Tags on a channel count up from 1; anything skipped is not ours to ack.
+      while (window_first_ + window_.size() < m->delivery_tag) window_.push_back(Settle::Done);
+      if (window_first_ + window_.size() == m->delivery_tag) window_.push_back(Settle::InFlight);
       d.redelivered = m->redelivered != 0;
       std::string_view tag = as_view(m->consumer_tag);
       if (tag.starts_with(kConsumerTagPrefix)) tag.remove_prefix(kConsumerTagPrefix.size());
@@ -442,6 +490,9 @@ void AmqpConnection::teardown() {
   consumers_active_ = 0;
   inbound_ = Inbound{};
   state_ = AmqpState::Closed;
+  window_.clear();
+  acks_waiting_ = 0;
+  if (ack_check_.initialised()) uv_check_stop(ack_check_.get());
   // Fail what the broker never confirmed; callers republish or leave the source
   // unacked (the broker requeues it).
   std::deque<PendingConfirm> pending = std::move(pending_);
@@ -494,6 +545,11 @@ void AmqpConnection::stop(std::function<void()> done) {
       finish_stop();
       return;
     case AmqpState::Connected: {
+      flush_acks();  // nothing acked may stay behind
+      if (state_ != AmqpState::Connected) {
+        finish_stop();
+        return;
+      }
       state_ = AmqpState::Closing;
       amqp_connection_close_t m{};
       m.reply_code = AMQP_REPLY_SUCCESS;
@@ -518,6 +574,7 @@ void AmqpConnection::on_close_timer(uv_timer_t* handle) {
 }
 
 void AmqpConnection::finish_stop() {
+  ack_check_.close();
   heartbeat_timer_.close();
   reconnect_timer_.close();
   close_timer_.close();

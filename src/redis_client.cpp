@@ -42,7 +42,11 @@ void loop_events_poll(uv_poll_t* handle, int status, int events) {
 
 void loop_events_update(void* privdata, int add, int del) {
   auto* ev = static_cast<LoopEvents*>(privdata);
-  ev->events = (ev->events | add) & ~del;
+  const int events = (ev->events | add) & ~del;
+  // hiredis asks for writes and reads around every command; restarting the poll
+  // with the same mask would cost an epoll_ctl round each time.
+  if (events == ev->events && uv_is_active(reinterpret_cast<uv_handle_t*>(&ev->handle))) return;
+  ev->events = events;
   if (ev->events != 0) uv_poll_start(&ev->handle, ev->events, loop_events_poll);
   else uv_poll_stop(&ev->handle);
 }

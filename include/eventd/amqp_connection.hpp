@@ -69,7 +69,10 @@ class AmqpConnection {
   void cancel();
 
   // false (and nothing sent) when `generation` is not the current connection: the
-  // broker has already requeued that delivery.
+  // broker has already requeued that delivery. Acks are coalesced: once per loop
+  // iteration, the completed prefix of the delivery window goes out as one
+  // basic.ack with multiple=1; completions behind a message still in flight are
+  // acked one by one.
   bool ack(uint64_t generation, uint64_t delivery_tag);
   bool reject(uint64_t generation, uint64_t delivery_tag, bool requeue);
 
@@ -110,6 +113,8 @@ class AmqpConnection {
   static void on_heartbeat_timer(uv_timer_t* handle);
   static void on_reconnect_timer(uv_timer_t* handle);
   static void on_close_timer(uv_timer_t* handle);
+  static void on_ack_check(uv_check_t* handle);
+  void flush_acks();
 
   void connect();
   void adopt(amqp_connection_state_t conn);
@@ -149,6 +154,14 @@ class AmqpConnection {
   uint64_t last_rx_ms_ = 0;
   std::deque<PendingConfirm> pending_;
   std::deque<Held> held_;  // publishes waiting for connection.unblocked
+
+  // The delivery window of this connection, in tag order: window_[i] is tag
+  // window_first_ + i.
+  enum class Settle : uint8_t { InFlight, Ack, Done };
+  std::deque<Settle> window_;
+  uint64_t window_first_ = 1;
+  std::size_t acks_waiting_ = 0;
+  UvHandle<uv_check_t> ack_check_;
   Inbound inbound_;
   Backoff backoff_;
   std::function<void()> stop_done_;
