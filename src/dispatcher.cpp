@@ -214,6 +214,7 @@ void Dispatcher::finish(JobIt job, HandlerResult result) {
     case HandlerResult::Kind::Duplicate:
       ++job->counters->duplicates;
       log::debug("duplicate acked", {{"message_id", job->delivery.properties.message_id()},
+                                     {"correlation_id", job->delivery.properties.correlation_id()},
                                      {"type", job->type}, {"queue", job->delivery.queue}});
       ack(job);
       return;
@@ -412,8 +413,8 @@ void Dispatcher::retry(JobIt job, const ProcessingError& error, uint32_t delay_m
   log::Level level = deferral ? log::Level::Debug : log::Level::Info;
   if (log::enabled(level)) {
     log::write(level, deferral ? "deferring" : "retrying",
-               {{"message_id", d.properties.message_id()}, {"type", job->type}, {"queue", d.queue},
-                {"retry", deferral ? job->retry_count : job->retry_count + 1}, {"delay_ms", delay_ms},
+               {{"message_id", d.properties.message_id()}, {"correlation_id", d.properties.correlation_id()},
+                {"type", job->type}, {"queue", d.queue}, {"retry", deferral ? job->retry_count : job->retry_count + 1}, {"delay_ms", delay_ms},
                 {"code", error_code_name(error.code)}, {"error", error.message}});
   }
   bool sent = amqp_.publish("", target, out.props, d.body, [this, job](bool ok, const std::string& why) {
@@ -442,7 +443,8 @@ void Dispatcher::dead_letter(JobIt job, const ProcessingError& error) {
       .add("x-failed-at", iso8601_now());
   Republish out(d, std::move(extra));
   std::string target = dead_letter_queue_name(d.queue);
-  log::warn("dead-lettering", {{"message_id", d.properties.message_id()}, {"type", job->type}, {"queue", d.queue},
+  log::warn("dead-lettering", {{"message_id", d.properties.message_id()},
+                               {"correlation_id", d.properties.correlation_id()}, {"type", job->type}, {"queue", d.queue},
                                {"code", error_code_name(error.code)}, {"error", error.message}});
   bool sent = amqp_.publish("", target, out.props, d.body, [this, job](bool ok, const std::string& why) {
     if (ok) {

@@ -70,6 +70,8 @@ std::string format(Level level, std::string_view msg, Fields fields, int64_t now
   w.Key("msg");
   put_string(w, msg);
   for (const Field& f : fields) {
+    // An empty text field is one that is not known (no message_id, say): leave it out.
+    if (const auto* text = std::get_if<std::string_view>(&f.value); text != nullptr && text->empty()) continue;
     put_string(w, f.key);  // keys are literals chosen by us
     std::visit(
         [&w](auto v) {

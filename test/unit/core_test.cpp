@@ -123,6 +123,11 @@ TEST_CASE("log: one JSON object a line with escaped fields") {
   CHECK(d["n"].GetInt() == 3);
   CHECK(d["ok"].GetBool());
   CHECK(line.find('\n') == std::string::npos);
+  SUBCASE("unknown (empty) text fields are left out") {
+    std::string l = log::format(log::Level::Info, "m", {{"message_id", ""}, {"queue", "q"}}, 0);
+    CHECK(l.find("message_id") == std::string::npos);
+    CHECK(l.find("\"queue\":\"q\"") != std::string::npos);
+  }
 }
 
 TEST_CASE("log: levels") {
