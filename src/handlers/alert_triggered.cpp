@@ -5,6 +5,7 @@
 #include <rapidjson/writer.h>
 
 #include "eventd/dispatcher.hpp"
+#include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/quote_update.hpp"
 
 namespace eventd {
@@ -14,9 +15,8 @@ namespace {
 // ARGV: ttl, alert JSON, history length, title, text, correlation id.
 // The idempotency key is written last (see quote_update.cpp for why).
 constexpr const char* kScript = R"lua(
-local state = redis.call('GET', KEYS[1])
-if state == 'pending' then return {2, unpack(redis.call('LRANGE', KEYS[4], 0, -1))} end
-if state then return 0 end
+local seen = already_seen(KEYS[4])
+if seen then return seen end
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 local out = {}
@@ -30,15 +30,7 @@ if channels then
     out[#out + 1] = cjson.encode(n)
   end
 end
-if #out > 0 then
-  redis.call('DEL', KEYS[4])
-  redis.call('RPUSH', KEYS[4], unpack(out))
-  redis.call('EXPIRE', KEYS[4], ARGV[1])
-  redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[1])
-  return {1, unpack(out)}
-end
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
-return 1
+return settle(KEYS[4], out)
 )lua";
 
 std::string str(const rapidjson::Value& v, const char* key) {
@@ -72,7 +64,7 @@ std::string alert_text(const rapidjson::Value& alert) {
 }
 
 AlertTriggeredHandler::AlertTriggeredHandler(RedisClient& redis, const Config& config)
-    : redis_(redis), script_(redis.add_script(kScript)), ttl_(std::to_string(config.idempotency_ttl_sec)) {}
+    : redis_(redis), script_(redis.add_script(std::string(kOutboxLua) + kScript)), ttl_(std::to_string(config.idempotency_ttl_sec)) {}
 
 void AlertTriggeredHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;

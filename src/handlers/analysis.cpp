@@ -12,6 +12,7 @@
 #include <rapidjson/writer.h>
 
 #include "eventd/dispatcher.hpp"
+#include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/quote_update.hpp"
 
 namespace eventd {
@@ -22,23 +23,16 @@ using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
 // Records the computed result in the outbox; a redelivered request gets the stored
 // result back instead of a fresh one. KEYS: idempotency, outbox. ARGV: ttl, entries...
 constexpr const char* kRequestScript = R"lua(
-local state = redis.call('GET', KEYS[1])
-if state == 'pending' then return {2, unpack(redis.call('LRANGE', KEYS[2], 0, -1))} end
-if state then return 0 end
-redis.call('DEL', KEYS[2])
-redis.call('RPUSH', KEYS[2], unpack(ARGV, 2))
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[1])
-local out = redis.call('LRANGE', KEYS[2], 0, -1)
-return {1, unpack(out)}
+local seen = already_seen(KEYS[2])
+if seen then return seen end
+return settle(KEYS[2], {unpack(ARGV, 2)})
 )lua";
 
 // KEYS: idempotency, analysis key, monitor hash, outbox.
 // ARGV: ttl, analysis JSON, user, timestamp, title, text, correlation id.
 constexpr const char* kCompleteScript = R"lua(
-local state = redis.call('GET', KEYS[1])
-if state == 'pending' then return {2, unpack(redis.call('LRANGE', KEYS[4], 0, -1))} end
-if state then return 0 end
+local seen = already_seen(KEYS[4])
+if seen then return seen end
 redis.call('SET', KEYS[2], ARGV[2])
 local out = {}
 local channels = redis.call('HGET', KEYS[3], 'channels')
@@ -50,15 +44,7 @@ if channels then
     out[#out + 1] = cjson.encode(n)
   end
 end
-if #out > 0 then
-  redis.call('DEL', KEYS[4])
-  redis.call('RPUSH', KEYS[4], unpack(out))
-  redis.call('EXPIRE', KEYS[4], ARGV[1])
-  redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[1])
-  return {1, unpack(out)}
-end
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
-return 1
+return settle(KEYS[4], out)
 )lua";
 
 std::string get_string(const rapidjson::Value& v, const char* key) {
@@ -176,7 +162,7 @@ std::string analysis_complete_json(const rapidjson::Value& request, const Analys
 }
 
 AnalysisRequestHandler::AnalysisRequestHandler(RedisClient& redis, const Config& config)
-    : redis_(redis), script_(redis.add_script(kRequestScript)), ttl_(std::to_string(config.idempotency_ttl_sec)) {}
+    : redis_(redis), script_(redis.add_script(std::string(kOutboxLua) + kRequestScript)), ttl_(std::to_string(config.idempotency_ttl_sec)) {}
 
 void AnalysisRequestHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
@@ -219,7 +205,7 @@ void AnalysisRequestHandler::handle(const Message& message, HandlerDone done) {
 }
 
 AnalysisCompleteHandler::AnalysisCompleteHandler(RedisClient& redis, const Config& config)
-    : redis_(redis), script_(redis.add_script(kCompleteScript)), ttl_(std::to_string(config.idempotency_ttl_sec)) {}
+    : redis_(redis), script_(redis.add_script(std::string(kOutboxLua) + kCompleteScript)), ttl_(std::to_string(config.idempotency_ttl_sec)) {}
 
 void AnalysisCompleteHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;

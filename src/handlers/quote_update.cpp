@@ -6,6 +6,7 @@
 #include <charconv>
 
 #include "eventd/dispatcher.hpp"
+#include "eventd/handlers/outbox_lua.hpp"
 
 namespace eventd {
 namespace {
@@ -25,9 +26,8 @@ namespace {
 // rule's first quote only records the side. Fired alerts go to the outbox and the
 // idempotency key reads "pending" until the dispatcher has them confirmed.
 constexpr const char* kScript = R"lua(
-local state = redis.call('GET', KEYS[1])
-if state == 'pending' then return {2, unpack(redis.call('LRANGE', KEYS[5], 0, -1))} end
-if state then return 0 end
+local seen = already_seen(KEYS[5])
+if seen then return seen end
 local price, change, ts = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local current = redis.call('HGET', KEYS[2], 'timestamp')
 local newest = (not current) or tonumber(current) <= ts
@@ -74,15 +74,7 @@ if newest then
     end
   end
 end
-if #fired > 0 then
-  redis.call('DEL', KEYS[5])
-  redis.call('RPUSH', KEYS[5], unpack(fired))
-  redis.call('EXPIRE', KEYS[5], ARGV[1])
-  redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[1])
-  return {1, unpack(fired)}
-end
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
-return 1
+return settle(KEYS[5], fired)
 )lua";
 
 }  // namespace
@@ -122,7 +114,7 @@ HandlerResult script_result(const redisReply* reply) {
 
 QuoteUpdateHandler::QuoteUpdateHandler(RedisClient& redis, const Config& config)
     : redis_(redis),
-      script_(redis.add_script(kScript)),
+      script_(redis.add_script(std::string(kOutboxLua) + kScript)),
       ttl_(std::to_string(config.idempotency_ttl_sec)),
       history_length_(std::to_string(config.quote_history_length)) {}
 
