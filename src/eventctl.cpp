@@ -623,18 +623,29 @@ class BlockingRedis {
   std::unique_ptr<redisContext, Free> ctx_;
 };
 
+// Lua shared by the monitor scripts: the per-symbol rule index (see quote_update.cpp).
+constexpr const char* kRuleIndexLua = R"lua(
+local conditions = {'price_above', 'price_below', 'change_pct_above', 'change_pct_below'}
+local function unindex(user, spec)
+  for _, r in ipairs(cjson.decode(spec).rules) do
+    local member = user .. ':' .. tostring(r.alertId)
+    redis.call('HDEL', 'eventd:rules:' .. r.symbol, member)
+    for _, c in ipairs(conditions) do redis.call('ZREM', 'eventd:rules:' .. r.symbol .. ':' .. c, member) end
+  end
+end
+)lua";
+
 // Replaces the user's monitor and its rules in the per-symbol index, atomically.
 // ARGV: userId, spec, channels JSON, checkIntervalMs, now, then (symbol, alertId, rule JSON)...
 constexpr const char* kMonitorStartScript = R"lua(
 local user = ARGV[1]
 local old = redis.call('HGET', KEYS[1], 'spec')
-if old then
-  for _, r in ipairs(cjson.decode(old).rules) do
-    redis.call('HDEL', 'eventd:rules:' .. r.symbol, user .. ':' .. tostring(r.alertId))
-  end
-end
+if old then unindex(user, old) end
 for i = 6, #ARGV, 3 do
-  redis.call('HSET', 'eventd:rules:' .. ARGV[i], user .. ':' .. ARGV[i + 1], ARGV[i + 2])
+  local member = user .. ':' .. ARGV[i + 1]
+  local rule = cjson.decode(ARGV[i + 2])
+  redis.call('HSET', 'eventd:rules:' .. ARGV[i], member, ARGV[i + 2])
+  redis.call('ZADD', 'eventd:rules:' .. ARGV[i] .. ':' .. rule.condition, string.format('%.17g', rule.threshold), member)
 end
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[1], 'status', 'running', 'spec', ARGV[2], 'channels', ARGV[3],
@@ -647,9 +658,7 @@ return (#ARGV - 5) / 3
 constexpr const char* kMonitorStopScript = R"lua(
 local spec = redis.call('HGET', KEYS[1], 'spec')
 if not spec then return 0 end
-for _, r in ipairs(cjson.decode(spec).rules) do
-  redis.call('HDEL', 'eventd:rules:' .. r.symbol, ARGV[1] .. ':' .. tostring(r.alertId))
-end
+unindex(ARGV[1], spec)
 redis.call('HSET', KEYS[1], 'status', 'stopped', 'updatedAt', ARGV[2])
 return 1
 )lua";
@@ -713,7 +722,7 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
     normalise_keys(spec, spec.GetAllocator());
     SchemaRegistry schemas;
     if (auto problem = schemas.validate("monitor", spec)) throw UsageError("invalid monitor spec: " + *problem);
-    std::vector<std::string> args{"EVAL", kMonitorStartScript, "3", monitor_key(user), "eventd:monitors",
+    std::vector<std::string> args{"EVAL", std::string(kRuleIndexLua) + kMonitorStartScript, "3", monitor_key(user), "eventd:monitors",
                                   "eventd:rulestate:" + user, user, to_json(spec), to_json(spec["channels"]),
                                   std::to_string(spec.HasMember("checkIntervalMs") ? spec["checkIntervalMs"].GetInt64()
                                                                                    : 60000),
@@ -747,7 +756,7 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
   if (a.positional.size() != 2) throw UsageError("monitor " + sub + " takes only USER");
   BlockingRedis redis(config.redis);
   if (sub == "stop") {
-    auto r = redis.run({"EVAL", kMonitorStopScript, "1", monitor_key(user), user, now});
+    auto r = redis.run({"EVAL", std::string(kRuleIndexLua) + kMonitorStopScript, "1", monitor_key(user), user, now});
     if (r->integer == 0) {
       std::fprintf(stderr, "eventctl: no monitor for user '%s'\n", user.c_str());
       return 1;

@@ -18,59 +18,67 @@ namespace {
 // the idempotency key is written last: a failed run leaves no key, and its retry
 // applies the effects (the hash write is idempotent, the push ran not at all).
 //
-// Rules (eventd:rules:<SYMBOL>, written by `eventctl monitor start`) are evaluated
-// only for a quote that is the newest by timestamp. Each rule remembers which side of
-// its threshold the last quote was on (eventd:rulestate:<user>, field alertId,
-// "<side>:<last fired ms>"); it fires on a crossing into its condition, not on every
-// quote beyond it, and not again within its cooldown (measured in quote time). A
-// rule's first quote only records the side. Fired alerts go to the outbox and the
-// idempotency key reads "pending" until the dispatcher has them confirmed.
+// Rules of running monitors (written by `eventctl monitor start`) are indexed per
+// symbol and condition in sorted sets scored by threshold
+// (eventd:rules:<SYMBOL>:<condition>), with each rule's JSON in eventd:rules:<SYMBOL>.
+// Only the newest quote of a symbol (by timestamp) is evaluated, against the previous
+// newest one: a rule fires when the move crossed into its condition (price_above T:
+// previous <= T < new), not on every quote beyond it, so one range query per
+// condition finds exactly the rules crossed, whatever the number of monitors. The
+// first quote of a symbol only sets the reference. A fired rule stays quiet for its
+// cooldown (quote time; eventd:rulestate:<user>, field alertId = last fired ms).
 constexpr const char* kScript = R"lua(
 local seen = already_seen(KEYS[5])
 if seen then return seen end
 local price, change, ts = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local current = redis.call('HGET', KEYS[2], 'timestamp')
-local newest = (not current) or tonumber(current) <= ts
+local previous = redis.call('HMGET', KEYS[2], 'timestamp', 'price', 'change')
+local newest = (not previous[1]) or tonumber(previous[1]) <= ts
 if newest then
   redis.call('HSET', KEYS[2], 'price', ARGV[2], 'change', ARGV[3], 'timestamp', ARGV[4])
 end
 redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
 local fired = {}
-if newest then
-  local rules = redis.call('HGETALL', KEYS[4])
-  for i = 1, #rules, 2 do
-    local r = cjson.decode(rules[i + 1])
-    local value = price
-    if r.condition == 'change_pct_above' or r.condition == 'change_pct_below' then
-      local previous_close = price - change
-      value = previous_close ~= 0 and change / previous_close * 100 or nil
-    end
-    if value then
-      local inside
-      if r.condition == 'price_above' or r.condition == 'change_pct_above' then
-        inside = value > r.threshold
-      else
-        inside = value < r.threshold
+local function percent(p, c)
+  local close = p - c
+  if close ~= 0 then return c / close * 100 end
+  return nil
+end
+local function exact(x) return string.format('%.17g', x) end
+-- Rules whose threshold the move from `from` to `to` crossed into.
+local function crossed(condition, from, to, upward)
+  local key = KEYS[4] .. ':' .. condition
+  if upward and to > from then return redis.call('ZRANGEBYSCORE', key, exact(from), '(' .. exact(to)) end
+  if not upward and to < from then return redis.call('ZRANGEBYSCORE', key, '(' .. exact(to), exact(from)) end
+  return {}
+end
+if newest and previous[2] then
+  local before_price, before_change = tonumber(previous[2]), tonumber(previous[3])
+  local checks = {{'price_above', before_price, price, true}, {'price_below', before_price, price, false}}
+  local before_pct, pct = percent(before_price, before_change), percent(price, change)
+  if before_pct and pct then
+    checks[3] = {'change_pct_above', before_pct, pct, true}
+    checks[4] = {'change_pct_below', before_pct, pct, false}
+  end
+  for _, c in ipairs(checks) do
+    local members = crossed(c[1], c[2], c[3], c[4])
+    if #members > 0 then
+      local specs = redis.call('HMGET', KEYS[4], unpack(members))
+      for _, spec in ipairs(specs) do
+        if spec then
+          local r = cjson.decode(spec)
+          local state_key = 'eventd:rulestate:' .. r.userId
+          local field = tostring(r.alertId)
+          local last = tonumber(redis.call('HGET', state_key, field)) or -1
+          if last < 0 or ts - last >= (r.cooldownSec or 0) * 1000 then
+            redis.call('HSET', state_key, field, ARGV[4])
+            local alert = {type = 'alert_triggered', timestamp = ts, userId = r.userId, alertId = r.alertId,
+                           symbol = ARGV[6], condition = r.condition, threshold = r.threshold, currentValue = c[3]}
+            if ARGV[7] ~= '' then alert.correlationId = ARGV[7] end
+            fired[#fired + 1] = cjson.encode(alert)
+          end
+        end
       end
-      local state_key = 'eventd:rulestate:' .. r.userId
-      local field = tostring(r.alertId)
-      local saved = redis.call('HGET', state_key, field)
-      local side, last = nil, -1
-      if saved then
-        local colon = string.find(saved, ':', 1, true)
-        side, last = string.sub(saved, 1, colon - 1), tonumber(string.sub(saved, colon + 1))
-      end
-      local fire = inside and side == '0' and (last < 0 or ts - last >= (r.cooldownSec or 0) * 1000)
-      if fire then
-        last = ts
-        local alert = {type = 'alert_triggered', timestamp = ts, userId = r.userId, alertId = r.alertId,
-                       symbol = ARGV[6], condition = r.condition, threshold = r.threshold, currentValue = value}
-        if ARGV[7] ~= '' then alert.correlationId = ARGV[7] end
-        fired[#fired + 1] = cjson.encode(alert)
-      end
-      local new_side = inside and '1' or '0'
-      if fire or new_side ~= side then redis.call('HSET', state_key, field, new_side .. ':' .. last) end
     end
   end
 end
