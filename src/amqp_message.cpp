@@ -75,6 +75,27 @@ OwnedProperties& OwnedProperties::operator=(OwnedProperties&& other) noexcept {
   return *this;
 }
 
+amqp_basic_properties_t json_properties(std::string_view message_id, std::string_view type, uint64_t timestamp_s,
+                                        std::string_view correlation_id, std::string_view reply_to) {
+  amqp_basic_properties_t props{};
+  props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+                 AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+  props.content_type = as_bytes("application/json");
+  props.delivery_mode = 2;
+  props.message_id = as_bytes(message_id);
+  props.type = as_bytes(type);
+  props.timestamp = timestamp_s;
+  if (!correlation_id.empty()) {
+    props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+    props.correlation_id = as_bytes(correlation_id);
+  }
+  if (!reply_to.empty()) {
+    props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+    props.reply_to = as_bytes(reply_to);
+  }
+  return props;
+}
+
 static std::string_view field(const amqp_basic_properties_t& p, amqp_flags_t flag, amqp_bytes_t b) {
   return (p._flags & flag) ? as_view(b) : std::string_view();
 }

@@ -297,18 +297,7 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
       route = *r;
     }
     std::string id = std::string(source_id) + ":" + std::to_string(i);
-    amqp_basic_properties_t props{};
-    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
-                   AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
-    props.content_type = as_bytes("application/json");
-    props.delivery_mode = 2;
-    props.message_id = as_bytes(id);
-    props.type = as_bytes(type);
-    props.timestamp = now_s;
-    if (!correlation.empty()) {
-      props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-      props.correlation_id = as_bytes(correlation);
-    }
+    amqp_basic_properties_t props = json_properties(id, type, now_s, correlation);
     std::string target = route.routing_key;
     bool sent = amqp_.publish(route.exchange, route.routing_key, props, entry,
                               [this, job, progress, settle, reply, target](bool ok, const std::string& why) {
@@ -409,7 +398,6 @@ void Dispatcher::retry(JobIt job, const ProcessingError& error, uint32_t delay_m
       .add("x-last-error-message", cap_utf8(error.message, kMaxErrorMessageBytes));
   if (deferral || deferrals > 0) extra.add_int("x-defer-count", deferral ? deferrals + 1 : deferrals);
   Republish out(d, std::move(extra));
-  std::string target = retry_queue_name(d.queue, delay_ms);
   log::Level level = deferral ? log::Level::Debug : log::Level::Info;
   if (log::enabled(level)) {
     log::write(level, deferral ? "deferring" : "retrying",
@@ -417,15 +405,21 @@ void Dispatcher::retry(JobIt job, const ProcessingError& error, uint32_t delay_m
                 {"type", job->type}, {"queue", d.queue}, {"retry", deferral ? job->retry_count : job->retry_count + 1}, {"delay_ms", delay_ms},
                 {"code", error_code_name(error.code)}, {"error", error.message}});
   }
-  bool sent = amqp_.publish("", target, out.props, d.body, [this, job](bool ok, const std::string& why) {
-    if (ok) {
-      ++job->counters->retried;
-      ack(job);
-    } else {
-      log::error("retry publish failed", {{"queue", job->delivery.queue}, {"error", why}});
-      requeue_later(job);
-    }
-  });
+  send_copy(job, retry_queue_name(d.queue, delay_ms), out.props, &MessageCounters::retried);
+}
+
+void Dispatcher::send_copy(JobIt job, const std::string& queue, const amqp_basic_properties_t& props,
+                           uint64_t MessageCounters::*counter) {
+  bool sent = amqp_.publish("", queue, props, job->delivery.body,
+                            [this, job, queue, counter](bool ok, const std::string& why) {
+                              if (ok) {
+                                ++(job->counters->*counter);
+                                ack(job);
+                              } else {
+                                log::error("publish to queue failed", {{"queue", queue}, {"error", why}});
+                                requeue_later(job);
+                              }
+                            });
   if (!sent) release(job);  // not connected: the broker redelivers it
 }
 
@@ -442,20 +436,10 @@ void Dispatcher::dead_letter(JobIt job, const ProcessingError& error) {
       .add("x-original-queue", d.queue)
       .add("x-failed-at", iso8601_now());
   Republish out(d, std::move(extra));
-  std::string target = dead_letter_queue_name(d.queue);
   log::warn("dead-lettering", {{"message_id", d.properties.message_id()},
                                {"correlation_id", d.properties.correlation_id()}, {"type", job->type}, {"queue", d.queue},
                                {"code", error_code_name(error.code)}, {"error", error.message}});
-  bool sent = amqp_.publish("", target, out.props, d.body, [this, job](bool ok, const std::string& why) {
-    if (ok) {
-      ++job->counters->dead_lettered;
-      ack(job);
-    } else {
-      log::error("dead-letter publish failed", {{"queue", job->delivery.queue}, {"error", why}});
-      requeue_later(job);
-    }
-  });
-  if (!sent) release(job);
+  send_copy(job, dead_letter_queue_name(d.queue), out.props, &MessageCounters::dead_lettered);
 }
 
 void Dispatcher::requeue_later(JobIt job) {

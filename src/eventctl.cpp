@@ -227,22 +227,8 @@ int cmd_publish(const Config& config, const std::vector<std::string>& argv) {
       std::this_thread::sleep_until(due);
     }
     std::string id = fixed_id.empty() ? new_message_id() : fixed_id;
-    amqp_basic_properties_t props{};
-    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
-                   AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
-    props.content_type = as_bytes("application/json");
-    props.delivery_mode = 2;
-    props.message_id = as_bytes(id);
-    props.type = as_bytes(type);
-    props.timestamp = static_cast<uint64_t>(now_ms() / 1000);  // AMQP timestamps are seconds
-    if (!correlation.empty()) {
-      props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-      props.correlation_id = as_bytes(correlation);
-    }
-    if (!reply_to.empty()) {
-      props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
-      props.reply_to = as_bytes(reply_to);
-    }
+    amqp_basic_properties_t props =
+        json_properties(id, type, static_cast<uint64_t>(now_ms() / 1000), correlation, reply_to);
     last_seq = session->publish(route->exchange, route->routing_key, props, body, true);
     last_id = id;
     if (last_seq % kWindow == 0) {

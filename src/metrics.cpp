@@ -17,10 +17,11 @@ void LatencyHistogram::observe(double seconds) {
 }
 
 MessageCounters& Metrics::counters(std::string_view queue, std::string_view type) {
-  auto key = std::make_pair(std::string(queue), std::string(type));
-  auto it = counters_.find(key);
-  if (it == counters_.end()) it = counters_.emplace(std::move(key), MessageCounters{}).first;
-  return it->second;
+  auto q = counters_.find(queue);
+  if (q == counters_.end()) q = counters_.emplace(std::string(queue), ByType{}).first;
+  auto t = q->second.find(type);
+  if (t == q->second.end()) t = q->second.emplace(std::string(type), MessageCounters{}).first;
+  return t->second;
 }
 
 LatencyHistogram& Metrics::handler_latency(std::string_view type) {
@@ -45,16 +46,18 @@ std::string label(std::string_view v) {
   return out;
 }
 
-void counter_family(std::string& out, const char* name, const char* help,
-                    const std::map<std::pair<std::string, std::string>, MessageCounters, std::less<>>& all,
+template <typename ByQueue>
+void counter_family(std::string& out, const char* name, const char* help, const ByQueue& all,
                     uint64_t MessageCounters::*field) {
   out += "# HELP "; out += name; out += ' '; out += help; out += '\n';
   out += "# TYPE "; out += name; out += " counter\n";
-  for (const auto& [key, c] : all) {
-    out += name;
-    out += "{queue=\"" + label(key.first) + "\",type=\"" + label(key.second) + "\"} ";
-    out += std::to_string(c.*field);
-    out += '\n';
+  for (const auto& [queue, by_type] : all) {
+    for (const auto& [type, c] : by_type) {
+      out += name;
+      out += "{queue=\"" + label(queue) + "\",type=\"" + label(type) + "\"} ";
+      out += std::to_string(c.*field);
+      out += '\n';
+    }
   }
 }
 

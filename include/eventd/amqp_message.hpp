@@ -34,6 +34,13 @@ class OwnedProperties {
   amqp_basic_properties_t props_{};
 };
 
+// Properties of a JSON message eventd or eventctl publishes: content_type
+// application/json, persistent, message_id, type, timestamp (AMQP: seconds), and
+// correlation_id / reply_to when given. Borrows the strings: keep them alive until
+// the publish call returns.
+amqp_basic_properties_t json_properties(std::string_view message_id, std::string_view type, uint64_t timestamp_s,
+                                        std::string_view correlation_id = {}, std::string_view reply_to = {});
+
 struct Delivery {
   uint64_t generation = 0;   // the AMQP connection it arrived on; acks on a newer one are dropped
   uint64_t delivery_tag = 0;

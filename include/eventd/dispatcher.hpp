@@ -77,6 +77,10 @@ class Dispatcher {
   // counts x-defer-count instead.
   void retry(JobIt job, const ProcessingError& error, uint32_t delay_ms, bool deferral = false);
   void dead_letter(JobIt job, const ProcessingError& error);
+  // Publishes the job's body with `props` to `queue` (default exchange); on the
+  // confirm counts `counter` and acks the original, otherwise requeues it later.
+  void send_copy(JobIt job, const std::string& queue, const amqp_basic_properties_t& props,
+                 uint64_t MessageCounters::*counter);
   void requeue_later(JobIt job);
   void release(JobIt job);
   static void on_requeue_timer(uv_timer_t* handle);

@@ -50,7 +50,9 @@ class Metrics {
   std::string render() const;
 
  private:
-  std::map<std::pair<std::string, std::string>, MessageCounters, std::less<>> counters_;
+  // queue -> type -> counters; looked up by string_view, so a hit allocates nothing.
+  using ByType = std::map<std::string, MessageCounters, std::less<>>;
+  std::map<std::string, ByType, std::less<>> counters_;
   std::map<std::string, LatencyHistogram, std::less<>> latency_;
 };
 

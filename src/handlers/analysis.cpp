@@ -89,56 +89,46 @@ std::string analysis_complete_json(const rapidjson::Value& request, const Analys
                                    int64_t now) {
   rapidjson::StringBuffer buf;
   JsonWriter w(buf);
+  auto text = [&w](const char* k, std::string_view v) {
+    key(w, k);
+    str(w, v);
+  };
+  auto number = [&w](const char* k, double v) {
+    key(w, k);
+    num(w, v);
+  };
   w.StartObject();
-  key(w, "type");
-  str(w, "analysis_complete");
+  text("type", "analysis_complete");
   key(w, "timestamp");
   w.Int64(now);
-  key(w, "userId");
-  str(w, get_string(request, "userId"));
-  key(w, "symbol");
-  str(w, get_string(request, "symbol"));
-  key(w, "workflowId");
-  str(w, workflow_id);
-  if (std::string c = get_string(request, "correlationId"); !c.empty()) {
-    key(w, "correlationId");
-    str(w, c);
-  }
-  key(w, "analysisType");
-  str(w, analysis_kind_name(a.kind));
-  key(w, "recommendation");
-  str(w, a.recommendation);
+  text("userId", get_string(request, "userId"));
+  text("symbol", get_string(request, "symbol"));
+  text("workflowId", workflow_id);
+  if (std::string c = get_string(request, "correlationId"); !c.empty()) text("correlationId", c);
+  text("analysisType", analysis_kind_name(a.kind));
+  text("recommendation", a.recommendation);
   key(w, "score");
   w.Int(a.score);
   key(w, "reasons");
   w.StartArray();
   for (const auto& r : a.reasons) str(w, r);
   w.EndArray();
-  key(w, "lastPrice");
-  num(w, a.last_price);
+  number("lastPrice", a.last_price);
   key(w, "pricesUsed");
   w.Uint64(a.prices_used);
   if (a.chart) {
     const ChartAnalysis& c = *a.chart;
-    key(w, "sma20");
-    num(w, c.sma_20);
-    key(w, "sma50");
-    num(w, c.sma_50);
-    key(w, "ema12");
-    num(w, c.ema_12);
-    key(w, "ema26");
-    num(w, c.ema_26);
+    number("sma20", c.sma_20);
+    number("sma50", c.sma_50);
+    number("ema12", c.ema_12);
+    number("ema26", c.ema_26);
     key(w, "macd");
     w.StartObject();
-    key(w, "macd");
-    num(w, c.macd.macd);
-    key(w, "signal");
-    num(w, c.macd.signal);
-    key(w, "histogram");
-    num(w, c.macd.histogram);
+    number("macd", c.macd.macd);
+    number("signal", c.macd.signal);
+    number("histogram", c.macd.histogram);
     w.EndObject();
-    key(w, "rsi14");
-    num(w, c.rsi_14);
+    number("rsi14", c.rsi_14);
     key(w, "support");
     levels(w, c.support);
     key(w, "resistance");
@@ -146,16 +136,11 @@ std::string analysis_complete_json(const rapidjson::Value& request, const Analys
   }
   if (a.options) {
     const OptionsAnalysis& o = *a.options;
-    key(w, "historicalVolatility");
-    num(w, o.historical_volatility);
-    key(w, "expectedMove");
-    num(w, o.expected_move);
-    key(w, "expectedMoveDays");
-    num(w, o.expected_move_days);
-    key(w, "expectedLow");
-    num(w, o.expected_low);
-    key(w, "expectedHigh");
-    num(w, o.expected_high);
+    number("historicalVolatility", o.historical_volatility);
+    number("expectedMove", o.expected_move);
+    number("expectedMoveDays", o.expected_move_days);
+    number("expectedLow", o.expected_low);
+    number("expectedHigh", o.expected_high);
   }
   w.EndObject();
   return std::string(buf.GetString(), buf.GetSize());
