@@ -213,6 +213,11 @@ void AmqpSession::reject(uint64_t delivery_tag, bool requeue) {
   if (rc != AMQP_STATUS_OK) throw AmqpError(std::string("reject failed: ") + amqp_error_string2(rc));
 }
 
+void AmqpSession::return_upto(uint64_t delivery_tag) {
+  int rc = amqp_basic_nack(conn_, kConsumeChannel, delivery_tag, 1, 1);
+  if (rc != AMQP_STATUS_OK) throw AmqpError(std::string("nack failed: ") + amqp_error_string2(rc));
+}
+
 uint64_t AmqpSession::publish(const std::string& exchange, const std::string& routing_key,
                               const amqp_basic_properties_t& props, std::string_view body, bool mandatory) {
   int rc = amqp_basic_publish(conn_, kPublishChannel, as_bytes(exchange), as_bytes(routing_key), mandatory ? 1 : 0,

@@ -470,6 +470,20 @@ Route replay_route(const AmqpSession::GotMessage& m, const QueueSpec& dlq) {
   return Route{"", dlq.work_queue};
 }
 
+// Gives back the messages looked at but not acked and waits (bounded) until the queue
+// shows them again: a quorum queue requeues asynchronously, and an operator running
+// `dlq list` right after `dlq show` must not see dead letters missing.
+void return_and_settle(AmqpSession& session, const std::string& queue, uint64_t last_tag, uint32_t expected_depth) {
+  if (last_tag == 0) return;
+  session.return_upto(last_tag);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto depth = session.queue_depth(queue);
+    if (!depth || *depth >= expected_depth) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
   Args a = parse_args(argv, {"count", "id"}, {"all"});
   const std::string sub = a.positional.empty() ? "" : a.positional[0];
@@ -512,7 +526,8 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
       std::printf("%s\n", message_json(*m).c_str());
       tags.push_back(m->delivery_tag);
     }
-    // Closing the connection returns every message we looked at, in its place.
+    std::fflush(stdout);
+    return_and_settle(*session, dlq.name, tags.empty() ? 0 : tags.back(), *depth);
     session->close();
     if (tags.empty()) std::fprintf(stderr, "%s is empty\n", dlq.name.c_str());
     return 0;
@@ -528,11 +543,15 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
   session->confirm_select();
   uint64_t replayed = 0;
   uint64_t seen = 0;
+  uint64_t last_skipped = 0;
   while (replayed < want && seen < *depth) {
     auto m = session->get(dlq.name);
     if (!m) break;
     ++seen;
-    if (!only_id.empty() && m->properties.message_id() != only_id) continue;  // returned on close
+    if (!only_id.empty() && m->properties.message_id() != only_id) {
+      last_skipped = m->delivery_tag;  // given back below
+      continue;
+    }
     Route route = replay_route(*m, dlq);
     FieldTable headers;
     if (const amqp_table_t* h = m->properties.headers()) {
@@ -554,6 +573,7 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
                 std::string(m->properties.message_id()).c_str(),
                 route.exchange.empty() ? "(default)" : route.exchange.c_str(), route.routing_key.c_str());
   }
+  return_and_settle(*session, dlq.name, last_skipped, static_cast<uint32_t>(*depth - replayed));
   session->close();
   if (!only_id.empty() && replayed == 0) {
     std::fprintf(stderr, "eventctl: no message with message_id '%s' in %s\n", only_id.c_str(), dlq.name.c_str());

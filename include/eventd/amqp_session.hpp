@@ -70,6 +70,9 @@ class AmqpSession {
   std::optional<GotMessage> get(const std::string& queue);
   void ack(uint64_t delivery_tag);
   void reject(uint64_t delivery_tag, bool requeue);
+  // basic.nack with multiple + requeue: every unacked message up to the tag goes back
+  // to its queue, in its place.
+  void return_upto(uint64_t delivery_tag);
 
   // Publishes on the publish channel with confirms (confirm_select first) and waits
   // for the broker's answer. Throws AmqpError when nacked, unroutable (mandatory) or
