@@ -8,6 +8,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "eventd/handlers/rules_lua.hpp"
 #include "eventd/log.hpp"
 
 namespace eventd {
@@ -18,11 +19,9 @@ namespace {
 constexpr const char* kTakeToken = R"lua(
 local function take_token(key, now, per_minute, burst)
   local b = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens = tonumber(b[1]) or burst
-  local ts = tonumber(b[2]) or now
-  if now > ts then tokens = math.min(burst, tokens + (now - ts) * per_minute / 60000) end
-  if tokens < 1 then return math.ceil((1 - tokens) * 60000 / per_minute) end
-  redis.call('HSET', key, 'tokens', tokens - 1, 'ts', math.max(now, ts))
+  local wait, tokens, ts = bucket_take(tonumber(b[1]), tonumber(b[2]), now, per_minute, burst)
+  if wait > 0 then return wait end
+  redis.call('HSET', key, 'tokens', exact(tokens), 'ts', exact(ts))
   redis.call('PEXPIRE', key, math.ceil(burst * 60000 / per_minute) + 60000)
   return 0
 end
@@ -96,8 +95,8 @@ NotificationHandler::NotificationHandler(uv_loop_t* loop, RedisClient& redis, co
       notify_(config.notify),
       ttl_(std::to_string(config.idempotency_ttl_sec)),
       curl_(loop),
-      stream_script_(redis.add_script(std::string(kTakeToken) + kStreamScript)),
-      lease_script_(redis.add_script(std::string(kTakeToken) + kLeaseScript)) {
+      stream_script_(redis.add_script(std::string(kRulesLua) + kTakeToken + kStreamScript)),
+      lease_script_(redis.add_script(std::string(kRulesLua) + kTakeToken + kLeaseScript)) {
   CircuitBreakerConfig breaker{config.notify.breaker_failures, config.notify.breaker_open_ms, 1};
   for (const char* name : {"push", "email", "discord"}) {
     const ChannelSink* cfg = config.notify.sink_for(name);

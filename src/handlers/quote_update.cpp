@@ -7,6 +7,7 @@
 
 #include "eventd/dispatcher.hpp"
 #include "eventd/handlers/outbox_lua.hpp"
+#include "eventd/handlers/rules_lua.hpp"
 
 namespace eventd {
 namespace {
@@ -39,23 +40,16 @@ end
 redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
 local fired = {}
-local function percent(p, c)
-  local close = p - c
-  if close ~= 0 then return c / close * 100 end
-  return nil
-end
-local function exact(x) return string.format('%.17g', x) end
 -- Rules whose threshold the move from `from` to `to` crossed into.
 local function crossed(condition, from, to, upward)
-  local key = KEYS[4] .. ':' .. condition
-  if upward and to > from then return redis.call('ZRANGEBYSCORE', key, exact(from), '(' .. exact(to)) end
-  if not upward and to < from then return redis.call('ZRANGEBYSCORE', key, '(' .. exact(to), exact(from)) end
-  return {}
+  local min, max = crossed_range(from, to, upward)
+  if not min then return {} end
+  return redis.call('ZRANGEBYSCORE', KEYS[4] .. ':' .. condition, min, max)
 end
 if newest and previous[2] then
   local before_price, before_change = tonumber(previous[2]), tonumber(previous[3])
   local checks = {{'price_above', before_price, price, true}, {'price_below', before_price, price, false}}
-  local before_pct, pct = percent(before_price, before_change), percent(price, change)
+  local before_pct, pct = change_percent(before_price, before_change), change_percent(price, change)
   if before_pct and pct then
     checks[3] = {'change_pct_above', before_pct, pct, true}
     checks[4] = {'change_pct_below', before_pct, pct, false}
@@ -69,8 +63,7 @@ if newest and previous[2] then
           local r = cjson.decode(spec)
           local state_key = 'eventd:rulestate:' .. r.userId
           local field = tostring(r.alertId)
-          local last = tonumber(redis.call('HGET', state_key, field)) or -1
-          if last < 0 or ts - last >= (r.cooldownSec or 0) * 1000 then
+          if cooldown_over(tonumber(redis.call('HGET', state_key, field)), ts, r.cooldownSec) then
             redis.call('HSET', state_key, field, ARGV[4])
             local alert = {type = 'alert_triggered', timestamp = ts, userId = r.userId, alertId = r.alertId,
                            symbol = ARGV[6], condition = r.condition, threshold = r.threshold, currentValue = c[3]}
@@ -122,7 +115,7 @@ HandlerResult script_result(const redisReply* reply) {
 
 QuoteUpdateHandler::QuoteUpdateHandler(RedisClient& redis, const Config& config)
     : redis_(redis),
-      script_(redis.add_script(std::string(kOutboxLua) + kScript)),
+      script_(redis.add_script(std::string(kOutboxLua) + kRulesLua + kScript)),
       ttl_(std::to_string(config.idempotency_ttl_sec)),
       history_length_(std::to_string(config.quote_history_length)) {}
 
