@@ -225,7 +225,7 @@ void Dispatcher::finish(JobIt job, HandlerResult result) {
       int64_t deferrals = 0;
       table_get_int(job->delivery.properties.headers(), "x-defer-count", deferrals);
       uint32_t delay = retry_.queue_delay_at_least(result.delay_ms);
-      if (delay == 0 || deferrals >= RetryPolicy::kMaxDeferrals) {
+      if (deferrals >= RetryPolicy::kMaxDeferrals) {
         dead_letter(job, result.error);
       } else {
         retry(job, result.error, delay, true);

@@ -35,8 +35,10 @@ uint32_t RetryPolicy::delay_ms(uint32_t retry_count) const {
 
 std::vector<uint32_t> RetryPolicy::distinct_delays() const {
   std::vector<uint32_t> delays;
-  // Retries happen after runs 1 .. max_attempts-1.
-  for (uint32_t n = 0; n + 1 < config_.max_attempts; ++n) {
+  // Retries happen after runs 1 .. max_attempts-1. Deferrals (rate limit, open
+  // circuit) use up no attempt and wait in these queues too, so there is always one,
+  // even when max attempts 1 means a failure is never retried.
+  for (uint32_t n = 0; n == 0 || n + 1 < config_.max_attempts; ++n) {
     uint32_t d = delay_ms(n);
     if (delays.empty() || delays.back() != d) delays.push_back(d);
     if (d >= config_.max_delay_ms) break;
@@ -65,7 +67,6 @@ RetryPolicy::Decision RetryPolicy::decide(const ProcessingError& error, uint32_t
 
 uint32_t RetryPolicy::queue_delay_at_least(uint32_t wanted_ms) const {
   std::vector<uint32_t> delays = distinct_delays();
-  if (delays.empty()) return 0;
   for (uint32_t d : delays) {
     if (d >= wanted_ms) return d;
   }

@@ -20,7 +20,8 @@ class RetryPolicy {
   // already happened: initial * multiplier^retry_count, capped at max_delay.
   uint32_t delay_ms(uint32_t retry_count) const;
 
-  // Every distinct delay a message can wait, ascending: one TTL queue each.
+  // Every distinct delay a message can wait, ascending: one TTL queue each. Never
+  // empty: deferrals wait there even when failures are never retried.
   std::vector<uint32_t> distinct_delays() const;
 
   struct Decision {
@@ -37,7 +38,7 @@ class RetryPolicy {
   uint32_t max_attempts() const { return config_.max_attempts; }
 
   // The retry queue delay to wait at least `wanted_ms` (the shortest one that long,
-  // else the longest); 0 when there are no retry queues (max attempts 1).
+  // else the longest).
   uint32_t queue_delay_at_least(uint32_t wanted_ms) const;
   // Deferrals (rate limit, open circuit) use up no attempt but are bounded, so a
   // message cannot wait forever: past this many it is dead-lettered.

@@ -452,8 +452,9 @@ def test_circuit_breaker_defers_then_delivers_everything(fx):
 def test_rate_limit_defers_without_dropping(fx):
     d = fx.start_daemon(domain_config(fx, None, {
         "log": {"level": "debug"},
-        # Deferrals use up no attempt: with 2 attempts, counting them would dead-letter.
-        "retry": {"initialDelayMs": 200, "maxDelayMs": 1600, "maxAttempts": 2},
+        # Deferrals use up no attempt: with maxAttempts 1 (a failure is never retried)
+        # they still wait in a retry queue, and counting them would dead-letter.
+        "retry": {"initialDelayMs": 200, "maxDelayMs": 1600, "maxAttempts": 1},
         "notify": {"rateLimit": {"perMinute": 60, "burst": 2}}}))
     publish_notification(fx, d, "rl", "push", "rate", "limited", count=5)
     wait_until(lambda: len(stream("rl")) >= 2, 2, what="the first two notifications (burst 2), at once")

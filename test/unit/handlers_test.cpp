@@ -81,5 +81,5 @@ TEST_CASE("retry_policy: deferrals wait in the shortest retry queue that is long
   CHECK(p.queue_delay_at_least(60000) == 8000);
   RetryConfig one;
   one.max_attempts = 1;
-  CHECK(RetryPolicy(one).queue_delay_at_least(5) == 0);
+  CHECK(RetryPolicy(one).queue_delay_at_least(5) == 1000);  // never retried, still deferrable
 }

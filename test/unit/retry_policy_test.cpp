@@ -57,12 +57,14 @@ TEST_CASE("retry_policy: non-retryable errors dead-letter at once with their own
   CHECK(d.error.message == "/price: must be > 0");
 }
 
-TEST_CASE("retry_policy: max attempts 1 never retries") {
+TEST_CASE("retry_policy: max attempts 1 never retries, but deferrals still have a queue to wait in") {
   RetryConfig c;
   c.max_attempts = 1;
+  c.initial_delay_ms = 1000;
   RetryPolicy p(c);
-  CHECK(p.distinct_delays().empty());
-  CHECK_FALSE(p.decide(ProcessingError::transient(ErrorCode::RateLimit, "slow down"), 0).retry);
+  CHECK_FALSE(p.decide(ProcessingError::transient(ErrorCode::DownstreamError, "503"), 0).retry);
+  CHECK(p.distinct_delays() == std::vector<uint32_t>{1000});
+  CHECK(p.queue_delay_at_least(30000) == 1000);
 }
 
 TEST_CASE("retry_policy: expiry is measured from the body timestamp") {
