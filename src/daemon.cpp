@@ -41,7 +41,9 @@ class Daemon {
     dispatcher_.register_handler("alert_triggered", std::make_unique<AlertTriggeredHandler>(redis_, config));
     dispatcher_.register_handler("analysis_request", std::make_unique<AnalysisRequestHandler>(redis_, config));
     dispatcher_.register_handler("analysis_complete", std::make_unique<AnalysisCompleteHandler>(redis_, config));
-    dispatcher_.register_handler("notification", std::make_unique<NotificationHandler>(loop, redis_, config));
+    auto notifications = std::make_unique<NotificationHandler>(loop, redis_, config);
+    notifications_ = notifications.get();  // owned by the dispatcher, which outlives every use here
+    dispatcher_.register_handler("notification", std::move(notifications));
     dispatcher_.on_idle = [this] {
       if (draining_) finish_drain();
     };
@@ -106,6 +108,7 @@ class Daemon {
     metrics_.redis_up = redis_.up();
     metrics_.amqp_reconnects = amqp_.reconnects();
     metrics_.redis_reconnects = redis_.reconnects();
+    metrics_.sink_circuits = notifications_->circuit_states(static_cast<int64_t>(uv_now(loop_)));
   }
 
   void close_handles() {
@@ -220,6 +223,7 @@ class Daemon {
   RedisClient redis_;
   AmqpConnection amqp_;
   Dispatcher dispatcher_;
+  NotificationHandler* notifications_ = nullptr;  // observer: for the breaker metrics
   HttpServer http_;
   static constexpr uint64_t kAckSettleMs = 500;
   uint64_t acks_at_drain_ = 0;

@@ -405,7 +405,8 @@ void Dispatcher::retry(JobIt job, const ProcessingError& error, uint32_t delay_m
                 {"type", job->type}, {"queue", d.queue}, {"retry", deferral ? job->retry_count : job->retry_count + 1}, {"delay_ms", delay_ms},
                 {"code", error_code_name(error.code)}, {"error", error.message}});
   }
-  send_copy(job, retry_queue_name(d.queue, delay_ms), out.props, &MessageCounters::retried);
+  send_copy(job, retry_queue_name(d.queue, delay_ms), out.props,
+            deferral ? &MessageCounters::deferred : &MessageCounters::retried);
 }
 
 void Dispatcher::send_copy(JobIt job, const std::string& queue, const amqp_basic_properties_t& props,

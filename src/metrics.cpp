@@ -74,10 +74,13 @@ std::string Metrics::render() const {
   out.reserve(4096);
   counter_family(out, "eventd_messages_consumed_total", "Messages delivered to eventd.", counters_,
                  &MessageCounters::consumed);
-  counter_family(out, "eventd_messages_acked_total", "Messages acknowledged after their effects were recorded.",
+  counter_family(out, "eventd_messages_acked_total", "Deliveries acknowledged: effects recorded, or a copy confirmed in a retry or dead-letter queue.",
                  counters_, &MessageCounters::acked);
   counter_family(out, "eventd_messages_retried_total", "Messages sent to a delayed-retry queue.", counters_,
                  &MessageCounters::retried);
+  counter_family(out, "eventd_messages_deferred_total",
+                 "Messages that waited in a retry queue without using an attempt (rate limit, open circuit).",
+                 counters_, &MessageCounters::deferred);
   counter_family(out, "eventd_messages_dead_lettered_total", "Messages sent to a dead-letter queue.", counters_,
                  &MessageCounters::dead_lettered);
   counter_family(out, "eventd_messages_duplicate_total", "Redelivered or republished duplicates acked unapplied.",
@@ -107,6 +110,15 @@ std::string Metrics::render() const {
   out += "# HELP eventd_reconnects_total Reconnect attempts by peer.\n# TYPE eventd_reconnects_total counter\n";
   out += "eventd_reconnects_total{peer=\"amqp\"} " + std::to_string(amqp_reconnects) + '\n';
   out += "eventd_reconnects_total{peer=\"redis\"} " + std::to_string(redis_reconnects) + '\n';
+  // One series per state, 1 for the current one: alerts can match state="open".
+  out += "# HELP eventd_sink_circuit_state Circuit breaker of each channel's sink (1 = the state it is in).\n"
+         "# TYPE eventd_sink_circuit_state gauge\n";
+  for (const auto& [channel, state] : sink_circuits) {
+    for (CircuitState s : {CircuitState::Closed, CircuitState::Open, CircuitState::HalfOpen}) {
+      out += "eventd_sink_circuit_state{channel=\"" + label(channel) + "\",state=\"" +
+             std::string(circuit_state_name(s)) + "\"} " + (s == state ? "1" : "0") + '\n';
+    }
+  }
   return out;
 }
 

@@ -9,12 +9,15 @@
 #include <string_view>
 #include <utility>
 
+#include "eventd/circuit_breaker.hpp"
+
 namespace eventd {
 
 struct MessageCounters {
   uint64_t consumed = 0;
   uint64_t acked = 0;
   uint64_t retried = 0;
+  uint64_t deferred = 0;  // waited in a retry queue without using an attempt
   uint64_t dead_lettered = 0;
   uint64_t duplicates = 0;
 };
@@ -46,6 +49,8 @@ class Metrics {
   bool consuming = false;
   uint64_t amqp_reconnects = 0;
   uint64_t redis_reconnects = 0;
+  // channel -> state of its sink's circuit breaker (file and webhook sinks).
+  std::map<std::string, CircuitState, std::less<>> sink_circuits;
 
   std::string render() const;
 

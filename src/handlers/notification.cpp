@@ -117,6 +117,14 @@ NotificationHandler::NotificationHandler(uv_loop_t* loop, RedisClient& redis, co
   }
 }
 
+std::map<std::string, CircuitState, std::less<>> NotificationHandler::circuit_states(int64_t now_ms) const {
+  std::map<std::string, CircuitState, std::less<>> out;
+  for (const auto& [name, channel] : channels_) {
+    if (channel.kind != SinkKind::Redis) out.emplace(name, channel.breaker.state(now_ms));
+  }
+  return out;
+}
+
 void NotificationHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
   const std::string name = field(body, "channel");

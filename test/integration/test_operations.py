@@ -199,6 +199,50 @@ def test_health_and_readiness_follow_redis(fx):
 test_health_and_readiness_follow_redis.timeout = 150
 
 
+def test_metrics_show_deferrals_and_the_sink_circuit(fx):
+    hook = WebhookServer(fx, status=503)
+    d, port = http_daemon(fx, {
+        "retry": {"initialDelayMs": 200, "maxDelayMs": 800, "maxAttempts": 10},
+        "notify": {"channels": {"discord": {"sink": "webhook", "url": hook.url},
+                                "email": {"sink": "file", "path": os.path.join(fx.tmp, "mail", "e.jsonl")}},
+                   "circuitBreaker": {"failureThreshold": 2, "openTimeoutMs": 1500}}})
+    s = scrape(port)
+    assert metric(s, "eventd_sink_circuit_state", channel="discord", state="closed") == 1, s
+    assert metric(s, "eventd_sink_circuit_state", channel="email", state="closed") == 1, s
+    assert metric(s, "eventd_sink_circuit_state", channel="push", state="closed") is None, \
+        "the redis sink has no breaker, yet a series is shown for it"
+    bodies = {f"circuit-{i}" for i in range(4)}
+    for b in sorted(bodies):
+        rc, out, err = d.eventctl("publish", "notification",
+                                  json.dumps({"userId": "mx", "channel": "discord", "title": "t", "body": b}))
+        assert rc == 0, err
+    q = {"queue": "eventd.notify.discord", "type": "notification"}
+    wait_until(lambda: metric(scrape(port), "eventd_sink_circuit_state", channel="discord", state="open") == 1,
+               15, 0.05, what="eventd_sink_circuit_state{channel=discord,state=open} 1")
+    wait_metric(port, "eventd_messages_deferred_total", 1, **q)
+    s = scrape(port)
+    assert metric(s, "eventd_sink_circuit_state", channel="email", state="closed") == 1, "email's breaker moved"
+    assert metric(s, "eventd_messages_retried_total", **q) >= 2, "the two failures that opened it were not retries"
+
+    hook.status = 200
+    def delivered():
+        return {p.json["content"].split("\n", 1)[1] for p in hook.snapshot() if p.status == 200}
+    wait_until(lambda: delivered() >= bodies, 30, 0.1, what="all four notifications delivered")
+    wait_until(lambda: metric(scrape(port), "eventd_sink_circuit_state", channel="discord", state="closed") == 1,
+               10, what="the discord circuit closed again")
+    # Every delivery is acked once its copy sits in a retry queue, or once delivered.
+    def settled(s):
+        return (metric(s, "eventd_messages_acked_total", **q) - metric(s, "eventd_messages_retried_total", **q)
+                - metric(s, "eventd_messages_deferred_total", **q))
+    wait_until(lambda: settled(scrape(port)) >= 4, 10, what="four deliveries acked as delivered")
+    wait_until(lambda: metric(scrape(port), "eventd_in_flight_messages") == 0, 10, what="in-flight back to 0")
+    s = scrape(port)
+    assert settled(s) == 4, f"{settled(s)} deliveries acked as delivered, expected 4: {s}"
+    assert len([p for p in hook.snapshot() if p.status == 200]) == 4, "a notification was POSTed twice"
+    assert metric(s, "eventd_messages_dead_lettered_total", **q) in (None, 0)
+    assert d.stop() == 0
+
+
 # ---------------------------------------------------------------- eventctl dlq
 
 def test_dlq_list_show_replay_purge(fx):

@@ -195,3 +195,19 @@ TEST_CASE("metrics: Prometheus text with labels, histogram buckets cumulative") 
   CHECK(text.find("eventd_redis_up 1\n") != std::string::npos);
   CHECK(text.find("eventd_amqp_up 0\n") != std::string::npos);
 }
+
+TEST_CASE("metrics: deferrals apart from retries; one series per breaker state, 1 for the current one") {
+  Metrics m;
+  m.counters("eventd.notify.discord", "notification").deferred = 3;
+  m.sink_circuits = {{"discord", CircuitState::Open}, {"email", CircuitState::Closed}};
+  std::string text = m.render();
+  CHECK(text.find("eventd_messages_deferred_total{queue=\"eventd.notify.discord\",type=\"notification\"} 3\n") !=
+        std::string::npos);
+  CHECK(text.find("eventd_messages_retried_total{queue=\"eventd.notify.discord\",type=\"notification\"} 0\n") !=
+        std::string::npos);
+  CHECK(text.find("eventd_sink_circuit_state{channel=\"discord\",state=\"open\"} 1\n") != std::string::npos);
+  CHECK(text.find("eventd_sink_circuit_state{channel=\"discord\",state=\"closed\"} 0\n") != std::string::npos);
+  CHECK(text.find("eventd_sink_circuit_state{channel=\"discord\",state=\"half_open\"} 0\n") != std::string::npos);
+  CHECK(text.find("eventd_sink_circuit_state{channel=\"email\",state=\"closed\"} 1\n") != std::string::npos);
+  CHECK(text.find("# TYPE eventd_sink_circuit_state gauge\n") != std::string::npos);
+}

@@ -28,6 +28,8 @@ class NotificationHandler : public Handler {
  public:
   NotificationHandler(uv_loop_t* loop, RedisClient& redis, const Config& config);
   void handle(const Message& message, HandlerDone done) override;
+  // Each channel with a breaker (file and webhook sinks) and its state at now_ms.
+  std::map<std::string, CircuitState, std::less<>> circuit_states(int64_t now_ms) const;
 
  private:
   struct Channel {
