@@ -497,6 +497,38 @@ def test_systemd_unit_verifies(fx):
     assert p.returncode == 0, p.stderr
 
 
+def test_meson_install_puts_everything_in_place(fx):
+    # What `meson install` gives an operator: binaries, unit, schemas, /etc/eventd config,
+    # and a unit whose commands name the installed files.
+    dest = os.path.join(fx.tmp, "dest")
+    p = subprocess.run(["meson", "install", "-C", BUILD_DIR, "--no-rebuild", "--quiet", "--destdir", dest],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, f"meson install exited {p.returncode}: {p.stderr[-800:]}"
+    unit_path = os.path.join(dest, "usr/local/lib/systemd/system/eventd.service")
+    expected = ["usr/local/bin/eventd", "usr/local/bin/eventctl", "etc/eventd/eventd.jsonc", unit_path] + \
+        [f"usr/local/share/eventd/schemas/{t}.schema.json"
+         for t in ("config", "monitor", "quote_update", "alert_triggered", "analysis_request", "analysis_complete",
+                   "notification")]
+    missing = [f for f in expected if not os.path.isfile(os.path.join(dest, f))]
+    assert not missing, f"meson install did not install {missing}"
+    for binary in ("eventd", "eventctl"):
+        assert os.access(os.path.join(dest, "usr/local/bin", binary), os.X_OK), f"{binary} is not executable"
+    with open(unit_path) as f:
+        unit = f.read()
+    commands = re.findall(r"^ExecStart(?:Pre)?=(\S+)(.*)$", unit, re.M)
+    assert len(commands) == 2, f"expected ExecStartPre and ExecStart in the unit: {commands}"
+    for program, rest in commands:
+        installed = os.path.join(dest, program.lstrip("/"))
+        assert os.path.isfile(installed), f"the unit runs {program}, which meson did not install"
+        config = rest.split()[-1]
+        assert os.path.isfile(os.path.join(dest, config.lstrip("/"))), f"the unit reads {config}: not installed"
+    # The installed binary accepts the installed config (the unit's ExecStartPre).
+    p = subprocess.run([os.path.join(dest, "usr/local/bin/eventd"), "--check-config",
+                        os.path.join(dest, "etc/eventd/eventd.jsonc")],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+
+
 def test_systemd_unit_lets_eventd_write_its_email_spool(fx):
     # The default config spools email notifications to a file under /var/lib/eventd; the
     # unit runs as a DynamicUser with ProtectSystem=strict, so that directory must be
