@@ -634,30 +634,30 @@ constexpr const char* kRuleIndexLua = R"lua(
 local conditions = {'price_above', 'price_below', 'change_pct_above', 'change_pct_below'}
 local function unindex(user, spec)
   for _, r in ipairs(cjson.decode(spec).rules) do
-    local member = user .. ':' .. tostring(r.alertId)
+    local member = user .. ':' .. string.format('%d', r.alertId)
     redis.call('HDEL', 'eventd:rules:' .. r.symbol, member)
-    for _, c in ipairs(conditions) do redis.call('ZREM', 'eventd:rules:' .. r.symbol .. ':' .. c, member) end
+    for _, c in ipairs(conditions) do redis.call('ZREM', 'eventd:ruleidx:' .. c .. ':' .. r.symbol, member) end
   end
 end
 )lua";
 
 // Replaces the user's monitor and its rules in the per-symbol index, atomically.
-// ARGV: userId, spec, channels JSON, checkIntervalMs, now, then (symbol, alertId, rule JSON)...
+// ARGV: userId, spec, channels JSON, checkIntervalMs, now, then per rule: symbol,
+// alertId, condition, threshold (exact), "<cooldownSec> <alert fields JSON>".
 constexpr const char* kMonitorStartScript = R"lua(
 local user = ARGV[1]
 local old = redis.call('HGET', KEYS[1], 'spec')
 if old then unindex(user, old) end
-for i = 6, #ARGV, 3 do
+for i = 6, #ARGV, 5 do
   local member = user .. ':' .. ARGV[i + 1]
-  local rule = cjson.decode(ARGV[i + 2])
-  redis.call('HSET', 'eventd:rules:' .. ARGV[i], member, ARGV[i + 2])
-  redis.call('ZADD', 'eventd:rules:' .. ARGV[i] .. ':' .. rule.condition, string.format('%.17g', rule.threshold), member)
+  redis.call('HSET', 'eventd:rules:' .. ARGV[i], member, ARGV[i + 4])
+  redis.call('ZADD', 'eventd:ruleidx:' .. ARGV[i + 2] .. ':' .. ARGV[i], ARGV[i + 3], member)
 end
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[1], 'status', 'running', 'spec', ARGV[2], 'channels', ARGV[3],
            'checkIntervalMs', ARGV[4], 'updatedAt', ARGV[5])
 redis.call('SADD', KEYS[2], user)
-return (#ARGV - 5) / 3
+return (#ARGV - 5) / 5
 )lua";
 
 // Stops a monitor: its rules leave the index; the spec stays for status and restart.
@@ -743,16 +743,21 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
                          " is used by an earlier rule; alert ids must be unique");
       }
       seen.push_back(id);
+      // The fields the quote script puts into alert_triggered as they are: exact.
       rapidjson::Document rule(rapidjson::kObjectType);
       auto& al = rule.GetAllocator();
       rule.AddMember("userId", rapidjson::Value(user.c_str(), al), al);
       rule.AddMember("alertId", rapidjson::Value(id), al);
       rule.AddMember("condition", rapidjson::Value(r["condition"], al), al);
       rule.AddMember("threshold", rapidjson::Value(r["threshold"], al), al);
-      rule.AddMember("cooldownSec", rapidjson::Value(r.HasMember("cooldownSec") ? r["cooldownSec"].GetInt64() : 0), al);
+      char score[32];
+      std::snprintf(score, sizeof score, "%.17g", r["threshold"].GetDouble());
       args.push_back(r["symbol"].GetString());
       args.push_back(std::to_string(id));
-      args.push_back(to_json(rule));
+      args.push_back(r["condition"].GetString());
+      args.push_back(score);
+      args.push_back(std::to_string(r.HasMember("cooldownSec") ? r["cooldownSec"].GetInt64() : 0) + " " +
+                     to_json(rule));
     }
     BlockingRedis redis(config.redis);
     redis.run(args);

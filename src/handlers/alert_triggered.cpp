@@ -12,24 +12,19 @@ namespace eventd {
 namespace {
 
 // KEYS: idempotency, alert history, monitor hash, outbox.
-// ARGV: ttl, alert JSON, history length, title, text, correlation id.
-// The idempotency key is written last (see quote_update.cpp for why).
+// ARGV: ttl, alert JSON, history length, notification JSON up to its channel value.
+// Reads and decides first, then writes (see quote_update.cpp for why); the
+// notification is assembled around the alert as received, so nothing in it is re-encoded.
 constexpr const char* kScript = R"lua(
 local seen = already_seen(KEYS[4])
 if seen then return seen end
-redis.call('LPUSH', KEYS[2], ARGV[2])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 local out = {}
 local channels = redis.call('HGET', KEYS[3], 'channels')
 if channels then
-  local alert = cjson.decode(ARGV[2])
-  for _, channel in ipairs(cjson.decode(channels)) do
-    local n = {type = 'notification', timestamp = alert.timestamp, userId = alert.userId, channel = channel,
-               kind = 'alert', title = ARGV[4], body = ARGV[5], data = alert}
-    if ARGV[6] ~= '' then n.correlationId = ARGV[6] end
-    out[#out + 1] = cjson.encode(n)
-  end
+  for _, channel in ipairs(cjson.decode(channels)) do out[#out + 1] = ARGV[4] .. cjson.encode(channel) .. '}' end
 end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 return settle(KEYS[4], out)
 )lua";
 
@@ -68,15 +63,49 @@ AlertTriggeredHandler::AlertTriggeredHandler(RedisClient& redis, const Config& c
 
 void AlertTriggeredHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
-  rapidjson::StringBuffer buf;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-  body.Accept(w);
-  std::string user = str(body, "userId");
+  rapidjson::StringBuffer alert;
+  {
+    rapidjson::Writer<rapidjson::StringBuffer> w(alert);
+    body.Accept(w);
+  }
+  const std::string user = str(body, "userId");
+  const std::string correlation = str(body, "correlationId");
+  // One notification per channel of the monitor: everything but the channel, which the
+  // script appends ("channel":"<name>"}).
+  rapidjson::StringBuffer head;
+  {
+    rapidjson::Writer<rapidjson::StringBuffer> w(head);
+    w.StartObject();
+    w.Key("type");
+    w.String("notification");
+    w.Key("timestamp");
+    w.Int64(message.timestamp_ms);
+    w.Key("userId");
+    w.String(user.data(), static_cast<rapidjson::SizeType>(user.size()));
+    w.Key("kind");
+    w.String("alert");
+    const std::string title = alert_title(body), text = alert_text(body);
+    w.Key("title");
+    w.String(title.data(), static_cast<rapidjson::SizeType>(title.size()));
+    w.Key("body");
+    w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+    if (!correlation.empty()) {
+      w.Key("correlationId");
+      w.String(correlation.data(), static_cast<rapidjson::SizeType>(correlation.size()));
+    }
+    w.Key("data");
+    w.RawValue(alert.GetString(), alert.GetSize(), rapidjson::kObjectType);
+    w.Key("channel");
+    w.Null();  // a placeholder, cut off below: the Writer needs a value to stay valid
+    w.EndObject();
+  }
+  std::string_view prefix(head.GetString(), head.GetSize());
+  prefix.remove_suffix(std::string_view("null}").size());
   bool sent = redis_.eval(script_,
                           {message.idempotency_key, alerts_key(user), "eventd:monitor:" + user,
                            outbox_key(message.idempotency_key)},
-                          {ttl_, std::string_view(buf.GetString(), buf.GetSize()), std::to_string(kAlertHistoryLength),
-                           alert_title(body), alert_text(body), str(body, "correlationId")},
+                          {ttl_, std::string_view(alert.GetString(), alert.GetSize()),
+                           std::to_string(kAlertHistoryLength), prefix},
                           [done](const redisReply* reply) { done(script_result(reply)); });
   if (!sent) done(HandlerResult::redis_unavailable());
 }

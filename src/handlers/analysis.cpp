@@ -33,7 +33,6 @@ return settle(KEYS[2], {unpack(ARGV, 2)})
 constexpr const char* kCompleteScript = R"lua(
 local seen = already_seen(KEYS[4])
 if seen then return seen end
-redis.call('SET', KEYS[2], ARGV[2])
 local out = {}
 local channels = redis.call('HGET', KEYS[3], 'channels')
 if channels then
@@ -44,6 +43,7 @@ if channels then
     out[#out + 1] = cjson.encode(n)
   end
 end
+redis.call('SET', KEYS[2], ARGV[2])  -- after every read (see quote_update.cpp)
 return settle(KEYS[4], out)
 )lua";
 

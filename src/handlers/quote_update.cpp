@@ -12,69 +12,76 @@
 namespace eventd {
 namespace {
 
-// KEYS: idempotency, quote hash, history list, rule index of the symbol, outbox.
+// KEYS: idempotency, quote hash, history list, rule specs of the symbol, outbox.
 // ARGV: ttl, price, change, timestamp, history length, symbol, correlation id.
 //
-// Redis does not roll a script back when a command in it fails (e.g. WRONGTYPE), so
-// the idempotency key is written last: a failed run leaves no key, and its retry
-// applies the effects (the hash write is idempotent, the push ran not at all).
+// Redis does not roll a script back when a command in it fails (e.g. WRONGTYPE), and a
+// retry of a half-applied quote would see itself as the previous quote and lose its
+// alerts. So the script reads and decides first, then writes, starting with the one
+// write whose key it has not read (the history list): a failed run has written nothing.
+// The idempotency key is written last.
 //
 // Rules of running monitors (written by `eventctl monitor start`) are indexed per
-// symbol and condition in sorted sets scored by threshold
-// (eventd:rules:<SYMBOL>:<condition>), with each rule's JSON in eventd:rules:<SYMBOL>.
-// Only the newest quote of a symbol (by timestamp) is evaluated, against the previous
-// newest one: a rule fires when the move crossed into its condition (price_above T:
-// previous <= T < new), not on every quote beyond it, so one range query per
-// condition finds exactly the rules crossed, whatever the number of monitors. The
-// first quote of a symbol only sets the reference. A fired rule stays quiet for its
-// cooldown (quote time; eventd:rulestate:<user>, field alertId = last fired ms).
+// condition and symbol in sorted sets scored by threshold
+// (eventd:ruleidx:<condition>:<SYMBOL>), with each rule in eventd:rules:<SYMBOL> as
+// "<cooldownSec> <alert fields JSON>". Only the newest quote of a symbol (by timestamp)
+// is evaluated, against the previous newest one: a rule fires when the move crossed
+// into its condition (price_above T: previous <= T < new), not on every quote beyond
+// it, so one range query per condition finds exactly the rules crossed, whatever the
+// number of monitors. The first quote of a symbol only sets the reference. A fired rule
+// stays quiet for its cooldown (quote time; eventd:rulestate:<user>, field alertId =
+// last fired ms). The alert is assembled from the stored fields as eventctl wrote them,
+// so ids and thresholds reach alert_triggered exactly.
 constexpr const char* kScript = R"lua(
 local seen = already_seen(KEYS[5])
 if seen then return seen end
 local price, change, ts = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local previous = redis.call('HMGET', KEYS[2], 'timestamp', 'price', 'change')
 local newest = (not previous[1]) or tonumber(previous[1]) <= ts
-if newest then
-  redis.call('HSET', KEYS[2], 'price', ARGV[2], 'change', ARGV[3], 'timestamp', ARGV[4])
-end
-redis.call('RPUSH', KEYS[3], ARGV[2])
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
-local fired = {}
 -- Rules whose threshold the move from `from` to `to` crossed into.
 local function crossed(condition, from, to, upward)
   local min, max = crossed_range(from, to, upward)
   if not min then return {} end
-  return redis.call('ZRANGEBYSCORE', KEYS[4] .. ':' .. condition, min, max)
+  return redis.call('ZRANGEBYSCORE', 'eventd:ruleidx:' .. condition .. ':' .. ARGV[6], min, max)
 end
+local fired, fired_state = {}, {}
 if newest and previous[2] then
   local before_price, before_change = tonumber(previous[2]), tonumber(previous[3])
-  local checks = {{'price_above', before_price, price, true}, {'price_below', before_price, price, false}}
+  local checks = {{'price_above', before_price, price, true, ARGV[2]},
+                  {'price_below', before_price, price, false, ARGV[2]}}
   local before_pct, pct = change_percent(before_price, before_change), change_percent(price, change)
   if before_pct and pct then
-    checks[3] = {'change_pct_above', before_pct, pct, true}
-    checks[4] = {'change_pct_below', before_pct, pct, false}
+    checks[3] = {'change_pct_above', before_pct, pct, true, cjson.encode(pct)}
+    checks[4] = {'change_pct_below', before_pct, pct, false, cjson.encode(pct)}
   end
+  local head = '{"type":"alert_triggered","timestamp":' .. ARGV[4] .. ',"symbol":' .. cjson.encode(ARGV[6])
+  if ARGV[7] ~= '' then head = head .. ',"correlationId":' .. cjson.encode(ARGV[7]) end
   for _, c in ipairs(checks) do
     local members = crossed(c[1], c[2], c[3], c[4])
-    if #members > 0 then
-      local specs = redis.call('HMGET', KEYS[4], unpack(members))
-      for _, spec in ipairs(specs) do
-        if spec then
-          local r = cjson.decode(spec)
-          local state_key = 'eventd:rulestate:' .. r.userId
-          local field = tostring(r.alertId)
-          if cooldown_over(tonumber(redis.call('HGET', state_key, field)), ts, r.cooldownSec) then
-            redis.call('HSET', state_key, field, ARGV[4])
-            local alert = {type = 'alert_triggered', timestamp = ts, userId = r.userId, alertId = r.alertId,
-                           symbol = ARGV[6], condition = r.condition, threshold = r.threshold, currentValue = c[3]}
-            if ARGV[7] ~= '' then alert.correlationId = ARGV[7] end
-            fired[#fired + 1] = cjson.encode(alert)
+    for i = 1, #members, 1000 do
+      local chunk = {unpack(members, i, math.min(i + 999, #members))}
+      local rules = redis.call('HMGET', KEYS[4], unpack(chunk))
+      for j, rule in ipairs(rules) do
+        local cooldown, fields = false, nil
+        if rule then cooldown, fields = string.match(rule, '^(%d+) ({.+)$') end
+        if cooldown then
+          local user, alert_id = string.match(chunk[j], '^(.*):([^:]*)$')
+          local state_key = 'eventd:rulestate:' .. user
+          if cooldown_over(tonumber(redis.call('HGET', state_key, alert_id)), ts, tonumber(cooldown)) then
+            fired_state[#fired_state + 1] = {state_key, alert_id}
+            fired[#fired + 1] = head .. ',"currentValue":' .. c[5] .. ',' .. string.sub(fields, 2)
           end
         end
       end
     end
   end
 end
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
+if newest then
+  redis.call('HSET', KEYS[2], 'price', ARGV[2], 'change', ARGV[3], 'timestamp', ARGV[4])
+end
+for _, f in ipairs(fired_state) do redis.call('HSET', f[1], f[2], ARGV[4]) end
 return settle(KEYS[5], fired)
 )lua";
 

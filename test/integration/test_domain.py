@@ -165,8 +165,12 @@ def test_monitor_cli_start_status_stop_list(fx):
     rules_a = redis("HGETALL", "eventd:rules:MONA")
     fields = dict(zip(rules_a[::2], rules_a[1::2]))
     assert set(fields) == {"mon-a:1", "mon-b:5"}, f"eventd:rules:MONA has {sorted(fields)}"
-    r = json.loads(fields["mon-a:1"])
-    assert r["condition"] == "price_above" and r["threshold"] == 200 and r["cooldownSec"] == 300, r
+    cooldown, _, alert_fields = fields["mon-a:1"].partition(" ")
+    r = json.loads(alert_fields)
+    assert cooldown == "300", f"the rule's cooldown is not stored first: {fields['mon-a:1']!r}"
+    assert r == {"userId": "mon-a", "alertId": 1, "condition": "price_above", "threshold": 200}, r
+    index = redis("ZRANGE", "eventd:ruleidx:price_above:MONA", 0, -1, "WITHSCORES")
+    assert "mon-a:1" in index[::2] and float(index[index.index("mon-a:1") + 1]) == 200, index
     assert redis("HEXISTS", "eventd:rules:MONB", "mon-a:2") == 1
     assert redis("HEXISTS", "eventd:rules:MONC", "mon-c:9") == 1
 
@@ -201,6 +205,10 @@ def test_monitor_cli_start_status_stop_list(fx):
         ("channels", {"rules": [good_rule]}),
         ("alertId", {"rules": [good_rule, rule(1, "MONX", "price_below", 5)], "channels": ["push"]}),
         ("cooldownSec", {"rules": [rule(1, "MONA", "price_above", 10, -1)], "channels": ["push"]}),
+        ("alertId", {"rules": [rule(2 ** 31, "MONA", "price_above", 10)], "channels": ["push"]}),
+        ("alertId", {"rules": [rule(2 ** 64 - 1, "MONA", "price_above", 10)], "channels": ["push"]}),
+        ("cooldownSec", {"rules": [rule(1, "MONA", "price_above", 10, 2 ** 64 - 1)], "channels": ["push"]}),
+        ("checkIntervalMs", {"rules": [good_rule], "channels": ["push"], "checkIntervalMs": 2 ** 63}),
         ("channels", {"rules": [good_rule], "channels": ["sms"]}),
         ("threshold", {"rules": [{"alertId": 1, "symbol": "MONA", "condition": "price_above"}], "channels": []}),
         ("JSON", '{"rules": [{"alertId": 1,'),
@@ -268,6 +276,56 @@ def test_price_rule_is_edge_triggered_with_cooldown(fx):
     # Every alert became one push notification.
     settle(fx)
     assert len(stream("edge-a")) == 2 and len(stream("edge-b")) == 1, (stream("edge-a"), stream("edge-b"))
+
+
+def test_failed_quote_script_writes_nothing_so_its_retry_still_fires(fx):
+    # Redis does not roll back a failed script: if the quote were stored before the
+    # history push failed, the retry would see itself as the previous quote, cross
+    # nothing, and the alert would be lost (and the history pushed twice).
+    d = fx.start_daemon(domain_config(fx, None, {"log": {"level": "debug"}}))
+    monitor_start(fx, "wt", {"rules": [rule(1, "WRT", "price_above", 100, 0)], "channels": ["push"]})
+    base = now_ms() - 60_000
+    send_quote(fx, "WRT", 99, ts=base)
+    redis("SET", "eventd:history:WRT", "not a list")
+    mid = send_quote(fx, "WRT", 101, ts=base + 1000, wait=False)
+    wait_until(lambda: d.logged("retrying"), 15, what="the failing quote to be retried")
+    assert redis("HGET", "eventd:quote:WRT", "price") == "99", "a failed run stored the quote"
+    assert redis("HGETALL", "eventd:rulestate:wt") == [], "a failed run set the rule's cooldown"
+    redis("DEL", "eventd:history:WRT")
+    wait_until(lambda: processed(mid), 20, what="the retried quote applied")
+    settle(fx)
+    assert [a["currentValue"] for a in alerts("wt")] == [101], f"alerts after the retry: {alerts('wt')}"
+    assert redis("LRANGE", "eventd:history:WRT", 0, -1) == ["101"], "the history was pushed more than once"
+    assert len(stream("wt")) == 1
+
+
+def test_a_quote_crossing_ten_thousand_rules_fires_each_once(fx):
+    # Far beyond Lua 5.1's unpack() limit (about 8,000 values) in one script.
+    fx.start_daemon(domain_config(fx))
+    users = [f"many-{u}" for u in range(10)]
+    for u in users:
+        monitor_start(fx, u, {"rules": [rule(i, "MANY", "price_above", 100 + i / 1000, 0) for i in range(1000)],
+                              "channels": []})
+    base = now_ms() - 60_000
+    send_quote(fx, "MANY", 99, ts=base)
+    send_quote(fx, "MANY", 102, ts=base + 1000, message_id="many-cross", wait=False)
+    wait_until(lambda: processed("many-cross"), 60, what="the quote crossing 10,000 rules applied")
+    settle(fx, 1.0, ("eventd.alerts",))
+    derived = set()
+    cursor = "0"
+    while True:
+        cursor, keys = redis("SCAN", cursor, "MATCH", "eventd:idem:many-cross:*", "COUNT", 1000)
+        derived.update(keys)
+        if cursor == "0":
+            break
+    assert len(derived) == 10_000, f"{len(derived)} alert_triggered messages handled, expected 10,000"
+    for u in users:
+        assert redis("HLEN", f"eventd:rulestate:{u}") == 1000, f"{u}: not every rule recorded as fired"
+    assert redis("LLEN", "eventd:history:MANY") == 2
+    assert fx.amqp.depth("eventd.quotes.dlq") == 0 and fx.amqp.depth("eventd.alerts.dlq") == 0
+
+
+test_a_quote_crossing_ten_thousand_rules_fires_each_once.timeout = 180
 
 
 def test_change_pct_below_uses_previous_close(fx):

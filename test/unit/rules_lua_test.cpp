@@ -5,6 +5,7 @@
 #include <lua.hpp>
 
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -182,6 +183,8 @@ TEST_CASE("change percent is relative to the previous close") {
   CHECK(*lua.change_percent(110.0, 10.0) == doctest::Approx(10.0));  // close 100
   CHECK(*lua.change_percent(95.0, -5.0) == doctest::Approx(-5.0));
   CHECK(!lua.change_percent(10.0, 10.0));  // close 0: no percentage, no change_pct rule fires
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK(!lua.change_percent(inf, inf));  // not finite: nothing to compare, nothing to encode
 }
 
 TEST_CASE("cooldown: a rule that fired stays quiet for cooldownSec of quote time") {

@@ -13,7 +13,8 @@ namespace eventd {
 //   eventd:history:<SYMBOL>  list  prices, oldest first, capped at quotes.historyLength
 std::string quote_key(std::string_view symbol);
 std::string history_key(std::string_view symbol);
-//   eventd:rules:<SYMBOL>    hash  "<userId>:<alertId>" -> rule JSON of running monitors
+//   eventd:rules:<SYMBOL>    hash  "<userId>:<alertId>" -> "<cooldownSec> <alert fields JSON>"
+//                            of running monitors (index: eventd:ruleidx:<condition>:<SYMBOL>)
 std::string rules_key(std::string_view symbol);
 
 // Shortest text that reads back as the same double ("187.12", not "187.1200000001").

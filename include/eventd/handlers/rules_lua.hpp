@@ -11,7 +11,7 @@ namespace eventd {
 //   the move with from <= T < to, never again while the value stays above T; "below T"
 //   on to < T <= from.
 // change_percent(price, change): the day's change in percent of the previous close,
-//   or nil when that close is 0.
+//   or nil when that close is 0 or the percentage is not finite.
 // cooldown_over(last_ms, now_ms, cooldown_sec): may a rule that last fired at last_ms
 //   (nil: never) fire again at now_ms?
 // bucket_take(tokens, ts, now, per_minute, burst): token bucket refilled continuously
@@ -26,8 +26,10 @@ local function crossed_range(from, to, upward)
 end
 local function change_percent(price, change)
   local close = price - change
-  if close ~= 0 then return change / close * 100 end
-  return nil
+  if close == 0 then return nil end
+  local pct = change / close * 100
+  if pct ~= pct or pct == math.huge or pct == -math.huge then return nil end
+  return pct
 end
 local function cooldown_over(last_ms, now_ms, cooldown_sec)
   return last_ms == nil or now_ms - last_ms >= (cooldown_sec or 0) * 1000
