@@ -299,6 +299,22 @@ def test_failed_quote_script_writes_nothing_so_its_retry_still_fires(fx):
     assert len(stream("wt")) == 1
 
 
+def test_symbols_with_colons_do_not_collide_with_the_rule_index(fx):
+    # "CLN:price_above" is a valid symbol; its rule specs must not share a key with
+    # CLN's price_above index.
+    fx.start_daemon(domain_config(fx))
+    monitor_start(fx, "col-a", {"rules": [rule(1, "CLN:price_above", "price_above", 100, 0)], "channels": ["push"]})
+    monitor_start(fx, "col-b", {"rules": [rule(1, "CLN", "price_above", 100, 0)], "channels": ["push"]})
+    base = now_ms() - 60_000
+    for i, symbol in enumerate(("CLN", "CLN:price_above")):
+        send_quote(fx, symbol, 99, ts=base + i)
+        send_quote(fx, symbol, 101, ts=base + 1000 + i)
+    settle(fx)
+    assert [(a["symbol"], a["currentValue"]) for a in alerts("col-b")] == [("CLN", 101)], alerts("col-b")
+    assert [(a["symbol"], a["currentValue"]) for a in alerts("col-a")] == [("CLN:price_above", 101)], alerts("col-a")
+    assert fx.amqp.depth("eventd.quotes.dlq") == 0
+
+
 def test_a_quote_crossing_ten_thousand_rules_fires_each_once(fx):
     # Far beyond Lua 5.1's unpack() limit (about 8,000 values) in one script.
     fx.start_daemon(domain_config(fx))
