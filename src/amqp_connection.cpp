@@ -2,7 +2,14 @@
 #include "eventd/amqp_connection.hpp"
 
 #include <amqp_tcp_socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <memory>
 
 #include "eventd/amqp_session.hpp"
@@ -14,8 +21,25 @@ namespace {
 
 constexpr std::string_view kConsumerTagPrefix = "eventd:";
 constexpr uint64_t kCloseTimeoutMs = 2000;
+constexpr unsigned int kMinUserTimeoutMs = 10000;
 
 std::string consumer_tag(const std::string& queue) { return std::string(kConsumerTagPrefix) + queue; }
+
+// A write the peer does not acknowledge fails after this long instead of blocking
+// the loop (rabbitmq-c waits for a writable socket without a deadline).
+void set_user_timeout(int fd, uint16_t heartbeat_sec) {
+  unsigned int ms = std::max<unsigned int>(heartbeat_sec * 2000u, kMinUserTimeoutMs);
+  if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms) != 0) {
+    log::warn("cannot set TCP_USER_TIMEOUT on the AMQP socket", {{"error", std::strerror(errno)}});
+  }
+}
+
+// Bytes the loop has not read yet: the broker is alive even if they turn out to be
+// a heartbeat that rabbitmq-c consumes without handing it to us.
+bool bytes_waiting(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN) != 0;
+}
 
 }  // namespace
 
@@ -115,6 +139,8 @@ void AmqpConnection::on_work_done(uv_work_t* req, int status) {
 void AmqpConnection::adopt(amqp_connection_state_t conn) {
   conn_ = conn;
   int fd = amqp_socket_get_sockfd(amqp_get_socket(conn_));
+  negotiated_heartbeat_sec_ = static_cast<uint16_t>(std::max(amqp_get_heartbeat(conn_), 0));
+  set_user_timeout(fd, negotiated_heartbeat_sec_);
   int rc = poll_.init(this, [this, fd](uv_poll_t* p) { return uv_poll_init(loop_, p, fd); });
   if (rc == 0) rc = uv_poll_start(poll_.get(), UV_READABLE | UV_DISCONNECT, on_poll);
   if (rc != 0) {
@@ -134,7 +160,8 @@ void AmqpConnection::adopt(amqp_connection_state_t conn) {
   acks_waiting_ = 0;
   // Half the heartbeat interval keeps ours flowing; without heartbeats, still check
   // now and then so a silent peer is noticed by the TCP stack's errors at least.
-  uint64_t tick = heartbeat_sec_ > 0 ? std::max<uint64_t>(heartbeat_sec_ * 1000ull / 2, 500) : 5000;
+  const uint64_t hb = negotiated_heartbeat_sec_;
+  uint64_t tick = hb > 0 ? std::max<uint64_t>(hb * 1000ull / 2, 500) : 5000;
   uv_timer_start(heartbeat_timer_.get(), on_heartbeat_timer, tick, tick);
   log::info("amqp connected", {{"host", endpoint_.host}, {"port", endpoint_.port}, {"vhost", endpoint_.vhost},
                                {"generation", generation_}});
@@ -287,6 +314,9 @@ void AmqpConnection::on_poll(uv_poll_t* handle, int status, int events) {
     self->fail(std::string("AMQP socket error: ") + uv_strerror(status));
     return;
   }
+  // Heartbeats count as traffic, but rabbitmq-c consumes them inside its read and
+  // never returns them as frames: bytes arriving is what shows the broker is alive.
+  if (events & UV_READABLE) self->last_rx_ms_ = uv_now(self->loop_);
   if (events & (UV_READABLE | UV_DISCONNECT)) self->pump();
 }
 
@@ -295,8 +325,12 @@ void AmqpConnection::on_heartbeat_timer(uv_timer_t* handle) {
   if (self == nullptr || self->conn_ == nullptr) return;
   // rabbitmq-c sends our heartbeat when due while reading; it does not time out a
   // silent broker on a zero-timeout read, so that check is ours (two missed beats).
-  if (self->heartbeat_sec_ > 0 && uv_now(self->loop_) - self->last_rx_ms_ > self->heartbeat_sec_ * 2000ull) {
-    self->fail("no heartbeat from broker for " + std::to_string(self->heartbeat_sec_ * 2) + " s");
+  // Bytes this timer's read would take before on_poll sees them count too.
+  const uint64_t now = uv_now(self->loop_);
+  const uint64_t hb = self->negotiated_heartbeat_sec_;
+  if (bytes_waiting(amqp_socket_get_sockfd(amqp_get_socket(self->conn_)))) self->last_rx_ms_ = now;
+  if (hb > 0 && now - self->last_rx_ms_ > hb * 2000ull) {
+    self->fail("no heartbeat from broker for " + std::to_string(hb * 2) + " s");
     return;
   }
   self->pump();

@@ -6,9 +6,11 @@
 // without blocking (rabbitmq-c with a zero timeout) and assembles deliveries, confirms
 // and returns; a timer keeps heartbeats flowing and notices a silent peer. No RPC is
 // made on the loop: basic.consume/cancel are sent as plain methods and their replies
-// read by the frame pump. Writes (ack, publish) go straight to the socket; they can
-// only stall if the broker stops reading, which it announces with connection.blocked
-// first (see blocked()).
+// read by the frame pump. Writes (ack, publish) go straight to the socket and block
+// the loop while its send buffer is full: a broker under a resource alarm announces
+// that with connection.blocked first (publishes are then held, see blocked()), and
+// against a peer or network that stops acknowledging, TCP_USER_TIMEOUT (twice the
+// heartbeat, at least 10 s) fails the write in bounded time.
 //
 // On any failure the connection is torn down, every unconfirmed publish is failed,
 // and a reconnect is scheduled with capped exponential backoff and jitter; after
@@ -135,7 +137,8 @@ class AmqpConnection {
   uv_loop_t* loop_;
   AmqpEndpoint endpoint_;
   uint16_t prefetch_;
-  uint16_t heartbeat_sec_;
+  uint16_t heartbeat_sec_;             // asked for; the broker may lower it
+  uint16_t negotiated_heartbeat_sec_ = 0;  // of the current connection; 0: none
   uint32_t connect_timeout_ms_;
   Topology topology_;
   Handlers handlers_;
