@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "eventd/amqp_session.hpp"
 #include "eventd/amqp_table.hpp"
@@ -502,17 +503,26 @@ void AmqpConnection::finish_inbound() {
 }
 
 void AmqpConnection::resolve_confirms(uint64_t tag, bool multiple, bool ack) {
+  // Callbacks may publish (pending_ grows) or tear the connection down (pending_ is
+  // emptied): settle pending_ first, then call them from a list of our own. Each gets
+  // the broker's verdict, even if an earlier one has closed the connection since.
+  struct Confirmed {
+    PublishDone done;
+    bool returned;
+  };
+  std::vector<Confirmed> confirmed;
   for (auto& p : pending_) {
     if (p.seq > tag) break;
     if (p.resolved || (!multiple && p.seq != tag)) continue;
     p.resolved = true;
-    PublishDone done = std::move(p.done);
-    if (!ack) done(false, "broker nacked the message");
-    else if (p.returned) done(false, std::string(kUnroutable) + ": no queue bound for the routing key");
-    else done(true, {});
-    if (conn_ == nullptr) return;  // a callback tore the connection down
+    confirmed.push_back({std::move(p.done), p.returned});
   }
   while (!pending_.empty() && pending_.front().resolved) pending_.pop_front();
+  for (auto& c : confirmed) {
+    if (!ack) c.done(false, "broker nacked the message");
+    else if (c.returned) c.done(false, std::string(kUnroutable) + ": no queue bound for the routing key");
+    else c.done(true, {});
+  }
 }
 
 void AmqpConnection::teardown() {
