@@ -383,7 +383,15 @@ void origin(const Delivery& d, std::string& exchange, std::string& routing_key) 
 
 }  // namespace
 
+bool Dispatcher::from_current_connection(JobIt job) const {
+  return job->delivery.generation == amqp_.generation() && amqp_.state() == AmqpState::Connected;
+}
+
 void Dispatcher::retry(JobIt job, const ProcessingError& error, uint32_t delay_ms, bool deferral) {
+  if (!from_current_connection(job)) {
+    release(job);  // the broker has redelivered it: a copy now would be a duplicate
+    return;
+  }
   const Delivery& d = job->delivery;
   std::string exchange, routing_key;
   origin(d, exchange, routing_key);
@@ -425,6 +433,10 @@ void Dispatcher::send_copy(JobIt job, const std::string& queue, const amqp_basic
 }
 
 void Dispatcher::dead_letter(JobIt job, const ProcessingError& error) {
+  if (!from_current_connection(job)) {
+    release(job);  // the broker has redelivered it: a copy now would be a duplicate
+    return;
+  }
   const Delivery& d = job->delivery;
   std::string exchange, routing_key;
   origin(d, exchange, routing_key);
@@ -444,7 +456,7 @@ void Dispatcher::dead_letter(JobIt job, const ProcessingError& error) {
 }
 
 void Dispatcher::requeue_later(JobIt job) {
-  if (job->delivery.generation != amqp_.generation() || amqp_.state() != AmqpState::Connected) {
+  if (!from_current_connection(job)) {
     release(job);  // the connection is gone: the broker has it back already
     return;
   }

@@ -82,6 +82,9 @@ class Dispatcher {
   void send_copy(JobIt job, const std::string& queue, const amqp_basic_properties_t& props,
                  uint64_t MessageCounters::*counter);
   void requeue_later(JobIt job);
+  // The job's delivery is still unsettled on the live connection (else the broker has
+  // requeued it, and whatever we publish for it would duplicate the redelivery).
+  bool from_current_connection(JobIt job) const;
   void release(JobIt job);
   static void on_requeue_timer(uv_timer_t* handle);
 

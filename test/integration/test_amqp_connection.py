@@ -1,7 +1,11 @@
-"""The AMQP connection over time: heartbeats keep an idle connection up."""
+"""The AMQP connection over time: heartbeats keep an idle connection up, and nothing
+is republished for a delivery the broker has already taken back."""
+import threading
 import time
+import urllib.parse
 
-from harness import history_len, quote, redis, wait_until
+from harness import history_len, mgmt, quote, redis, wait_until
+from webhook_server import WebhookServer
 
 LOST = ("amqp connection lost", "amqp reconnect scheduled")
 
@@ -21,3 +25,47 @@ def test_idle_connection_survives_heartbeats(fx):
     assert redis("EXISTS", "eventd:idem:idle-1") == 1
     assert not [line for msg in LOST for line in d.logged(msg)], "the connection was dropped"
     assert d.stop() == 0
+
+
+def test_no_dead_letter_for_a_delivery_of_a_lost_connection(fx):
+    # The first POST is held until eventd has reconnected: the broker has redelivered
+    # that notification by then, so only the redelivery may be dead-lettered.
+    entered, release = threading.Event(), threading.Event()
+    first = threading.Lock()
+
+    def answer(body):
+        if first.acquire(blocking=False):
+            entered.set()
+            release.wait(30)
+        return 400  # not retryable: dead-lettered at once
+
+    hook = WebhookServer(fx, status=answer)
+    fx.on_teardown(release.set)
+    d = fx.start_daemon({"notify": {"channels": {"discord": {"sink": "webhook", "url": hook.url}},
+                                    "webhookTimeoutMs": 60000,
+                                    "rateLimit": {"perMinute": 1000, "burst": 100},
+                                    "circuitBreaker": {"failureThreshold": 100}}})
+    rc, out, err = d.eventctl("publish", "notification",
+                              '{"userId":"stale","channel":"discord","title":"T","body":"B"}',
+                              "--message-id", "stale-1")
+    assert rc == 0, err
+    assert entered.wait(15), "the webhook was not called"
+
+    def eventd_connections():
+        return [c["name"] for c in mgmt("GET", f"vhosts/{fx.vq}/connections")
+                if c.get("client_properties", {}).get("connection_name") == "eventd"]
+    [name] = wait_until(eventd_connections, 30, 0.5, what="eventd's connection in the management API")
+    mgmt("DELETE", f"connections/{urllib.parse.quote(name, safe='')}")
+    d.wait_log("amqp connection lost", timeout=15)
+    d.wait_log("consuming", count=2, timeout=30)
+    hook.wait_posts(1, timeout=15)  # the redelivery, answered at once
+    release.set()
+    wait_until(lambda: (fx.amqp.depth("eventd.notify.discord.dlq") or 0) >= 1, 15, 0.1,
+               what="the dead letter of the redelivery")
+    # The held POST has been answered by now too; give a stale copy time to show.
+    wait_until(lambda: hook.count() >= 2, 15, 0.1, what="the held POST answered")
+    time.sleep(2)
+    dead = fx.amqp.get_all("eventd.notify.discord.dlq")
+    assert len(dead) == 1, f"{len(dead)} dead letters for one notification"
+    assert dead[0].props.message_id == "stale-1"
+    assert d.running() and d.stop() == 0
