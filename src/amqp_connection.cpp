@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -40,6 +41,18 @@ void set_user_timeout(int fd, uint16_t heartbeat_sec) {
 bool bytes_waiting(int fd) {
   pollfd p{fd, POLLIN, 0};
   return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN) != 0;
+}
+
+std::string publish_tag(uint64_t generation, uint64_t seq) {
+  return std::to_string(generation) + ":" + std::to_string(seq);
+}
+
+bool parse_publish_tag(std::string_view tag, uint64_t& generation, uint64_t& seq) {
+  const char* end = tag.data() + tag.size();
+  auto [colon, ec] = std::from_chars(tag.data(), end, generation);
+  if (ec != std::errc() || colon == end || *colon != ':') return false;
+  auto [rest, ec2] = std::from_chars(colon + 1, end, seq);
+  return ec2 == std::errc() && rest == end;
 }
 
 }  // namespace
@@ -171,6 +184,10 @@ void AmqpConnection::adopt(amqp_connection_state_t conn) {
   if (state_ == AmqpState::Connected) pump();  // frames may already be buffered
 }
 
+void AmqpConnection::reconnect(const std::string& reason) {
+  if (state_ == AmqpState::Connected) fail(reason);
+}
+
 void AmqpConnection::consume() {
   consume_requested_ = true;
   if (state_ != AmqpState::Connected || consumers_sent_) return;
@@ -280,8 +297,19 @@ bool AmqpConnection::publish(std::string_view exchange, std::string_view routing
 
 bool AmqpConnection::send_publish(std::string_view exchange, std::string_view routing_key,
                                   const amqp_basic_properties_t& props, std::string_view body, PublishDone& done) {
+  // The caller's headers (borrowed) with this publish's tag in place of any other.
+  FieldTable headers;
+  headers.add(kPublishTag, publish_tag(generation_, next_seq_));
+  if ((props._flags & AMQP_BASIC_HEADERS_FLAG) != 0) {
+    for (int i = 0; i < props.headers.num_entries; ++i) {
+      if (as_view(props.headers.entries[i].key) != kPublishTag) headers.add_borrowed(props.headers.entries[i]);
+    }
+  }
+  amqp_basic_properties_t tagged = props;
+  tagged._flags |= AMQP_BASIC_HEADERS_FLAG;
+  tagged.headers = headers.table();
   int rc = amqp_basic_publish(conn_, AmqpSession::kPublishChannel, as_bytes(exchange), as_bytes(routing_key), 1, 0,
-                              &props, as_bytes(body));
+                              &tagged, as_bytes(body));
   if (rc != AMQP_STATUS_OK) {
     // The write may be partial: the connection is unusable. fail() reports the
     // others; this one never went out, so it is not ours to call back.
@@ -290,7 +318,6 @@ bool AmqpConnection::send_publish(std::string_view exchange, std::string_view ro
   }
   PendingConfirm p;
   p.seq = next_seq_++;
-  if (props._flags & AMQP_BASIC_MESSAGE_ID_FLAG) p.message_id.assign(as_view(props.message_id));
   p.done = std::move(done);
   pending_.push_back(std::move(p));
   return true;
@@ -487,19 +514,32 @@ void AmqpConnection::finish_inbound() {
     if (handlers_.on_delivery) handlers_.on_delivery(std::move(in.delivery));
     return;
   }
-  // A mandatory publish nobody could route: its confirm follows; mark it so the
-  // confirm reports failure.
-  std::string_view id = in.delivery.properties.message_id();
-  for (auto& p : pending_) {
-    if (!p.resolved && !p.returned && p.message_id == id) {
-      p.returned = true;
-      break;
-    }
-  }
   log::warn("message returned unroutable", {{"exchange", in.delivery.exchange},
                                             {"routing_key", in.delivery.routing_key},
-                                            {"message_id", id},
+                                            {"message_id", in.delivery.properties.message_id()},
                                             {"reason", in.return_text}});
+  mark_returned(in.delivery);
+}
+
+// A mandatory publish nobody could route: its confirm follows; mark exactly that
+// publish (by its tag, not by message_id, which copies share or lack) so the
+// confirm reports failure.
+void AmqpConnection::mark_returned(const Delivery& returned) {
+  std::string tag;
+  uint64_t generation = 0;
+  uint64_t seq = 0;
+  if (table_get_string(returned.properties.headers(), kPublishTag, tag) && parse_publish_tag(tag, generation, seq) &&
+      generation == generation_) {
+    auto p = std::lower_bound(pending_.begin(), pending_.end(), seq,
+                              [](const PendingConfirm& c, uint64_t s) { return c.seq < s; });
+    if (p != pending_.end() && p->seq == seq && !p->resolved) {
+      p->returned = true;
+      return;
+    }
+  }
+  // Its confirm would read as success: fail every pending publish instead, so no
+  // source is acked on the strength of a copy the broker dropped.
+  fail("returned message matches no pending publish (tag '" + tag + "')");
 }
 
 void AmqpConnection::resolve_confirms(uint64_t tag, bool multiple, bool ack) {

@@ -30,7 +30,7 @@ constexpr std::string_view kUnknownType = "unknown";
 constexpr std::string_view kOwnHeaders[] = {
     "x-retry-count",         "x-error-code",        "x-error-message",   "x-failed-at",
     "x-original-exchange",   "x-original-routing-key", "x-original-queue", "x-last-error-code",
-    "x-last-error-message",  "x-defer-count",
+    "x-last-error-message",  "x-defer-count",       AmqpConnection::kPublishTag,
 };
 
 int64_t now_ms() {
@@ -424,6 +424,12 @@ void Dispatcher::send_copy(JobIt job, const std::string& queue, const amqp_basic
                               if (ok) {
                                 ++(job->counters->*counter);
                                 ack(job);
+                              } else if (why.starts_with(AmqpConnection::kUnroutable) && from_current_connection(job)) {
+                                // The retry queue or Q.dlq was deleted: reconnecting declares it
+                                // again, and the broker redelivers the original to try once more.
+                                log::error("publish to queue failed", {{"queue", queue}, {"error", why}});
+                                amqp_.reconnect("queue '" + queue + "' is missing");
+                                release(job);
                               } else {
                                 log::error("publish to queue failed", {{"queue", queue}, {"error", why}});
                                 requeue_later(job);

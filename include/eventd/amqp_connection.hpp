@@ -46,6 +46,9 @@ class AmqpConnection {
   // unroutable with mandatory, connection lost before the confirm). An unroutable
   // message's error starts with kUnroutable.
   static constexpr std::string_view kUnroutable = "unroutable";
+  // Header on every publish ("<generation>:<seq>"), so a basic.return names exactly
+  // the publish it returns. eventd strips it when it copies a message.
+  static constexpr std::string_view kPublishTag = "x-eventd-publish";
   using PublishDone = std::function<void(bool ok, const std::string& error)>;
 
   AmqpConnection(uv_loop_t* loop, const Config& config, Topology topology, Handlers handlers);
@@ -65,6 +68,10 @@ class AmqpConnection {
   bool consuming() const { return state_ == AmqpState::Connected && consumers_active_ == topology_.consumed.size(); }
   uint64_t reconnects() const { return reconnects_; }
   uint64_t acks_sent() const { return acks_sent_; }
+
+  // Drops the connection as after a failure (pending publishes fail) and reconnects,
+  // which declares the topology again; a no-op when not connected.
+  void reconnect(const std::string& reason);
 
   // basic.consume / basic.cancel on every consumed queue; no-ops when not connected.
   void consume();
@@ -89,7 +96,6 @@ class AmqpConnection {
   struct ConnectJob;
   struct PendingConfirm {
     uint64_t seq;
-    std::string message_id;
     bool returned = false;
     bool resolved = false;
     PublishDone done;
@@ -124,6 +130,7 @@ class AmqpConnection {
   bool handle_frame(const amqp_frame_t& frame);
   bool handle_method(amqp_channel_t channel, const amqp_method_t& method);
   void finish_inbound();
+  void mark_returned(const Delivery& returned);
   void resolve_confirms(uint64_t tag, bool multiple, bool ack);
   void fail(const std::string& reason);
   void teardown();

@@ -31,8 +31,8 @@ namespace eventd {
 std::string idempotency_key(std::string_view message_id, std::string_view type, std::string_view body);
 
 // Headers eventd writes on retries and dead letters (x-retry-count, x-error-*,
-// x-original-*, x-failed-at): replaced, never duplicated, when a message is
-// republished, and dropped on replay.
+// x-original-*, x-failed-at) and on every publish (x-eventd-publish): replaced,
+// never duplicated, when a message is republished, and dropped on replay.
 bool is_eventd_header(std::string_view key);
 
 // The outbox key paired with an idempotency key: eventd:outbox:<id>.

@@ -1,10 +1,11 @@
-"""The AMQP connection over time: heartbeats keep an idle connection up, and nothing
-is republished for a delivery the broker has already taken back."""
+"""The AMQP connection over time: heartbeats keep an idle connection up, a missing
+dead-letter queue is declared again, and nothing is republished for a delivery the
+broker has already taken back."""
 import threading
 import time
 import urllib.parse
 
-from harness import history_len, mgmt, quote, redis, wait_until
+from harness import history_len, holds_for, mgmt, quote, redis, wait_until
 from webhook_server import WebhookServer
 
 LOST = ("amqp connection lost", "amqp reconnect scheduled")
@@ -25,6 +26,26 @@ def test_idle_connection_survives_heartbeats(fx):
     assert redis("EXISTS", "eventd:idem:idle-1") == 1
     assert not [line for msg in LOST for line in d.logged(msg)], "the connection was dropped"
     assert d.stop() == 0
+
+
+def test_deleted_dead_letter_queue_is_declared_again(fx):
+    # The dead letter is unroutable (its queue is gone) and has no message_id: eventd
+    # must notice that exact copy was returned, reconnect (declaring the topology),
+    # and dead-letter the redelivered original into the new queue.
+    d = fx.start_daemon()
+    mgmt("DELETE", f"queues/{fx.vq}/eventd.quotes.dlq")
+    wait_until(lambda: fx.amqp.depth("eventd.quotes.dlq") is None, 10, 0.1, what="eventd.quotes.dlq deleted")
+    body = b'{"type":"quote_update","timestamp":1,"symbol":"NODLQ"'  # invalid JSON
+    fx.amqp.publish("market.quotes", "", body)
+    wait_until(lambda: (fx.amqp.depth("eventd.quotes.dlq") or 0) >= 1, 30, 0.2,
+               what="the dead letter in the re-declared eventd.quotes.dlq")
+    assert holds_for(lambda: fx.amqp.depth("eventd.quotes.dlq") == 1, 1.0), "more than one dead letter"
+    [dead] = fx.amqp.get_all("eventd.quotes.dlq")
+    assert dead.body == body, dead.body
+    assert dead.headers.get("x-error-code") == "PARSE_ERROR", dead.headers
+    assert fx.amqp.depth("eventd.quotes") == 0, "the original is still in eventd.quotes"
+    assert d.logged("amqp connection lost"), "eventd did not reconnect to declare the topology again"
+    assert d.running() and d.stop() == 0
 
 
 def test_no_dead_letter_for_a_delivery_of_a_lost_connection(fx):
