@@ -50,17 +50,18 @@ def test_deleted_dead_letter_queue_is_declared_again(fx):
 
 def test_no_dead_letter_for_a_delivery_of_a_lost_connection(fx):
     # The first POST is held until eventd has reconnected: the broker has redelivered
-    # that notification by then, so only the redelivery may be dead-lettered.
+    # that notification by then, so only the redelivery may be dead-lettered (the
+    # old connection's delivery failing later must not be).
     entered, release = threading.Event(), threading.Event()
     first = threading.Lock()
 
-    def answer(body):
+    def hold_first(body):
         if first.acquire(blocking=False):
             entered.set()
             release.wait(30)
-        return 400  # not retryable: dead-lettered at once
 
-    hook = WebhookServer(fx, status=answer)
+    hook = WebhookServer(fx, status=400)  # not retryable: dead-lettered at once
+    hook.hold = hold_first
     fx.on_teardown(release.set)
     d = fx.start_daemon({"notify": {"channels": {"discord": {"sink": "webhook", "url": hook.url}},
                                     "webhookTimeoutMs": 60000,
@@ -79,13 +80,13 @@ def test_no_dead_letter_for_a_delivery_of_a_lost_connection(fx):
     mgmt("DELETE", f"connections/{urllib.parse.quote(name, safe='')}")
     d.wait_log("amqp connection lost", timeout=15)
     d.wait_log("consuming", count=2, timeout=30)
-    hook.wait_posts(1, timeout=15)  # the redelivery, answered at once
+    # The broker has redelivered the notification; its lease waits for the held POST.
+    wait_until(lambda: fx.amqp.depth("eventd.notify.discord") == 0, 15, 0.1, what="the redelivery taken")
     release.set()
-    wait_until(lambda: (fx.amqp.depth("eventd.notify.discord.dlq") or 0) >= 1, 15, 0.1,
+    wait_until(lambda: (fx.amqp.depth("eventd.notify.discord.dlq") or 0) >= 1, 30, 0.1,
                what="the dead letter of the redelivery")
-    # The held POST has been answered by now too; give a stale copy time to show.
-    wait_until(lambda: hook.count() >= 2, 15, 0.1, what="the held POST answered")
-    time.sleep(2)
+    wait_until(lambda: hook.count() >= 2, 15, 0.1, what="the redelivery POSTed too")
+    time.sleep(2)  # time for a second dead letter to show
     dead = fx.amqp.get_all("eventd.notify.discord.dlq")
     assert len(dead) == 1, f"{len(dead)} dead letters for one notification"
     assert dead[0].props.message_id == "stale-1"
