@@ -2,8 +2,17 @@
 #include "eventd/amqp_connection.hpp"
 
 #include <amqp_tcp_socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
 #include <memory>
+#include <vector>
 
 #include "eventd/amqp_session.hpp"
 #include "eventd/amqp_table.hpp"
@@ -14,8 +23,37 @@ namespace {
 
 constexpr std::string_view kConsumerTagPrefix = "eventd:";
 constexpr uint64_t kCloseTimeoutMs = 2000;
+constexpr unsigned int kMinUserTimeoutMs = 10000;
 
 std::string consumer_tag(const std::string& queue) { return std::string(kConsumerTagPrefix) + queue; }
+
+// A write the peer does not acknowledge fails after this long instead of blocking
+// the loop (rabbitmq-c waits for a writable socket without a deadline).
+void set_user_timeout(int fd, uint16_t heartbeat_sec) {
+  unsigned int ms = std::max<unsigned int>(heartbeat_sec * 2000u, kMinUserTimeoutMs);
+  if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms) != 0) {
+    log::warn("cannot set TCP_USER_TIMEOUT on the AMQP socket", {{"error", std::strerror(errno)}});
+  }
+}
+
+// Bytes the loop has not read yet: the broker is alive even if they turn out to be
+// a heartbeat that rabbitmq-c consumes without handing it to us.
+bool bytes_waiting(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN) != 0;
+}
+
+std::string publish_tag(uint64_t generation, uint64_t seq) {
+  return std::to_string(generation) + ":" + std::to_string(seq);
+}
+
+bool parse_publish_tag(std::string_view tag, uint64_t& generation, uint64_t& seq) {
+  const char* end = tag.data() + tag.size();
+  auto [colon, ec] = std::from_chars(tag.data(), end, generation);
+  if (ec != std::errc() || colon == end || *colon != ':') return false;
+  auto [rest, ec2] = std::from_chars(colon + 1, end, seq);
+  return ec2 == std::errc() && rest == end;
+}
 
 }  // namespace
 
@@ -115,6 +153,8 @@ void AmqpConnection::on_work_done(uv_work_t* req, int status) {
 void AmqpConnection::adopt(amqp_connection_state_t conn) {
   conn_ = conn;
   int fd = amqp_socket_get_sockfd(amqp_get_socket(conn_));
+  negotiated_heartbeat_sec_ = static_cast<uint16_t>(std::max(amqp_get_heartbeat(conn_), 0));
+  set_user_timeout(fd, negotiated_heartbeat_sec_);
   int rc = poll_.init(this, [this, fd](uv_poll_t* p) { return uv_poll_init(loop_, p, fd); });
   if (rc == 0) rc = uv_poll_start(poll_.get(), UV_READABLE | UV_DISCONNECT, on_poll);
   if (rc != 0) {
@@ -134,13 +174,18 @@ void AmqpConnection::adopt(amqp_connection_state_t conn) {
   acks_waiting_ = 0;
   // Half the heartbeat interval keeps ours flowing; without heartbeats, still check
   // now and then so a silent peer is noticed by the TCP stack's errors at least.
-  uint64_t tick = heartbeat_sec_ > 0 ? std::max<uint64_t>(heartbeat_sec_ * 1000ull / 2, 500) : 5000;
+  const uint64_t hb = negotiated_heartbeat_sec_;
+  uint64_t tick = hb > 0 ? std::max<uint64_t>(hb * 1000ull / 2, 500) : 5000;
   uv_timer_start(heartbeat_timer_.get(), on_heartbeat_timer, tick, tick);
   log::info("amqp connected", {{"host", endpoint_.host}, {"port", endpoint_.port}, {"vhost", endpoint_.vhost},
                                {"generation", generation_}});
   if (handlers_.on_connected) handlers_.on_connected();
   if (state_ == AmqpState::Connected && consume_requested_) consume();
   if (state_ == AmqpState::Connected) pump();  // frames may already be buffered
+}
+
+void AmqpConnection::reconnect(const std::string& reason) {
+  if (state_ == AmqpState::Connected) fail(reason);
 }
 
 void AmqpConnection::consume() {
@@ -252,8 +297,19 @@ bool AmqpConnection::publish(std::string_view exchange, std::string_view routing
 
 bool AmqpConnection::send_publish(std::string_view exchange, std::string_view routing_key,
                                   const amqp_basic_properties_t& props, std::string_view body, PublishDone& done) {
+  // The caller's headers (borrowed) with this publish's tag in place of any other.
+  FieldTable headers;
+  headers.add(kPublishTag, publish_tag(generation_, next_seq_));
+  if ((props._flags & AMQP_BASIC_HEADERS_FLAG) != 0) {
+    for (int i = 0; i < props.headers.num_entries; ++i) {
+      if (as_view(props.headers.entries[i].key) != kPublishTag) headers.add_borrowed(props.headers.entries[i]);
+    }
+  }
+  amqp_basic_properties_t tagged = props;
+  tagged._flags |= AMQP_BASIC_HEADERS_FLAG;
+  tagged.headers = headers.table();
   int rc = amqp_basic_publish(conn_, AmqpSession::kPublishChannel, as_bytes(exchange), as_bytes(routing_key), 1, 0,
-                              &props, as_bytes(body));
+                              &tagged, as_bytes(body));
   if (rc != AMQP_STATUS_OK) {
     // The write may be partial: the connection is unusable. fail() reports the
     // others; this one never went out, so it is not ours to call back.
@@ -262,7 +318,6 @@ bool AmqpConnection::send_publish(std::string_view exchange, std::string_view ro
   }
   PendingConfirm p;
   p.seq = next_seq_++;
-  if (props._flags & AMQP_BASIC_MESSAGE_ID_FLAG) p.message_id.assign(as_view(props.message_id));
   p.done = std::move(done);
   pending_.push_back(std::move(p));
   return true;
@@ -287,6 +342,9 @@ void AmqpConnection::on_poll(uv_poll_t* handle, int status, int events) {
     self->fail(std::string("AMQP socket error: ") + uv_strerror(status));
     return;
   }
+  // Heartbeats count as traffic, but rabbitmq-c consumes them inside its read and
+  // never returns them as frames: bytes arriving is what shows the broker is alive.
+  if (events & UV_READABLE) self->last_rx_ms_ = uv_now(self->loop_);
   if (events & (UV_READABLE | UV_DISCONNECT)) self->pump();
 }
 
@@ -295,8 +353,12 @@ void AmqpConnection::on_heartbeat_timer(uv_timer_t* handle) {
   if (self == nullptr || self->conn_ == nullptr) return;
   // rabbitmq-c sends our heartbeat when due while reading; it does not time out a
   // silent broker on a zero-timeout read, so that check is ours (two missed beats).
-  if (self->heartbeat_sec_ > 0 && uv_now(self->loop_) - self->last_rx_ms_ > self->heartbeat_sec_ * 2000ull) {
-    self->fail("no heartbeat from broker for " + std::to_string(self->heartbeat_sec_ * 2) + " s");
+  // Bytes this timer's read would take before on_poll sees them count too.
+  const uint64_t now = uv_now(self->loop_);
+  const uint64_t hb = self->negotiated_heartbeat_sec_;
+  if (bytes_waiting(amqp_socket_get_sockfd(amqp_get_socket(self->conn_)))) self->last_rx_ms_ = now;
+  if (hb > 0 && now - self->last_rx_ms_ > hb * 2000ull) {
+    self->fail("no heartbeat from broker for " + std::to_string(hb * 2) + " s");
     return;
   }
   self->pump();
@@ -452,33 +514,55 @@ void AmqpConnection::finish_inbound() {
     if (handlers_.on_delivery) handlers_.on_delivery(std::move(in.delivery));
     return;
   }
-  // A mandatory publish nobody could route: its confirm follows; mark it so the
-  // confirm reports failure.
-  std::string_view id = in.delivery.properties.message_id();
-  for (auto& p : pending_) {
-    if (!p.resolved && !p.returned && p.message_id == id) {
-      p.returned = true;
-      break;
-    }
-  }
   log::warn("message returned unroutable", {{"exchange", in.delivery.exchange},
                                             {"routing_key", in.delivery.routing_key},
-                                            {"message_id", id},
+                                            {"message_id", in.delivery.properties.message_id()},
                                             {"reason", in.return_text}});
+  mark_returned(in.delivery);
+}
+
+// A mandatory publish nobody could route: its confirm follows; mark exactly that
+// publish (by its tag, not by message_id, which copies share or lack) so the
+// confirm reports failure.
+void AmqpConnection::mark_returned(const Delivery& returned) {
+  std::string tag;
+  uint64_t generation = 0;
+  uint64_t seq = 0;
+  if (table_get_string(returned.properties.headers(), kPublishTag, tag) && parse_publish_tag(tag, generation, seq) &&
+      generation == generation_) {
+    auto p = std::lower_bound(pending_.begin(), pending_.end(), seq,
+                              [](const PendingConfirm& c, uint64_t s) { return c.seq < s; });
+    if (p != pending_.end() && p->seq == seq && !p->resolved) {
+      p->returned = true;
+      return;
+    }
+  }
+  // Its confirm would read as success: fail every pending publish instead, so no
+  // source is acked on the strength of a copy the broker dropped.
+  fail("returned message matches no pending publish (tag '" + tag + "')");
 }
 
 void AmqpConnection::resolve_confirms(uint64_t tag, bool multiple, bool ack) {
+  // Callbacks may publish (pending_ grows) or tear the connection down (pending_ is
+  // emptied): settle pending_ first, then call them from a list of our own. Each gets
+  // the broker's verdict, even if an earlier one has closed the connection since.
+  struct Confirmed {
+    PublishDone done;
+    bool returned;
+  };
+  std::vector<Confirmed> confirmed;
   for (auto& p : pending_) {
     if (p.seq > tag) break;
     if (p.resolved || (!multiple && p.seq != tag)) continue;
     p.resolved = true;
-    PublishDone done = std::move(p.done);
-    if (!ack) done(false, "broker nacked the message");
-    else if (p.returned) done(false, std::string(kUnroutable) + ": no queue bound for the routing key");
-    else done(true, {});
-    if (conn_ == nullptr) return;  // a callback tore the connection down
+    confirmed.push_back({std::move(p.done), p.returned});
   }
   while (!pending_.empty() && pending_.front().resolved) pending_.pop_front();
+  for (auto& c : confirmed) {
+    if (!ack) c.done(false, "broker nacked the message");
+    else if (c.returned) c.done(false, std::string(kUnroutable) + ": no queue bound for the routing key");
+    else c.done(true, {});
+  }
 }
 
 void AmqpConnection::teardown() {

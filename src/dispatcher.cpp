@@ -30,7 +30,7 @@ constexpr std::string_view kUnknownType = "unknown";
 constexpr std::string_view kOwnHeaders[] = {
     "x-retry-count",         "x-error-code",        "x-error-message",   "x-failed-at",
     "x-original-exchange",   "x-original-routing-key", "x-original-queue", "x-last-error-code",
-    "x-last-error-message",  "x-defer-count",
+    "x-last-error-message",  "x-defer-count",       AmqpConnection::kPublishTag,
 };
 
 int64_t now_ms() {
@@ -383,7 +383,15 @@ void origin(const Delivery& d, std::string& exchange, std::string& routing_key) 
 
 }  // namespace
 
+bool Dispatcher::from_current_connection(JobIt job) const {
+  return job->delivery.generation == amqp_.generation() && amqp_.state() == AmqpState::Connected;
+}
+
 void Dispatcher::retry(JobIt job, const ProcessingError& error, uint32_t delay_ms, bool deferral) {
+  if (!from_current_connection(job)) {
+    release(job);  // the broker has redelivered it: a copy now would be a duplicate
+    return;
+  }
   const Delivery& d = job->delivery;
   std::string exchange, routing_key;
   origin(d, exchange, routing_key);
@@ -416,6 +424,12 @@ void Dispatcher::send_copy(JobIt job, const std::string& queue, const amqp_basic
                               if (ok) {
                                 ++(job->counters->*counter);
                                 ack(job);
+                              } else if (why.starts_with(AmqpConnection::kUnroutable) && from_current_connection(job)) {
+                                // The retry queue or Q.dlq was deleted: reconnecting declares it
+                                // again, and the broker redelivers the original to try once more.
+                                log::error("publish to queue failed", {{"queue", queue}, {"error", why}});
+                                amqp_.reconnect("queue '" + queue + "' is missing");
+                                release(job);
                               } else {
                                 log::error("publish to queue failed", {{"queue", queue}, {"error", why}});
                                 requeue_later(job);
@@ -425,6 +439,10 @@ void Dispatcher::send_copy(JobIt job, const std::string& queue, const amqp_basic
 }
 
 void Dispatcher::dead_letter(JobIt job, const ProcessingError& error) {
+  if (!from_current_connection(job)) {
+    release(job);  // the broker has redelivered it: a copy now would be a duplicate
+    return;
+  }
   const Delivery& d = job->delivery;
   std::string exchange, routing_key;
   origin(d, exchange, routing_key);
@@ -444,7 +462,7 @@ void Dispatcher::dead_letter(JobIt job, const ProcessingError& error) {
 }
 
 void Dispatcher::requeue_later(JobIt job) {
-  if (job->delivery.generation != amqp_.generation() || amqp_.state() != AmqpState::Connected) {
+  if (!from_current_connection(job)) {
     release(job);  // the connection is gone: the broker has it back already
     return;
   }

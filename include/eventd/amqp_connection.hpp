@@ -6,9 +6,11 @@
 // without blocking (rabbitmq-c with a zero timeout) and assembles deliveries, confirms
 // and returns; a timer keeps heartbeats flowing and notices a silent peer. No RPC is
 // made on the loop: basic.consume/cancel are sent as plain methods and their replies
-// read by the frame pump. Writes (ack, publish) go straight to the socket; they can
-// only stall if the broker stops reading, which it announces with connection.blocked
-// first (see blocked()).
+// read by the frame pump. Writes (ack, publish) go straight to the socket and block
+// the loop while its send buffer is full: a broker under a resource alarm announces
+// that with connection.blocked first (publishes are then held, see blocked()), and
+// against a peer or network that stops acknowledging, TCP_USER_TIMEOUT (twice the
+// heartbeat, at least 10 s) fails the write in bounded time.
 //
 // On any failure the connection is torn down, every unconfirmed publish is failed,
 // and a reconnect is scheduled with capped exponential backoff and jitter; after
@@ -44,6 +46,9 @@ class AmqpConnection {
   // unroutable with mandatory, connection lost before the confirm). An unroutable
   // message's error starts with kUnroutable.
   static constexpr std::string_view kUnroutable = "unroutable";
+  // Header on every publish ("<generation>:<seq>"), so a basic.return names exactly
+  // the publish it returns. eventd strips it when it copies a message.
+  static constexpr std::string_view kPublishTag = "x-eventd-publish";
   using PublishDone = std::function<void(bool ok, const std::string& error)>;
 
   AmqpConnection(uv_loop_t* loop, const Config& config, Topology topology, Handlers handlers);
@@ -63,6 +68,10 @@ class AmqpConnection {
   bool consuming() const { return state_ == AmqpState::Connected && consumers_active_ == topology_.consumed.size(); }
   uint64_t reconnects() const { return reconnects_; }
   uint64_t acks_sent() const { return acks_sent_; }
+
+  // Drops the connection as after a failure (pending publishes fail) and reconnects,
+  // which declares the topology again; a no-op when not connected.
+  void reconnect(const std::string& reason);
 
   // basic.consume / basic.cancel on every consumed queue; no-ops when not connected.
   void consume();
@@ -87,7 +96,6 @@ class AmqpConnection {
   struct ConnectJob;
   struct PendingConfirm {
     uint64_t seq;
-    std::string message_id;
     bool returned = false;
     bool resolved = false;
     PublishDone done;
@@ -122,6 +130,7 @@ class AmqpConnection {
   bool handle_frame(const amqp_frame_t& frame);
   bool handle_method(amqp_channel_t channel, const amqp_method_t& method);
   void finish_inbound();
+  void mark_returned(const Delivery& returned);
   void resolve_confirms(uint64_t tag, bool multiple, bool ack);
   void fail(const std::string& reason);
   void teardown();
@@ -135,7 +144,8 @@ class AmqpConnection {
   uv_loop_t* loop_;
   AmqpEndpoint endpoint_;
   uint16_t prefetch_;
-  uint16_t heartbeat_sec_;
+  uint16_t heartbeat_sec_;             // asked for; the broker may lower it
+  uint16_t negotiated_heartbeat_sec_ = 0;  // of the current connection; 0: none
   uint32_t connect_timeout_ms_;
   Topology topology_;
   Handlers handlers_;

@@ -31,8 +31,8 @@ namespace eventd {
 std::string idempotency_key(std::string_view message_id, std::string_view type, std::string_view body);
 
 // Headers eventd writes on retries and dead letters (x-retry-count, x-error-*,
-// x-original-*, x-failed-at): replaced, never duplicated, when a message is
-// republished, and dropped on replay.
+// x-original-*, x-failed-at) and on every publish (x-eventd-publish): replaced,
+// never duplicated, when a message is republished, and dropped on replay.
 bool is_eventd_header(std::string_view key);
 
 // The outbox key paired with an idempotency key: eventd:outbox:<id>.
@@ -82,6 +82,9 @@ class Dispatcher {
   void send_copy(JobIt job, const std::string& queue, const amqp_basic_properties_t& props,
                  uint64_t MessageCounters::*counter);
   void requeue_later(JobIt job);
+  // The job's delivery is still unsettled on the live connection (else the broker has
+  // requeued it, and whatever we publish for it would duplicate the redelivery).
+  bool from_current_connection(JobIt job) const;
   void release(JobIt job);
   static void on_requeue_timer(uv_timer_t* handle);
 

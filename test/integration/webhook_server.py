@@ -2,6 +2,7 @@
 
     hook = WebhookServer(fx)           # binds 127.0.0.1 on a free port, stopped at teardown
     hook.status = 500                  # what the next POSTs are answered with
+    hook.hold = fn                     # fn(body) runs (and may block) before each answer
     config = {"notify": {"channels": {"discord": {"sink": "webhook", "url": hook.url}}}}
     hook.wait_posts(1)                 # polls with a deadline
     hook.posts                         # every request: Post(time, path, headers, raw, json, status)
@@ -31,6 +32,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             parsed = json.loads(raw)
         except ValueError:
             parsed = None
+        if owner.hold is not None:
+            owner.hold(parsed)  # outside the lock: other requests are answered meanwhile
         with owner.lock:
             status = owner.status(parsed) if callable(owner.status) else owner.status
             owner.posts.append(Post(time.monotonic(), self.path, dict(self.headers), raw, parsed, status))
@@ -62,6 +65,7 @@ class WebhookServer:
         self.lock = threading.Lock()
         self.posts = []
         self.status = status  # an int, or a function of the parsed JSON body returning one
+        self.hold = None  # a function of the parsed body, called before answering; may block
         self.httpd = _Server(("127.0.0.1", 0), _Handler)
         self.httpd.owner = self
         self.port = self.httpd.server_address[1]

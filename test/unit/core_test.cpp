@@ -90,6 +90,14 @@ TEST_CASE("dispatcher: idempotency keys") {
   }
 }
 
+TEST_CASE("dispatcher: eventd's own headers, the publish tag included, are recognised") {
+  CHECK(is_eventd_header("x-retry-count"));
+  CHECK(is_eventd_header("x-error-code"));
+  CHECK(is_eventd_header(AmqpConnection::kPublishTag));
+  CHECK_FALSE(is_eventd_header("x-custom"));
+  CHECK_FALSE(is_eventd_header("x-death"));
+}
+
 TEST_CASE("dispatcher: header values are capped without splitting UTF-8") {
   CHECK(cap_utf8("short", 1024) == "short");
   std::string long_ascii(2000, 'a');
