@@ -5,6 +5,7 @@
 #include <systemd/sd-daemon.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <memory>
@@ -50,6 +51,7 @@ class Daemon {
     sigterm_.init(this, [loop](uv_signal_t* s) { return uv_signal_init(loop, s); });
     sigint_.init(this, [loop](uv_signal_t* s) { return uv_signal_init(loop, s); });
     drain_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+    shutdown_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
     state_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   }
 
@@ -116,6 +118,7 @@ class Daemon {
     sigterm_.close();
     sigint_.close();
     drain_timer_.close();
+    shutdown_timer_.close();
     state_timer_.close();
   }
 
@@ -180,7 +183,27 @@ class Daemon {
     sd_notify(0, "STOPPING=1");
     amqp_.cancel();
     uv_timer_start(drain_timer_.get(), on_drain_timeout, config_.shutdown_drain_ms, 0);
+    uv_timer_start(shutdown_timer_.get(), on_shutdown_deadline, shutdown_deadline_ms(), 0);
     if (dispatcher_.in_flight() == 0) finish_drain();
+  }
+
+  // The drain, the ack settling and each connection's own close deadline, plus
+  // slack: only a close that ignores its deadline can reach it.
+  uint64_t shutdown_deadline_ms() const {
+    uint64_t amqp_close = std::max<uint64_t>(kAmqpCloseMs, config_.amqp.connect_timeout_ms);
+    return uint64_t{config_.shutdown_drain_ms} + kAckSettleMs + amqp_close + config_.redis.connect_timeout_ms +
+           kShutdownSlackMs;
+  }
+
+  // Backstop: SIGTERM ends the process in bounded time whatever hangs. Unacked
+  // messages go back to the broker when the process exits.
+  static void on_shutdown_deadline(uv_timer_t* handle) {
+    auto* self = owner_of<Daemon>(handle);
+    if (self == nullptr) return;
+    log::error("shutdown deadline reached; exiting without a clean close",
+               {{"deadline_ms", self->shutdown_deadline_ms()},
+                {"in_flight", static_cast<uint64_t>(self->dispatcher_.in_flight())}});
+    std::_Exit(1);
   }
 
   static void on_drain_timeout(uv_timer_t* handle) {
@@ -226,6 +249,8 @@ class Daemon {
   NotificationHandler* notifications_ = nullptr;  // observer: for the breaker metrics
   HttpServer http_;
   static constexpr uint64_t kAckSettleMs = 500;
+  static constexpr uint64_t kAmqpCloseMs = 2000;      // AmqpConnection's wait for close-ok
+  static constexpr uint64_t kShutdownSlackMs = 2000;
   uint64_t acks_at_drain_ = 0;
   bool draining_ = false;
   bool closing_ = false;
@@ -234,6 +259,7 @@ class Daemon {
   UvHandle<uv_signal_t> sigterm_;
   UvHandle<uv_signal_t> sigint_;
   UvHandle<uv_timer_t> drain_timer_;
+  UvHandle<uv_timer_t> shutdown_timer_;  // overall deadline from the first signal
   UvHandle<uv_timer_t> state_timer_;
 };
 

@@ -75,6 +75,16 @@ bool attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) {
   return true;
 }
 
+// A stop closes the timers, possibly from a callback nested below a caller that
+// still means to touch them: act only on live handles.
+void start_timer(UvHandle<uv_timer_t>& timer, uv_timer_cb cb, uint64_t timeout_ms, uint64_t repeat_ms) {
+  if (timer.initialised()) uv_timer_start(timer.get(), cb, timeout_ms, repeat_ms);
+}
+
+void stop_timer(UvHandle<uv_timer_t>& timer) {
+  if (timer.initialised()) uv_timer_stop(timer.get());
+}
+
 std::string reply_error(const redisReply* r) {
   if (r == nullptr) return "no reply (connection lost)";
   if (r->type == REDIS_REPLY_ERROR) return std::string(r->str, r->len);
@@ -88,6 +98,7 @@ RedisClient::RedisClient(uv_loop_t* loop, const RedisConfig& config, Handlers ha
   connect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   reconnect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   ping_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  close_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
 }
 
 RedisClient::~RedisClient() {
@@ -128,7 +139,7 @@ void RedisClient::connect() {
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
   ac_ = ac;
   state_ = RedisState::Connecting;
-  uv_timer_start(connect_timer_.get(), on_connect_timer, config_.connect_timeout_ms, 0);
+  start_timer(connect_timer_, on_connect_timer, config_.connect_timeout_ms, 0);
 }
 
 void RedisClient::on_connect_timer(uv_timer_t* handle) {
@@ -139,19 +150,61 @@ void RedisClient::on_connect_timer(uv_timer_t* handle) {
   }
 }
 
-// Frees the context from outside any hiredis callback (timers only).
-void RedisClient::drop_context(const std::string& reason) {
-  redisAsyncContext* ac = ac_;
-  bool was_connected = state_ == RedisState::Handshake || state_ == RedisState::Up;
-  ac_ = nullptr;
+// Frees the context now, from outside any hiredis callback (timers, stop()). Every
+// pending callback gets nullptr before this returns, and may call back into us,
+// stop() included: callers check stopping_ afterwards.
+void RedisClient::free_context() {
+  redisAsyncContext* ac = std::exchange(ac_, nullptr);
+  if (ac == nullptr) return;
   ac->data = nullptr;  // on_disconnect (if hiredis calls it) must not touch us
-  redisAsyncFree(ac);  // pending callbacks get nullptr now
+  redisAsyncFree(ac);
+}
+
+// Gives up on the connection (timers only).
+void RedisClient::drop_context(const std::string& reason) {
+  const bool was_connected = state_ != RedisState::Connecting;
+  free_context();
+  if (stopping_) {
+    // stop() waited for this context, or a pending callback just called stop(),
+    // which found no context and finished already (then this does nothing).
+    finish_stop();
+    return;
+  }
   if (was_connected) lost(reason);
   else {
     state_ = RedisState::Closed;
     log::warn("redis connect failed", {{"error", reason}});
     schedule_reconnect();
   }
+}
+
+// Disconnects once the pending replies are in, but waits for them only
+// connect_timeout_ms: a hung Redis (CLIENT PAUSE, a partition) would otherwise keep
+// the context, and the stop or the reconnect, waiting forever.
+void RedisClient::close_gracefully() {
+  if (state_ == RedisState::Closing || ac_ == nullptr) return;  // already on its way, deadline armed
+  state_ = RedisState::Closing;
+  stop_timer(connect_timer_);
+  stop_timer(ping_timer_);
+  start_timer(close_timer_, on_close_timer, config_.connect_timeout_ms, 0);
+  redisAsyncDisconnect(ac_);  // on_disconnect (maybe right now) or on_close_timer follows
+}
+
+void RedisClient::on_close_timer(uv_timer_t* handle) {
+  auto* self = owner_of<RedisClient>(handle);
+  if (self == nullptr || self->ac_ == nullptr || self->state_ != RedisState::Closing) return;
+  std::string why = "no reply within " + std::to_string(self->config_.connect_timeout_ms) + " ms while closing";
+  log::warn("redis did not answer; dropping the connection", {{"error", why}});
+  self->drop_context(why);
+}
+
+void RedisClient::finish_stop() {
+  state_ = RedisState::Closed;
+  connect_timer_.close();
+  reconnect_timer_.close();
+  ping_timer_.close();
+  close_timer_.close();
+  if (stop_done_) std::exchange(stop_done_, nullptr)();
 }
 
 void RedisClient::on_connect(const redisAsyncContext* ac, int status) {
@@ -161,19 +214,15 @@ void RedisClient::on_connect(const redisAsyncContext* ac, int status) {
     // hiredis frees the context after this callback.
     self->ac_ = nullptr;
     self->state_ = RedisState::Closed;
-    uv_timer_stop(self->connect_timer_.get());
+    stop_timer(self->connect_timer_);
     log::warn("redis connect failed", {{"error", ac->errstr}, {"host", self->config_.endpoint.host},
                                        {"port", self->config_.endpoint.port}});
-    if (self->stopping_) {
-      if (self->stop_done_) std::exchange(self->stop_done_, nullptr)();
-      return;
-    }
+    if (self->stopping_) return self->finish_stop();
     self->schedule_reconnect();
     return;
   }
   if (self->stopping_) {
-    self->state_ = RedisState::Closing;
-    redisAsyncDisconnect(self->ac_);  // on_disconnect completes the stop
+    self->close_gracefully();  // on_disconnect completes the stop
     return;
   }
   self->state_ = RedisState::Handshake;
@@ -210,11 +259,11 @@ void RedisClient::handshake() {
   send({"PING"},
        [this](const redisReply* r) {
          if (r == nullptr || r->type == REDIS_REPLY_ERROR || state_ != RedisState::Handshake) return;
-         uv_timer_stop(connect_timer_.get());
+         stop_timer(connect_timer_);
          state_ = RedisState::Up;
          backoff_.reset();
          ping_outstanding_ = false;
-         uv_timer_start(ping_timer_.get(), on_ping_timer, kPingIntervalMs, kPingIntervalMs);
+         start_timer(ping_timer_, on_ping_timer, kPingIntervalMs, kPingIntervalMs);
          log::info("redis connected", {{"host", config_.endpoint.host}, {"port", config_.endpoint.port},
                                        {"db", config_.endpoint.db}});
          if (handlers_.on_up) handlers_.on_up();
@@ -244,22 +293,17 @@ void RedisClient::on_disconnect(const redisAsyncContext* ac, int status) {
   if (self == nullptr) return;
   // hiredis frees the context after this callback returns.
   self->ac_ = nullptr;
+  stop_timer(self->close_timer_);
   std::string reason = status == REDIS_OK ? "disconnected" : (ac->errstr[0] ? ac->errstr : "connection lost");
-  if (self->stopping_) {
-    self->state_ = RedisState::Closed;
-    self->connect_timer_.close();
-    self->reconnect_timer_.close();
-    self->ping_timer_.close();
-    if (self->stop_done_) std::exchange(self->stop_done_, nullptr)();
-    return;
-  }
+  if (self->stopping_) return self->finish_stop();
   self->lost(reason);
 }
 
 void RedisClient::lost(const std::string& reason) {
   state_ = RedisState::Closed;
-  uv_timer_stop(ping_timer_.get());
-  uv_timer_stop(connect_timer_.get());
+  stop_timer(ping_timer_);
+  stop_timer(connect_timer_);
+  stop_timer(close_timer_);
   log::warn("redis connection lost", {{"reason", reason}});
   if (handlers_.on_down) handlers_.on_down(reason);
   schedule_reconnect();
@@ -269,7 +313,7 @@ void RedisClient::schedule_reconnect() {
   if (stopping_) return;
   uint32_t delay = backoff_.next();
   ++reconnects_;
-  uv_timer_start(reconnect_timer_.get(), on_reconnect_timer, delay, 0);
+  start_timer(reconnect_timer_, on_reconnect_timer, delay, 0);
 }
 
 void RedisClient::on_reconnect_timer(uv_timer_t* handle) {
@@ -281,31 +325,12 @@ void RedisClient::on_reconnect_timer(uv_timer_t* handle) {
 void RedisClient::stop(std::function<void()> done) {
   stopping_ = true;
   stop_done_ = std::move(done);
-  uv_timer_stop(reconnect_timer_.get());
-  uv_timer_stop(ping_timer_.get());
-  if (ac_ == nullptr) {
-    state_ = RedisState::Closed;
-    connect_timer_.close();
-    reconnect_timer_.close();
-    ping_timer_.close();
-    if (stop_done_) std::exchange(stop_done_, nullptr)();
-    return;
-  }
-  if (state_ == RedisState::Connecting) {
-    // Not connected yet: nothing to flush, drop the attempt (no callbacks follow).
-    redisAsyncContext* ac = ac_;
-    ac_ = nullptr;
-    ac->data = nullptr;
-    redisAsyncFree(ac);
-    state_ = RedisState::Closed;
-    connect_timer_.close();
-    reconnect_timer_.close();
-    ping_timer_.close();
-    if (stop_done_) std::exchange(stop_done_, nullptr)();
-    return;
-  }
-  state_ = RedisState::Closing;
-  redisAsyncDisconnect(ac_);  // after pending replies; on_disconnect completes the stop
+  stop_timer(reconnect_timer_);
+  stop_timer(ping_timer_);
+  // Not connected yet: nothing to flush, drop the attempt (no callbacks pending).
+  if (state_ == RedisState::Connecting) free_context();
+  if (ac_ == nullptr) return finish_stop();
+  close_gracefully();  // after pending replies (or the deadline), the stop completes
 }
 
 void RedisClient::on_reply(redisAsyncContext* /*ac*/, void* reply, void* privdata) {
@@ -374,8 +399,7 @@ bool RedisClient::eval(ScriptId id, const std::vector<std::string_view>& keys,
     if (r != nullptr && r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).starts_with("NOSCRIPT")) {
       if (state_ == RedisState::Up && ac_ != nullptr) {
         log::warn("redis lost its scripts; reconnecting to load them again");
-        state_ = RedisState::Closing;
-        redisAsyncDisconnect(ac_);
+        close_gracefully();
       }
       done(nullptr);
       return;

@@ -2,11 +2,15 @@
 #include "eventd/sinks.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <system_error>
+#include <utility>
+#include <vector>
 
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -18,83 +22,112 @@ namespace eventd {
 
 // --- FileSink ---------------------------------------------------------------------
 
-FileSink::FileSink(uv_loop_t* loop, std::string path) : loop_(loop), path_(std::move(path)) {
-  std::error_code ec;
-  std::filesystem::path parent = std::filesystem::path(path_).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-  if (fd_ < 0) {
-    open_error_ = "cannot open " + path_ + ": " + std::strerror(errno);
-    log::error("file sink unavailable", {{"path", path_}, {"error", open_error_}});
+struct FileSink::Spool {
+  uv_loop_t* loop = nullptr;
+  std::string path;
+  int fd = -1;
+  bool writing = false;    // a batch is on the threadpool
+  bool sink_gone = false;  // the FileSink was destroyed: call nobody back
+  std::string queued;      // lines for the next batch
+  std::vector<SinkDone> waiting;
+  ~Spool() {
+    if (fd >= 0) ::close(fd);
   }
-}
+};
 
-FileSink::~FileSink() {
-  if (fd_ >= 0) ::close(fd_);
-}
+struct FileSink::Batch {
+  uv_work_t req{};
+  std::shared_ptr<Spool> spool;
+  std::string data;
+  std::vector<SinkDone> dones;
+  std::string error;  // set on the threadpool; empty: written and fsynced
+};
 
 namespace {
 
-struct WriteOp {
-  uv_fs_t req{};
-  std::string line;
-  SinkDone done;
-  int fd = -1;
-  std::string path;
-};
-
-void finish_write(std::unique_ptr<WriteOp> op, SinkResult result) {
-  SinkDone done = std::move(op->done);
-  op.reset();
-  done(std::move(result));
-}
+std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
 
 }  // namespace
 
+std::string append_whole(int fd, std::string_view data) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return "fstat: " + errno_text(errno);
+  const off_t before = st.st_size;
+  std::string error;
+  std::size_t written = 0;
+  while (written < data.size() && error.empty()) {
+    ssize_t n = ::write(fd, data.data() + written, data.size() - written);
+    if (n > 0) written += static_cast<std::size_t>(n);
+    else if (n < 0 && errno == EINTR) continue;
+    else error = "write: " + (n < 0 ? errno_text(errno) : std::string("no progress"));
+  }
+  if (error.empty() && ::fsync(fd) != 0) error = "fsync: " + errno_text(errno);
+  // A retry appends the lines whole: what made it into the file must not stay.
+  if (!error.empty() && written > 0 && ::ftruncate(fd, before) != 0) {
+    error += "; cutting back the partial line: " + errno_text(errno);
+  }
+  return error;
+}
+
+FileSink::FileSink(uv_loop_t* loop, std::string path) : spool_(std::make_shared<Spool>()) {
+  spool_->loop = loop;
+  spool_->path = std::move(path);
+  std::error_code ec;
+  std::filesystem::path parent = std::filesystem::path(spool_->path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  spool_->fd = ::open(spool_->path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (spool_->fd < 0) {
+    open_error_ = "cannot open " + spool_->path + ": " + std::strerror(errno);
+    log::error("file sink unavailable", {{"path", spool_->path}, {"error", open_error_}});
+  }
+}
+
+FileSink::~FileSink() { spool_->sink_gone = true; }
+
 void FileSink::deliver(std::string payload, SinkDone done) {
-  if (fd_ < 0) {
+  if (spool_->fd < 0) {
     done({false, true, open_error_});
     return;
   }
-  auto op = std::make_unique<WriteOp>();
-  op->line = std::move(payload);
-  op->line.push_back('\n');
-  op->done = std::move(done);
-  op->fd = fd_;
-  op->path = path_;
-  op->req.data = op.get();
-  uv_buf_t buf = uv_buf_init(op->line.data(), static_cast<unsigned>(op->line.size()));
-  // One write(2) per line on an O_APPEND descriptor: lines never interleave.
-  int rc = uv_fs_write(loop_, &op->req, fd_, &buf, 1, -1, [](uv_fs_t* req) {
-    std::unique_ptr<WriteOp> op(static_cast<WriteOp*>(req->data));
-    ssize_t n = req->result;
-    uv_fs_req_cleanup(req);
-    if (n < 0 || static_cast<std::size_t>(n) != op->line.size()) {
-      std::string why = n < 0 ? uv_strerror(static_cast<int>(n)) : "short write";
-      return finish_write(std::move(op), {false, true, "write to " + op->path + " failed: " + why});
-    }
-    // The line is on disk before the message is acked.
-    WriteOp* raw = op.release();
-    int rc2 = uv_fs_fsync(req->loop, &raw->req, raw->fd, [](uv_fs_t* r) {
-      std::unique_ptr<WriteOp> op(static_cast<WriteOp*>(r->data));
-      ssize_t result = r->result;
-      uv_fs_req_cleanup(r);
-      if (result < 0) {
-        return finish_write(std::move(op), {false, true, "fsync of " + op->path + " failed: " +
-                                                             uv_strerror(static_cast<int>(result))});
-      }
-      finish_write(std::move(op), {true, false, {}});
-    });
-    if (rc2 != 0) {
-      std::unique_ptr<WriteOp> back(raw);
-      finish_write(std::move(back), {false, true, std::string("fsync not started: ") + uv_strerror(rc2)});
-    }
-  });
+  spool_->queued += payload;
+  spool_->queued.push_back('\n');
+  spool_->waiting.push_back(std::move(done));
+  if (!spool_->writing) write_next(spool_);
+}
+
+// One batch at a time: a failed batch can be cut back without touching another's
+// lines, and the lines that waited meanwhile share one fsync.
+void FileSink::write_next(const std::shared_ptr<Spool>& spool) {
+  if (spool->writing || spool->sink_gone || spool->waiting.empty()) return;
+  auto batch = std::make_unique<Batch>();
+  batch->spool = spool;
+  batch->data = std::exchange(spool->queued, {});
+  batch->dones = std::exchange(spool->waiting, {});
+  batch->req.data = batch.get();
+  int rc = uv_queue_work(
+      spool->loop, &batch->req,
+      [](uv_work_t* req) {
+        auto* b = static_cast<Batch*>(req->data);
+        b->error = append_whole(b->spool->fd, b->data);
+      },
+      [](uv_work_t* req, int status) {
+        std::unique_ptr<Batch> b(static_cast<Batch*>(req->data));
+        std::shared_ptr<Spool> spool = b->spool;
+        spool->writing = false;
+        if (status != 0 && b->error.empty()) b->error = std::string("cancelled: ") + uv_strerror(status);
+        if (spool->sink_gone) return;
+        SinkResult result{b->error.empty(), !b->error.empty(), {}};
+        if (!result.ok) result.error = "append to " + spool->path + " failed: " + b->error;
+        for (SinkDone& done : b->dones) done(result);
+        write_next(spool);  // the lines queued meanwhile
+      });
   if (rc != 0) {
-    finish_write(std::move(op), {false, true, std::string("write not started: ") + uv_strerror(rc)});
+    SinkResult failed{false, true, std::string("write not started: ") + uv_strerror(rc)};
+    for (SinkDone& done : batch->dones) done(failed);
     return;
   }
-  (void)op.release();  // owned by the request until its callback
+  spool->writing = true;
+  (void)batch.release();  // owned by the request until its after-work callback
 }
 
 // --- CurlMulti ---------------------------------------------------------------------

@@ -46,7 +46,9 @@ class RedisClient {
   ScriptId add_script(std::string source);
 
   void start();
-  // Waits for pending replies, then disconnects; `done` runs once.
+  // Waits for pending replies, then disconnects; `done` runs once. Redis gets
+  // connect_timeout_ms to answer; after that the connection is dropped (pending
+  // callbacks get nullptr), so a hung Redis cannot hold the stop.
   void stop(std::function<void()> done);
 
   bool up() const { return state_ == RedisState::Up; }
@@ -72,12 +74,16 @@ class RedisClient {
   static void on_connect_timer(uv_timer_t* handle);
   static void on_reconnect_timer(uv_timer_t* handle);
   static void on_ping_timer(uv_timer_t* handle);
+  static void on_close_timer(uv_timer_t* handle);
 
   void connect();
   void handshake();
   void lost(const std::string& reason);
   void schedule_reconnect();
   void drop_context(const std::string& reason);
+  void free_context();
+  void close_gracefully();
+  void finish_stop();
   bool send(const std::vector<std::string_view>& args, Callback done, bool handshake_ok = false);
 
   uv_loop_t* loop_;
@@ -96,6 +102,7 @@ class RedisClient {
   UvHandle<uv_timer_t> connect_timer_;
   UvHandle<uv_timer_t> reconnect_timer_;
   UvHandle<uv_timer_t> ping_timer_;
+  UvHandle<uv_timer_t> close_timer_;  // deadline for the replies a disconnect waits for
 };
 
 }  // namespace eventd

@@ -1,5 +1,6 @@
 // Notification sinks with effects outside Redis, both non-blocking on the loop:
-// FileSink appends JSON lines and fsyncs them on libuv's threadpool; WebhookSink
+// FileSink appends JSON lines and fsyncs them on libuv's threadpool, one batch at a
+// time; WebhookSink
 // POSTs with libcurl's multi-socket interface driven by uv_poll and a uv_timer.
 // (The redis sink is a Lua script in the notification handler.)
 #pragma once
@@ -38,17 +39,28 @@ class FileSink : public Sink {
   // Creates the parent directory and opens `path` for appending (start-up only);
   // if that fails, every delivery fails retryably with the reason.
   FileSink(uv_loop_t* loop, std::string path);
-  ~FileSink() override;
+  ~FileSink() override;  // a batch still on the threadpool finishes, its callbacks are not called
+  FileSink(const FileSink&) = delete;
+  FileSink& operator=(const FileSink&) = delete;
   std::string_view kind() const override { return "file"; }
+  // Succeeds once the whole line is written and fsynced. A failed write leaves no
+  // part of the line behind (the file is cut back), so a retry appends it whole.
   void deliver(std::string payload, SinkDone done) override;
   const std::string& open_error() const { return open_error_; }
 
  private:
-  uv_loop_t* loop_;
-  std::string path_;
-  int fd_ = -1;
+  struct Spool;  // the descriptor and the lines waiting for the next batch
+  struct Batch;  // lines being written and fsynced on the threadpool
+  static void write_next(const std::shared_ptr<Spool>& spool);
+
+  std::shared_ptr<Spool> spool_;  // shared with a batch in flight
   std::string open_error_;
 };
+
+// Appends `data` to `fd` whole: retries short writes; if it cannot, cuts the file
+// back to its length before, so no partial line stays. Then fsyncs. Blocking (for the
+// threadpool); returns the error, empty on success. Only one writer at a time.
+std::string append_whole(int fd, std::string_view data);
 
 // libcurl multi handle on the loop. Requests run concurrently; each completion
 // callback runs once.

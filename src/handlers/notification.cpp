@@ -3,7 +3,9 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <chrono>
+#include <iterator>
 
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -82,7 +84,40 @@ HandlerResult script_failure(const redisReply* r) {
   return HandlerResult::failed(ProcessingError::transient(ErrorCode::Internal, "redis: " + why));
 }
 
+HandlerResult circuit_open(const CircuitBreaker& breaker, std::string_view sink, const std::string& name, int64_t now) {
+  uint32_t wait = static_cast<uint32_t>(std::max<int64_t>(breaker.retry_after_ms(now), 1000));
+  return HandlerResult::deferred(
+      ProcessingError::transient(ErrorCode::DownstreamError, std::string("circuit open: the ") + std::string(sink) +
+                                                                 " sink of " + name + " keeps failing"),
+      wait);
+}
+
+std::string lease_key(std::string_view idem) {
+  return "eventd:lease:" + std::string(idem.substr(std::string_view("eventd:idem:").size()));
+}
+
 }  // namespace
+
+UnrecordedDeliveries::UnrecordedDeliveries(std::size_t capacity) : capacity_(std::max<std::size_t>(capacity, 1)) {}
+
+void UnrecordedDeliveries::remember(std::string_view idem_key) {
+  if (contains(idem_key)) return;
+  if (by_key_.size() >= capacity_) {
+    by_key_.erase(oldest_first_.front());
+    oldest_first_.pop_front();
+  }
+  oldest_first_.emplace_back(idem_key);
+  by_key_.emplace(oldest_first_.back(), std::prev(oldest_first_.end()));
+}
+
+bool UnrecordedDeliveries::contains(std::string_view idem_key) const { return by_key_.find(idem_key) != by_key_.end(); }
+
+void UnrecordedDeliveries::forget(std::string_view idem_key) {
+  auto it = by_key_.find(idem_key);
+  if (it == by_key_.end()) return;
+  oldest_first_.erase(it->second);
+  by_key_.erase(it);
+}
 
 std::string notifications_stream_key(std::string_view user) { return "eventd:notifications:" + std::string(user); }
 std::string rate_limit_key(std::string_view user, std::string_view channel) {
@@ -174,14 +209,14 @@ void NotificationHandler::handle(const Message& message, HandlerDone done) {
 
 void NotificationHandler::deliver_external(Channel& channel, const std::string& name, const Message& message,
                                            HandlerDone done) {
+  std::string idem(message.idempotency_key);
+  std::string lease = lease_key(idem);
+  // Delivered already, only not recorded: never call the sink again for it.
+  if (unrecorded_.contains(idem)) return record_delivery(idem, lease, std::move(done));
   const int64_t now = static_cast<int64_t>(uv_now(loop_));
-  if (!channel.breaker.allow(now)) {
-    uint32_t wait = static_cast<uint32_t>(std::max<int64_t>(channel.breaker.retry_after_ms(now), 1000));
-    return done(HandlerResult::deferred(
-        ProcessingError::transient(ErrorCode::DownstreamError,
-                                   std::string("circuit open: the ") + std::string(channel.sink->kind()) +
-                                       " sink of " + name + " keeps failing"),
-        wait));
+  // Only a look: a half-open trial slot is taken once the lease script says go.
+  if (channel.breaker.retry_after_ms(now) > 0) {
+    return done(circuit_open(channel.breaker, channel.sink->kind(), name, now));
   }
   const rapidjson::Value& body = message.body;
   const std::string user = field(body, "userId");
@@ -195,8 +230,6 @@ void NotificationHandler::deliver_external(Channel& channel, const std::string& 
     line.AddMember("messageId", rapidjson::Value(id.c_str(), line.GetAllocator()), line.GetAllocator());
     payload = json_of(line);
   }
-  std::string idem(message.idempotency_key);
-  std::string lease = "eventd:lease:" + idem.substr(std::string_view("eventd:idem:").size());
   std::string lease_ms = std::to_string(notify_.webhook_timeout_ms + 10000);
   bool sent = redis_.eval(
       lease_script_, {idem, rate_limit_key(user, name), lease},
@@ -216,6 +249,12 @@ void NotificationHandler::deliver_external(Channel& channel, const std::string& 
               ProcessingError::transient(ErrorCode::Internal, "being delivered under another lease"),
               static_cast<uint32_t>(wait)));
         }
+        const int64_t at = static_cast<int64_t>(uv_now(loop_));
+        if (!channel.breaker.allow(at)) {
+          // Another message took the half-open trial meanwhile.
+          redis_.command({"DEL", lease}, [](const redisReply*) {});
+          return done(circuit_open(channel.breaker, channel.sink->kind(), name, at));
+        }
         channel.sink->deliver(std::move(payload), [this, &channel, name, idem, lease, done](SinkResult result) {
           const int64_t at = static_cast<int64_t>(uv_now(loop_));
           if (!result.ok) {
@@ -229,16 +268,27 @@ void NotificationHandler::deliver_external(Channel& channel, const std::string& 
             return done(HandlerResult::failed(std::move(e)));
           }
           channel.breaker.record_success(at);
-          // Delivered: record it. Should Redis fail now, the lease expires and the
-          // notification goes out once more (at least once, never lost).
-          bool ok = redis_.command({"SET", idem, "1", "EX", ttl_}, [this, lease, done](const redisReply* reply) {
-            if (reply == nullptr) return done(HandlerResult::redis_unavailable());
-            redis_.command({"DEL", lease}, [](const redisReply*) {});
-            done(HandlerResult::applied());
-          });
-          if (!ok) done(HandlerResult::redis_unavailable());
+          record_delivery(idem, lease, done);
         });
       });
+  if (!sent) done(HandlerResult::redis_unavailable());
+}
+
+void NotificationHandler::record_delivery(const std::string& idem, const std::string& lease, HandlerDone done) {
+  // Until the key is written, a rerun (parked until Redis is back, or retried) only
+  // records: the lease it still holds would otherwise defer it until it expires, and
+  // then deliver it again.
+  unrecorded_.remember(idem);
+  bool sent = redis_.command({"SET", idem, "1", "EX", ttl_}, [this, idem, lease, done](const redisReply* reply) {
+    if (reply == nullptr) return done(HandlerResult::redis_unavailable());
+    if (reply->type == REDIS_REPLY_ERROR) {
+      return done(HandlerResult::failed(ProcessingError::transient(
+          ErrorCode::Internal, "redis: recording a delivered notification: " + std::string(reply->str, reply->len))));
+    }
+    unrecorded_.forget(idem);
+    redis_.command({"DEL", lease}, [](const redisReply*) {});
+    done(HandlerResult::applied());
+  });
   if (!sent) done(HandlerResult::redis_unavailable());
 }
 

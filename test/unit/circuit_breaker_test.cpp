@@ -177,3 +177,19 @@ TEST_CASE("circuit_breaker: config is sanitised and states have names") {
   CHECK(eventd::circuit_state_name(CircuitState::Open) == "open");
   CHECK(eventd::circuit_state_name(CircuitState::HalfOpen) == "half_open");
 }
+
+TEST_CASE("circuit_breaker: retry_after_ms only looks; the half-open trial is taken by allow()") {
+  auto cb = make(1, 1000, 1);
+  open_at(cb, 0);
+  CHECK(cb.retry_after_ms(500) == 500);
+  // Half-open: asking (as the notification handler does before its lease script)
+  // leaves the trial slot for the call that really goes to the sink.
+  CHECK(cb.retry_after_ms(1000) == 0);
+  CHECK(cb.retry_after_ms(1000) == 0);
+  CHECK(cb.state(1000) == CircuitState::HalfOpen);
+  CHECK(cb.allow(1001));
+  CHECK(cb.retry_after_ms(1001) > 0);
+  CHECK_FALSE(cb.allow(1001));
+  cb.record_success(1002);
+  CHECK(cb.state(1002) == CircuitState::Closed);
+}

@@ -6,12 +6,17 @@
 // file and webhook sinks act outside Redis, so a short lease
 // (eventd:lease:<message id>) is taken with the bucket check first; the key is
 // written after the sink succeeds. A crash in between means the notification is
-// delivered again after the lease expires (at least once), never skipped.
+// delivered again after the lease expires (at least once), never skipped. A Redis
+// failure in between does not: the handler remembers the delivery and its rerun
+// only writes the key.
 #pragma once
 
+#include <cstddef>
+#include <list>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "eventd/circuit_breaker.hpp"
 #include "eventd/config.hpp"
@@ -23,6 +28,26 @@ namespace eventd {
 
 std::string notifications_stream_key(std::string_view user);  // eventd:notifications:<userId>
 std::string rate_limit_key(std::string_view user, std::string_view channel);  // eventd:ratelimit:<userId>:<channel>
+
+// Idempotency keys of notifications a sink delivered but Redis has not recorded yet
+// (the SET failed or could not be sent). Bounded: past `capacity` the oldest is
+// forgotten, and that notification goes out again once its lease expires (at least
+// once, as after a crash). In memory only, on the loop thread.
+class UnrecordedDeliveries {
+ public:
+  explicit UnrecordedDeliveries(std::size_t capacity = kDefaultCapacity);
+  static constexpr std::size_t kDefaultCapacity = 10000;
+
+  void remember(std::string_view idem_key);
+  bool contains(std::string_view idem_key) const;
+  void forget(std::string_view idem_key);  // once recorded
+  std::size_t size() const { return by_key_.size(); }
+
+ private:
+  std::size_t capacity_;
+  std::list<std::string> oldest_first_;
+  std::map<std::string, std::list<std::string>::iterator, std::less<>> by_key_;
+};
 
 class NotificationHandler : public Handler {
  public:
@@ -40,6 +65,8 @@ class NotificationHandler : public Handler {
   };
 
   void deliver_external(Channel& channel, const std::string& name, const Message& message, HandlerDone done);
+  // Writes the idempotency key of a delivered notification and frees its lease.
+  void record_delivery(const std::string& idem, const std::string& lease, HandlerDone done);
 
   uv_loop_t* loop_;
   RedisClient& redis_;
@@ -49,6 +76,7 @@ class NotificationHandler : public Handler {
   std::map<std::string, Channel, std::less<>> channels_;
   RedisClient::ScriptId stream_script_;
   RedisClient::ScriptId lease_script_;
+  UnrecordedDeliveries unrecorded_;
 };
 
 }  // namespace eventd
