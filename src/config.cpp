@@ -16,6 +16,7 @@
 #include <rapidjson/error/en.h>
 #include <rapidjson/pointer.h>
 
+#include "eventd/json_parse.hpp"
 #include "eventd/schema_registry.hpp"
 
 namespace eventd {
@@ -216,15 +217,15 @@ T uint_at(const Value& root, const char* pointer, T fallback) {
   return v ? static_cast<T>(v->GetUint64()) : fallback;
 }
 
-std::string parse_error_message(std::string_view text, const rapidjson::Document& doc, const std::string& source) {
-  const std::size_t offset = std::min(doc.GetErrorOffset(), text.size());
+std::string parse_error_message(std::string_view text, const JsonParseError& error, const std::string& source) {
+  const std::size_t offset = std::min(error.offset, text.size());
   std::size_t line = 1, line_start = 0;
   for (std::size_t i = 0; i < offset; ++i)
     if (text[i] == '\n') {
       ++line;
       line_start = i + 1;
     }
-  std::string what = rapidjson::GetParseError_En(doc.GetParseError());
+  std::string what = error.what;
   if (!what.empty() && what.back() == '.') what.pop_back();
   return source + ": invalid JSON at line " + std::to_string(line) + " column " +
          std::to_string(offset - line_start + 1) + ": " + what;
@@ -358,8 +359,10 @@ RedisEndpoint parse_redis_url(const std::string& url) {
 
 Config parse_config(std::string_view text, const std::string& source, const char* (*getenv_fn)(const char*)) {
   rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.data(), text.size());
-  if (doc.HasParseError()) throw ConfigError(parse_error_message(text, doc, source));
+  if (auto error = parse_json<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag |
+                              rapidjson::kParseValidateEncodingFlag>(doc, text)) {
+    throw ConfigError(parse_error_message(text, *error, source));
+  }
   check_duplicate_keys(doc, "", source);
   if (auto error = registry().validate("config", doc)) throw ConfigError(source + ": " + *error);
 

@@ -11,6 +11,7 @@
 
 #include "eventd/amqp_table.hpp"
 #include "eventd/json_case.hpp"
+#include "eventd/json_parse.hpp"
 #include "eventd/log.hpp"
 #include "eventd/routing.hpp"
 #include "eventd/utf8.hpp"
@@ -134,14 +135,12 @@ void Dispatcher::on_delivery(Delivery&& delivery) {
   if (job->retry_count < 0) job->retry_count = 0;
 
   rapidjson::Document& doc = job->body;
-  doc.Parse<rapidjson::kParseValidateEncodingFlag>(d.body.data(), d.body.size());
-  if (doc.HasParseError()) {
+  if (auto error = parse_json<rapidjson::kParseValidateEncodingFlag>(doc, d.body)) {
     job->counters = &metrics_.counters(d.queue, kUnknownType);
     ++job->counters->consumed;
-    dead_letter(job, ProcessingError::permanent(
-                         ErrorCode::ParseError,
-                         std::string("invalid JSON at offset ") + std::to_string(doc.GetErrorOffset()) + ": " +
-                             rapidjson::GetParseError_En(doc.GetParseError())));
+    dead_letter(job, ProcessingError::permanent(ErrorCode::ParseError, "invalid JSON at offset " +
+                                                                           std::to_string(error->offset) + ": " +
+                                                                           error->what));
     return;
   }
   if (doc.IsObject()) {
@@ -281,10 +280,12 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
       entry = nl == std::string_view::npos ? std::string_view() : entry.substr(nl + 1);
       reply = true;
     }
+    // eventd's own text (it may nest a received body a level or two deeper); only the
+    // top level is read here, the bound is for the stack.
     rapidjson::Document body;
-    body.Parse(entry.data(), entry.size());
+    const bool parsed = !parse_json(body, entry, 4 * kMaxJsonDepth);
     std::string type;
-    if (!body.HasParseError() && body.IsObject() && body.HasMember("type") && body["type"].IsString()) {
+    if (parsed && body.IsObject() && body.HasMember("type") && body["type"].IsString()) {
       type = body["type"].GetString();
     }
     if (!reply) {

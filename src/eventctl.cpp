@@ -31,6 +31,7 @@
 #include "eventd/amqp_table.hpp"
 #include "eventd/dispatcher.hpp"
 #include "eventd/json_case.hpp"
+#include "eventd/json_parse.hpp"
 #include "eventd/retry_policy.hpp"
 #include "eventd/routing.hpp"
 #include "eventd/schema_registry.hpp"
@@ -157,10 +158,8 @@ std::unique_ptr<AmqpSession> open_session(const Config& config) {
 // `timestamp` when absent. Returns the camelCase JSON to send.
 std::string prepare_body(const SchemaRegistry& schemas, const std::string& type, const std::string& text,
                          rapidjson::Document& doc) {
-  doc.Parse<rapidjson::kParseValidateEncodingFlag>(text.data(), text.size());
-  if (doc.HasParseError()) {
-    throw UsageError("invalid JSON at offset " + std::to_string(doc.GetErrorOffset()) + ": " +
-                     rapidjson::GetParseError_En(doc.GetParseError()));
+  if (auto error = parse_json<rapidjson::kParseValidateEncodingFlag>(doc, text)) {
+    throw UsageError("invalid JSON at offset " + std::to_string(error->offset) + ": " + error->what);
   }
   if (!doc.IsObject()) throw UsageError("the message must be a JSON object");
   normalise_keys(doc, doc.GetAllocator());
@@ -353,8 +352,7 @@ int verify_topology(const Config& config, const Topology& topology) {
     if (status == 401) throw AmqpError("the management API refused user '" + config.amqp.endpoint.user + "' (401)");
     if (status == 404) return false;
     if (status != 200) throw AmqpError("management API answered HTTP " + std::to_string(status) + " for " + path);
-    doc.Parse(body->c_str());
-    return !doc.HasParseError();
+    return !parse_json(doc, *body);
   };
 
   for (const auto& ex : topology.exchanges) {
@@ -700,8 +698,8 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
       std::size_t rules = 0;
       if (st->element[1]->type == REDIS_REPLY_STRING) {
         rapidjson::Document spec;
-        spec.Parse(st->element[1]->str, st->element[1]->len);
-        if (!spec.HasParseError() && spec.HasMember("rules") && spec["rules"].IsArray()) rules = spec["rules"].Size();
+        const bool parsed = !parse_json(spec, std::string_view(st->element[1]->str, st->element[1]->len));
+        if (parsed && spec.IsObject() && spec.HasMember("rules") && spec["rules"].IsArray()) rules = spec["rules"].Size();
       }
       std::printf("%s\t%s\t%zu rule(s)\n", u.c_str(), status.c_str(), rules);
     }
@@ -719,10 +717,8 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
     if (a.positional.size() > 3) throw UsageError("monitor start takes USER and one SPEC");
     std::string text = read_input(a.positional.size() == 3 ? a.positional[2] : "-");
     rapidjson::Document spec;
-    spec.Parse(text.data(), text.size());
-    if (spec.HasParseError()) {
-      throw UsageError("invalid JSON in SPEC at offset " + std::to_string(spec.GetErrorOffset()) + ": " +
-                       rapidjson::GetParseError_En(spec.GetParseError()));
+    if (auto error = parse_json<rapidjson::kParseValidateEncodingFlag>(spec, text)) {
+      throw UsageError("invalid JSON in SPEC at offset " + std::to_string(error->offset) + ": " + error->what);
     }
     if (!spec.IsObject()) throw UsageError("SPEC must be a JSON object");
     normalise_keys(spec, spec.GetAllocator());
@@ -788,8 +784,7 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
     std::string value(r->element[i + 1]->str, r->element[i + 1]->len);
     if (key == "spec" || key == "channels") {
       rapidjson::Document parsed(&al);
-      parsed.Parse(value.c_str());
-      if (!parsed.HasParseError()) out.AddMember(rapidjson::Value(key.c_str(), al), rapidjson::Value(parsed, al), al);
+      if (!parse_json(parsed, value)) out.AddMember(rapidjson::Value(key.c_str(), al), rapidjson::Value(parsed, al), al);
     } else if (key == "checkIntervalMs" || key == "updatedAt") {
       out.AddMember(rapidjson::Value(key.c_str(), al), rapidjson::Value(static_cast<int64_t>(std::strtoll(value.c_str(), nullptr, 10))), al);
     } else {

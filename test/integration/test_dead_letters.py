@@ -57,6 +57,10 @@ def test_poison_messages_are_dead_lettered(fx):
     cases = {
         "parse": (b'{"type":"quote_update", "symbol": "P", "price": ', "PARSE_ERROR", None),
         "empty": (b"", "PARSE_ERROR", None),
+        # Deep nesting overflowed the parser's stack: eventd died (SIGSEGV) on it.
+        "deep": (b"[" * 100000 + b"]" * 100000, "PARSE_ERROR", "Nested deeper than 64 levels"),
+        "deep-field": (('{"type":"quote_update","timestamp":%d,"symbol":"DEEP","price":1,"change":0,"x":' % now_ms())
+                       .encode() + b"{\"a\":" * 100000 + b"1" + b"}" * 100001, "PARSE_ERROR", "Nested deeper"),
         "schema": (json.dumps(quote("S", -1.0)).encode(), "VALIDATION_ERROR", "/price"),
         "missing": (b'{"type":"quote_update","timestamp":%d,"symbol":"M","price":1}' % now_ms(),
                     "VALIDATION_ERROR", "change"),
@@ -70,7 +74,8 @@ def test_poison_messages_are_dead_lettered(fx):
     assert set(dead) == set(cases), sorted(dead)
     for mid, (body, code, contains) in cases.items():
         assert_dead_letter(dead[mid], body, code, mid, error_contains=contains)
-    assert history_len("S") == 0 and history_len("EXP") == 0 and history_len("M") == 0, "a poison message was applied"
+    assert history_len("S") == 0 and history_len("EXP") == 0 and history_len("M") == 0 and history_len("DEEP") == 0, \
+        "a poison message was applied"
     assert fx.amqp.depth("eventd.quotes") == 0
     assert d.running(), "eventd died"
     assert d.logged("dead-lettering"), "no 'dead-lettering' log line"

@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import os
+import re
 import statistics
 import time
 
@@ -212,6 +213,10 @@ def test_monitor_cli_start_status_stop_list(fx):
         ("channels", {"rules": [good_rule], "channels": ["sms"]}),
         ("threshold", {"rules": [{"alertId": 1, "symbol": "MONA", "condition": "price_above"}], "channels": []}),
         ("JSON", '{"rules": [{"alertId": 1,'),
+        # Deep nesting overflowed the parser's stack (exit 139); given on stdin ("-"):
+        # too long for an argument.
+        ("Nested deeper than 64 levels", '{"rules": [], "channels": [], "positions": [{"symbol": "A", "quantity": 1,'
+                                         ' "x": ' + "[" * 100000 + "]" * 100000 + '}]}'),
     ]
     before = {k: redis("HGETALL", k) for k in ("eventd:rules:MONA", "eventd:rules:MONX", "eventd:rules:MONB")}
     before_b = redis("HGETALL", "eventd:monitor:mon-b")
@@ -219,7 +224,10 @@ def test_monitor_cli_start_status_stop_list(fx):
     for word, spec in invalid:
         text = spec if isinstance(spec, str) else json.dumps(spec)
         for user in ("mon-new", "mon-b"):  # a new user, and replacing an existing monitor
-            rc, out, err = fx.eventctl("monitor", "start", user, text)
+            if len(text) > 100000:
+                rc, out, err = fx.eventctl("monitor", "start", user, "-", input=text)
+            else:
+                rc, out, err = fx.eventctl("monitor", "start", user, text)
             lines = err.splitlines()
             assert rc == 2, f"invalid spec ({word}) for {user}: exit {rc}, stderr {err!r}"
             assert len(lines) == 1, f"invalid spec ({word}): expected one stderr line, got {lines!r}"
@@ -239,6 +247,20 @@ def test_monitor_cli_start_status_stop_list(fx):
     assert redis("EXISTS", "eventd:monitor:nobody-here") == 0, "stop of an unknown user wrote a monitor"
     rc, out, err = fx.eventctl("monitor", "start", "bad user", json.dumps(spec_c))
     assert rc == 2 and len(err.splitlines()) == 1, (rc, err)
+
+    # A spec in Redis that eventctl did not write: not an object (HasMember on an array
+    # aborted `monitor list`, exit 134), nested too deep (a stack overflow in `monitor
+    # status`), not JSON. Listed and shown without crashing.
+    for user, spec in (("odd-array", "[1, 2]"), ("odd-deep", "[" * 100000 + "]" * 100000), ("odd-text", "{oops")):
+        redis("HSET", f"eventd:monitor:{user}", "status", "running", "spec", spec)
+        redis("SADD", "eventd:monitors", user)
+        rc, out, err = fx.eventctl("monitor", "status", user)
+        assert rc == 0, f"monitor status {user} exited {rc}: {err!r}"
+        assert json.loads(out)["userId"] == user, out
+    rc, out, err = fx.eventctl("monitor", "list")
+    assert rc == 0, f"monitor list with odd specs exited {rc}: {err!r}"
+    for user in ("odd-array", "odd-deep", "odd-text"):
+        assert re.search(rf"^{user}\trunning\t0 rule\(s\)$", out, re.M), out
 
 
 # ---------------------------------------------------------------- rules

@@ -289,6 +289,24 @@ TEST_CASE("config: JSON syntax errors give line and column") {
         "test.jsonc: invalid JSON at line 1 column 4: The document root must not be followed by other values");
 }
 
+TEST_CASE("config: deep nesting is an error, not a stack overflow") {
+  EnvGuard env;
+  // 100 000 levels overflowed the parser's stack (SIGSEGV) before the depth bound.
+  CHECK(error_of(std::string(100000, '[') + std::string(100000, ']')) ==
+        "test.jsonc: invalid JSON at line 1 column 66: Nested deeper than 64 levels");
+  std::string objects;
+  for (int i = 0; i < 100000; ++i) objects += "{\"a\":";
+  objects += "1" + std::string(100000, '}');
+  CHECK(error_of(objects) == "test.jsonc: invalid JSON at line 1 column 322: Nested deeper than 64 levels");
+  CHECK(error_of(R"({"amqp": {"url": [[[[1]]]]}})") == "test.jsonc: /amqp/url: expected string, got array");
+}
+
+TEST_CASE("config: strings must be valid UTF-8") {
+  EnvGuard env;
+  CHECK(error_of("{\"amqp\": {\"url\": \"amqp://\xff@h/\"}}") ==
+        "test.jsonc: invalid JSON at line 1 column 26: Invalid encoding in string");
+}
+
 TEST_CASE("config: unknown keys are rejected with their pointer") {
   EnvGuard env;
   CHECK(error_of(R"({"amqp": {"prefecth": 10}})") == R"(test.jsonc: /amqp/prefecth: unknown key; did you mean "prefetch"?)");

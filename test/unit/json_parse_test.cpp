@@ -1,0 +1,110 @@
+// Tests for include/eventd/json_parse.hpp: how message bodies, CLI input, config
+// files and Redis values are parsed.
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+
+#include "eventd/json_case.hpp"
+#include "eventd/json_parse.hpp"
+#include "eventd/schema_registry.hpp"
+
+namespace {
+
+using eventd::parse_json;
+
+std::string nested_arrays(std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+// A quote_update whose extra field "x" holds `depth` nested arrays.
+std::string deep_quote(std::size_t depth) {
+  return R"({"type":"quote_update","timestamp":1700000000000,"symbol":"A","price":1,"change":0,"x":)" +
+         nested_arrays(depth) + "}";
+}
+
+}  // namespace
+
+TEST_CASE("json_parse: a document nested too deep is a parse error, not a stack overflow") {
+  // 100 000 levels overflowed the recursive parser's stack (SIGSEGV): one message
+  // like this took eventd down, and eventctl and --check-config with it.
+  for (std::size_t depth : {65u, 1000u, 100000u, 1000000u}) {
+    rapidjson::Document doc;
+    auto error = parse_json<rapidjson::kParseValidateEncodingFlag>(doc, nested_arrays(depth));
+    REQUIRE(error);
+    CHECK(error->what == "Nested deeper than 64 levels.");
+    CHECK(error->offset == 65);  // just after the 65th "["
+  }
+  std::string objects;
+  for (int i = 0; i < 100000; ++i) objects += R"({"a":)";
+  objects += "1" + std::string(100000, '}');
+  rapidjson::Document doc;
+  auto error = parse_json(doc, objects);
+  REQUIRE(error);
+  CHECK(error->what == "Nested deeper than 64 levels.");
+}
+
+TEST_CASE("json_parse: 64 levels are fine; the bound is configurable") {
+  rapidjson::Document doc;
+  CHECK_FALSE(parse_json(doc, nested_arrays(64)));
+  CHECK(doc.IsArray());
+  CHECK(parse_json(doc, nested_arrays(3), 2));
+  CHECK_FALSE(parse_json(doc, nested_arrays(2), 2));
+  CHECK_FALSE(parse_json(doc, "1", 0));  // scalars have no depth
+  CHECK(parse_json(doc, "{}", 0));
+}
+
+TEST_CASE("json_parse: other errors read as Document::Parse's") {
+  for (const std::string text : {"", "{", "{} x", R"({"a":1,})", "[1e400]", "\"\xff\"", "{\"a\" 1}"}) {
+    CAPTURE(text);
+    rapidjson::Document expected;
+    expected.Parse<rapidjson::kParseValidateEncodingFlag>(text.data(), text.size());
+    REQUIRE(expected.HasParseError());
+    rapidjson::Document doc;
+    auto error = parse_json<rapidjson::kParseValidateEncodingFlag>(doc, text);
+    REQUIRE(error);
+    CHECK(error->offset == expected.GetErrorOffset());
+    CHECK(error->what == rapidjson::GetParseError_En(expected.GetParseError()));
+  }
+}
+
+TEST_CASE("json_parse: a valid document parses as with Document::Parse") {
+  const std::string text = R"({"a":[1,-2,18446744073709551615,1.5,"s",true,null,{"b":{}}],"c":"caf\u00e9"})";
+  rapidjson::Document expected;
+  expected.Parse(text.data(), text.size());
+  rapidjson::Document doc;
+  CHECK_FALSE(parse_json(doc, text));
+  CHECK(doc == expected);
+  // With a caller's allocator, as the dispatcher parses each message into its own pool.
+  char buffer[256];
+  rapidjson::MemoryPoolAllocator<> pool(buffer, sizeof buffer);
+  rapidjson::Document pooled(&pool);
+  CHECK_FALSE(parse_json(pooled, text));
+  CHECK(pooled == expected);
+}
+
+TEST_CASE("json_parse: on error the document keeps its previous value") {
+  rapidjson::Document doc;
+  REQUIRE_FALSE(parse_json(doc, R"({"a":1})"));
+  CHECK(parse_json(doc, nested_arrays(100)));
+  REQUIRE(doc.IsObject());
+  CHECK(doc["a"].GetInt() == 1);
+}
+
+TEST_CASE("dispatcher steps: a deep message body is rejected before normalising and validating") {
+  // The dispatcher's steps on a message body: parse, normalise keys, validate.
+  eventd::SchemaRegistry schemas;
+  {
+    rapidjson::Document doc;
+    auto error = parse_json<rapidjson::kParseValidateEncodingFlag>(doc, deep_quote(200000));
+    REQUIRE(error);
+    CHECK(error->what == "Nested deeper than 64 levels.");
+  }
+  {
+    // Just within the bound (the body is level 1): parses, normalises, validates.
+    rapidjson::Document doc;
+    REQUIRE_FALSE(parse_json<rapidjson::kParseValidateEncodingFlag>(doc, deep_quote(63)));
+    eventd::normalise_keys(doc, doc.GetAllocator());
+    CHECK_FALSE(schemas.validate("quote_update", doc));
+  }
+}
