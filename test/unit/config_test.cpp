@@ -350,6 +350,10 @@ TEST_CASE("config: numeric ranges") {
   CHECK(error_of(R"({"retry": {"maxAttempts": 0}})") == "test.jsonc: /retry/maxAttempts: must be >= 1, got 0");
   CHECK(error_of(R"({"quotes": {"historyLength": 49}})") == "test.jsonc: /quotes/historyLength: must be >= 50, got 49");
   CHECK(error_of(R"({"topology": {"deliveryLimit": 0}})") == "test.jsonc: /topology/deliveryLimit: must be >= 1, got 0");
+  // maxAgeMs is compared as int64_t: 2^64-1 became -1 and expired every message.
+  CHECK(error_of(R"({"retry": {"maxAgeMs": 18446744073709551615}})") ==
+        "test.jsonc: /retry/maxAgeMs: must be <= 9007199254740991, got 18446744073709551615");
+  CHECK(parse(R"({"retry": {"maxAgeMs": 9007199254740991}})").retry.max_age_ms == 9007199254740991ULL);
   SUBCASE("retry delays must be ordered") {
     CHECK(error_of(R"({"retry": {"initialDelayMs": 5000, "maxDelayMs": 1000}})") ==
           "test.jsonc: /retry/maxDelayMs: must be >= /retry/initialDelayMs (5000), got 1000");
