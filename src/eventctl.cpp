@@ -118,9 +118,16 @@ std::string read_input(const std::string& source) {
     return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
   if (source.starts_with("@")) {
-    std::ifstream in(source.substr(1), std::ios::binary);
-    if (!in) throw UsageError("cannot read " + source.substr(1) + ": " + std::strerror(errno));
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    const std::string path = source.substr(1);
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+    if (!file) throw UsageError("cannot read " + path + ": " + std::strerror(errno));
+    std::string text;
+    char buffer[65536];
+    std::size_t n;
+    while ((n = std::fread(buffer, 1, sizeof buffer, file.get())) > 0) text.append(buffer, n);
+    // A directory opens but fails on the first read (EISDIR).
+    if (std::ferror(file.get())) throw UsageError("cannot read " + path + ": " + std::strerror(errno));
+    return text;
   }
   return source;
 }
@@ -800,12 +807,15 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
 int eventctl_main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   std::string config_path;
-  if (args.size() >= 2 && args[0] == "--config") {
-    config_path = args[1];
-    args.erase(args.begin(), args.begin() + 2);
-  } else if (!args.empty() && args[0].starts_with("--config=")) {
-    config_path = args[0].substr(9);
-    args.erase(args.begin());
+  if (!args.empty() && (args[0] == "--config" || args[0].starts_with("--config="))) {
+    const bool separate = args[0] == "--config";
+    if (separate && args.size() >= 2) config_path = args[1];
+    else if (!separate) config_path = args[0].substr(9);
+    if (config_path.empty()) {
+      std::fprintf(stderr, "eventctl: --config needs a FILE\n");
+      return 2;
+    }
+    args.erase(args.begin(), args.begin() + (separate ? 2 : 1));
   }
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::fputs(kUsage, args.empty() ? stderr : stdout);

@@ -38,14 +38,14 @@ int main(int argc, char** argv) {
     }
     if (arg == "--config" || arg == "--check-config") {
       if (i + 1 >= argc) {
-        std::fprintf(stderr, "eventd: %s needs a file\n%s", arg.c_str(), kUsage);
+        std::fprintf(stderr, "eventd: %s needs a FILE (see eventd --help)\n", arg.c_str());
         return 2;
       }
       check_only = check_only || arg == "--check-config";
       config_path = argv[++i];
       continue;
     }
-    std::fprintf(stderr, "eventd: unknown argument '%s'\n%s", arg.c_str(), kUsage);
+    std::fprintf(stderr, "eventd: unknown argument '%s' (see eventd --help)\n", arg.c_str());
     return 2;
   }
   if (config_path.empty()) config_path = default_config_path();

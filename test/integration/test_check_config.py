@@ -50,6 +50,26 @@ def test_invalid_json_is_rejected_with_its_position(fx):
     assert re.search(r"column \d+", line), line
 
 
+def test_hostile_configs_are_rejected_in_one_line(fx):
+    # Deep nesting overflowed the parser's stack (exit 139); a maxAgeMs of 2^64-1 was
+    # accepted and expired every message; invalid UTF-8 went through to the URLs.
+    deep = "[" * 100000 + "]" * 100000
+    assert_rejected(fx, deep, ["line 1", "Nested deeper than 64 levels"])
+    assert_rejected(fx, '{"amqp": {"url": ' + deep + '}}', ["Nested deeper than 64 levels"])
+    assert_rejected(fx, '{"retry": {"maxAgeMs": 18446744073709551615}}', ["/retry/maxAgeMs", "9007199254740991"])
+    path = os.path.join(fx.tmp, "latin1.jsonc")
+    with open(path, "wb") as f:
+        f.write(b'{"amqp": {"url": "amqp://gu\xe9st@localhost/"}}')
+    p = while_binary_is_relinked(lambda: subprocess.run(
+        [EVENTD, "--check-config", path], capture_output=True, timeout=30, env=fx.env, stdin=subprocess.DEVNULL))
+    lines = p.stderr.splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and b"Invalid encoding" in lines[0], (p.returncode, p.stderr)
+    for args in (["--check-config"], ["--config"], ["--bogus"]):
+        p = while_binary_is_relinked(lambda: subprocess.run(
+            [EVENTD, *args], capture_output=True, text=True, timeout=30, env=fx.env, stdin=subprocess.DEVNULL))
+        assert p.returncode == 2 and len(p.stderr.splitlines()) == 1, (args, p.returncode, p.stderr)
+
+
 def test_queue_bound_to_missing_exchange_is_rejected(fx):
     text = '{"topology": {"queues": [{"name": "q1", "exchange": "market.quotes"},' \
            ' {"name": "q2", "exchange": "no.such.exchange"}]}}'

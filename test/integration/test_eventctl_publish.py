@@ -89,6 +89,9 @@ def test_publish_normalises_snake_case(fx):
 
 def test_invalid_input_is_refused_and_nothing_is_sent(fx):
     fx.topology_apply()
+    deep = os.path.join(fx.tmp, "deep.json")  # too long for an argument
+    with open(deep, "w") as f:
+        f.write('{"symbol":"A","price":1,"change":0,"x":' + "[" * 100000 + "]" * 100000 + "}")
     cases = [
         (["quote_update", '{"symbol":"A","price":1,'], "JSON"),
         (["quote_update", '{"symbol":"A","price":0,"change":0}'], "/price"),
@@ -101,6 +104,10 @@ def test_invalid_input_is_refused_and_nothing_is_sent(fx):
         (["quote_update", '{"symbol":"A","price":1,"change":0}', "--count", "ten"], "--count"),
         (["quote_update", '{"symbol":"A","price":1,"change":0}', "--count", "-5"], "--count"),
         (["quote_update", f"@{fx.tmp}/missing.json"], "missing.json"),
+        # A directory was an uncaught stream error (exit 1); deep nesting overflowed the
+        # parser's stack (exit 139).
+        (["quote_update", f"@{fx.tmp}"], fx.tmp),
+        (["quote_update", f"@{deep}"], "Nested deeper than 64 levels"),
     ]
     for args, word in cases:
         rc, out, err = fx.eventctl("publish", *args)
@@ -109,6 +116,10 @@ def test_invalid_input_is_refused_and_nothing_is_sent(fx):
         assert len(lines) == 1, f"publish {args}: expected one stderr line, got {lines!r}"
         assert word in lines[0], f"publish {args}: stderr does not name {word!r}: {lines[0]!r}"
         assert out == "", f"publish {args} printed {out!r}"
+    # "--config" last was "unknown command '--config'"; "--config=" fell back to EVENTD_CONFIG.
+    for args in (["--config"], ["--config=", "publish", "quote_update", '{"symbol":"A","price":1,"change":0}']):
+        rc, out, err = fx.eventctl(*args)
+        assert rc == 2 and len(err.splitlines()) == 1 and "--config needs a FILE" in err, (args, rc, err)
     for queue in ("eventd.quotes", "eventd.analysis"):
         assert fx.amqp.depth(queue) == 0, f"something was published to {queue}"
 
