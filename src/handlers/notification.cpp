@@ -227,6 +227,7 @@ void NotificationHandler::deliver_external(Channel& channel, const std::string& 
     rapidjson::Document line;
     line.CopyFrom(body, line.GetAllocator());
     std::string id(message.delivery.properties.message_id());
+    line.RemoveMember("messageId");  // a producer's own field must not make the key appear twice
     line.AddMember("messageId", rapidjson::Value(id.c_str(), line.GetAllocator()), line.GetAllocator());
     payload = json_of(line);
   }

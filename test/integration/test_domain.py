@@ -739,3 +739,16 @@ def test_analysis_of_extreme_prices_never_emits_invalid_json(fx):
         assert dead.headers.get("x-error-code"), dead.headers
     else:
         assert processed("xtr-req") and len(replies) == 1, "the request neither answered nor dead-lettered"
+
+
+def test_file_sink_line_has_one_message_id_even_if_the_producer_sent_one(fx):
+    d = fx.start_daemon(domain_config(fx))
+    payload = {"userId": "dupid", "channel": "email", "title": "t", "body": "b", "messageId": "producers-own"}
+    rc, out, err = d.eventctl("publish", "notification", json.dumps(payload), "--message-id", "amqp-id-1")
+    assert rc == 0, err
+    wait_until(lambda: email_lines(fx), 15, what="the email spool line")
+    with open(email_path(fx)) as f:
+        pairs = json.loads(f.readline(), object_pairs_hook=lambda kv: kv)
+    keys = [k for k, _ in pairs]
+    assert keys.count("messageId") == 1, f"the spool line has messageId {keys.count('messageId')} times: {pairs}"
+    assert dict(pairs)["messageId"] == "amqp-id-1", pairs
