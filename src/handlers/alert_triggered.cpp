@@ -5,7 +5,6 @@
 #include <rapidjson/writer.h>
 
 #include "eventd/dispatcher.hpp"
-#include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/quote_update.hpp"
 
 namespace eventd {
@@ -18,11 +17,7 @@ namespace {
 constexpr const char* kScript = R"lua(
 local seen = already_seen(KEYS[4])
 if seen then return seen end
-local out = {}
-local channels = redis.call('HGET', KEYS[3], 'channels')
-if channels then
-  for _, channel in ipairs(cjson.decode(channels)) do out[#out + 1] = ARGV[4] .. cjson.encode(channel) .. '}' end
-end
+local out = notify_channels(KEYS[3], ARGV[4])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 return settle(KEYS[4], out)
@@ -59,7 +54,7 @@ std::string alert_text(const rapidjson::Value& alert) {
 }
 
 AlertTriggeredHandler::AlertTriggeredHandler(RedisClient& redis, const Config& config)
-    : redis_(redis), script_(redis.add_script(std::string(kOutboxLua) + kScript)), ttl_(std::to_string(config.idempotency_ttl_sec)) {}
+    : ScriptHandler(redis, config, std::string(kNotifyChannelsLua) + kScript) {}
 
 void AlertTriggeredHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
@@ -69,43 +64,19 @@ void AlertTriggeredHandler::handle(const Message& message, HandlerDone done) {
     body.Accept(w);
   }
   const std::string user = str(body, "userId");
-  const std::string correlation = str(body, "correlationId");
-  // One notification per channel of the monitor: everything but the channel, which the
-  // script appends ("channel":"<name>"}).
-  rapidjson::StringBuffer head;
-  {
-    rapidjson::Writer<rapidjson::StringBuffer> w(head);
-    w.StartObject();
-    w.Key("type");
-    w.String("notification");
-    w.Key("timestamp");
-    w.Int64(message.timestamp_ms);
-    w.Key("userId");
-    w.String(user.data(), static_cast<rapidjson::SizeType>(user.size()));
-    w.Key("kind");
-    w.String("alert");
-    const std::string title = alert_title(body), text = alert_text(body);
-    w.Key("title");
-    w.String(title.data(), static_cast<rapidjson::SizeType>(title.size()));
-    w.Key("body");
-    w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
-    if (!correlation.empty()) {
-      w.Key("correlationId");
-      w.String(correlation.data(), static_cast<rapidjson::SizeType>(correlation.size()));
-    }
-    w.Key("data");
-    w.RawValue(alert.GetString(), alert.GetSize(), rapidjson::kObjectType);
-    w.Key("channel");
-    w.Null();  // a placeholder, cut off below: the Writer needs a value to stay valid
-    w.EndObject();
-  }
-  std::string_view prefix(head.GetString(), head.GetSize());
-  prefix.remove_suffix(std::string_view("null}").size());
+  const std::string title = alert_title(body), text = alert_text(body);
+  const std::string head = notification_head({.timestamp_ms = message.timestamp_ms,
+                                              .user = user,
+                                              .kind = "alert",
+                                              .title = title,
+                                              .body = text,
+                                              .correlation_id = str(body, "correlationId"),
+                                              .data_json = std::string_view(alert.GetString(), alert.GetSize())});
   bool sent = redis_.eval(script_,
                           {message.idempotency_key, alerts_key(user), "eventd:monitor:" + user,
                            outbox_key(message.idempotency_key)},
                           {ttl_, std::string_view(alert.GetString(), alert.GetSize()),
-                           std::to_string(kAlertHistoryLength), prefix},
+                           std::to_string(kAlertHistoryLength), head},
                           [done](const redisReply* reply) { done(script_result(reply)); });
   if (!sent) done(HandlerResult::redis_unavailable());
 }

@@ -12,7 +12,6 @@
 #include <rapidjson/writer.h>
 
 #include "eventd/dispatcher.hpp"
-#include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/quote_update.hpp"
 
 namespace eventd {
@@ -29,20 +28,11 @@ return settle(KEYS[2], {unpack(ARGV, 2)})
 )lua";
 
 // KEYS: idempotency, analysis key, monitor hash, outbox.
-// ARGV: ttl, analysis JSON, user, timestamp, title, text, correlation id.
+// ARGV: ttl, analysis JSON, notification JSON up to its channel value.
 constexpr const char* kCompleteScript = R"lua(
 local seen = already_seen(KEYS[4])
 if seen then return seen end
-local out = {}
-local channels = redis.call('HGET', KEYS[3], 'channels')
-if channels then
-  for _, channel in ipairs(cjson.decode(channels)) do
-    local n = {type = 'notification', timestamp = tonumber(ARGV[4]), userId = ARGV[3], channel = channel,
-               kind = 'analysis', title = ARGV[5], body = ARGV[6]}
-    if ARGV[7] ~= '' then n.correlationId = ARGV[7] end
-    out[#out + 1] = cjson.encode(n)
-  end
-end
+local out = notify_channels(KEYS[3], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2])  -- after every read (see quote_update.cpp)
 return settle(KEYS[4], out)
 )lua";
@@ -147,7 +137,7 @@ std::string analysis_complete_json(const rapidjson::Value& request, const Analys
 }
 
 AnalysisRequestHandler::AnalysisRequestHandler(RedisClient& redis, const Config& config)
-    : redis_(redis), script_(redis.add_script(std::string(kOutboxLua) + kRequestScript)), ttl_(std::to_string(config.idempotency_ttl_sec)) {}
+    : ScriptHandler(redis, config, kRequestScript) {}
 
 void AnalysisRequestHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
@@ -190,7 +180,7 @@ void AnalysisRequestHandler::handle(const Message& message, HandlerDone done) {
 }
 
 AnalysisCompleteHandler::AnalysisCompleteHandler(RedisClient& redis, const Config& config)
-    : redis_(redis), script_(redis.add_script(std::string(kOutboxLua) + kCompleteScript)), ttl_(std::to_string(config.idempotency_ttl_sec)) {}
+    : ScriptHandler(redis, config, std::string(kNotifyChannelsLua) + kCompleteScript) {}
 
 void AnalysisCompleteHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
@@ -212,8 +202,14 @@ void AnalysisCompleteHandler::handle(const Message& message, HandlerDone done) {
   bool sent = redis_.eval(script_,
                           {message.idempotency_key, analysis_key(user, symbol), "eventd:monitor:" + user,
                            outbox_key(message.idempotency_key)},
-                          {ttl_, std::string_view(buf.GetString(), buf.GetSize()), user,
-                           std::to_string(message.timestamp_ms), title, text, get_string(body, "correlationId")},
+                          {ttl_, std::string_view(buf.GetString(), buf.GetSize()),
+                           notification_head({.timestamp_ms = message.timestamp_ms,
+                                              .user = user,
+                                              .kind = "analysis",
+                                              .title = title,
+                                              .body = text,
+                                              .correlation_id = get_string(body, "correlationId"),
+                                              .data_json = {}})},
                           [done](const redisReply* reply) { done(script_result(reply)); });
   if (!sent) done(HandlerResult::redis_unavailable());
 }

@@ -6,7 +6,6 @@
 #include <charconv>
 
 #include "eventd/dispatcher.hpp"
-#include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/rules_lua.hpp"
 
 namespace eventd {
@@ -121,9 +120,7 @@ HandlerResult script_result(const redisReply* reply) {
 }
 
 QuoteUpdateHandler::QuoteUpdateHandler(RedisClient& redis, const Config& config)
-    : redis_(redis),
-      script_(redis.add_script(std::string(kOutboxLua) + kRulesLua + kScript)),
-      ttl_(std::to_string(config.idempotency_ttl_sec)),
+    : ScriptHandler(redis, config, std::string(kRulesLua) + kScript),
       history_length_(std::to_string(config.quote_history_length)) {}
 
 void QuoteUpdateHandler::handle(const Message& message, HandlerDone done) {

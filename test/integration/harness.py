@@ -453,6 +453,14 @@ class Fixture:
         self.background.append(p)
         return p
 
+    def close_eventd_connection(self):
+        """Closes eventd's AMQP connection the way an operator would (management API)."""
+        def eventd_connections():
+            return [c["name"] for c in mgmt("GET", f"vhosts/{self.vq}/connections")
+                    if c.get("client_properties", {}).get("connection_name") == "eventd"]
+        [name] = wait_until(eventd_connections, 30, 0.5, what="eventd's connection in the management API")
+        mgmt("DELETE", f"connections/{urllib.parse.quote(name, safe='')}")
+
     def topology_apply(self, config=None):
         args = (["--config", config] if config else []) + ["topology", "apply"]
         rc, out, err = self.eventctl(*args)

@@ -3,7 +3,6 @@ dead-letter queue is declared again, and nothing is republished for a delivery t
 broker has already taken back."""
 import threading
 import time
-import urllib.parse
 
 from harness import history_len, holds_for, mgmt, quote, redis, wait_until
 from webhook_server import WebhookServer
@@ -73,11 +72,7 @@ def test_no_dead_letter_for_a_delivery_of_a_lost_connection(fx):
     assert rc == 0, err
     assert entered.wait(15), "the webhook was not called"
 
-    def eventd_connections():
-        return [c["name"] for c in mgmt("GET", f"vhosts/{fx.vq}/connections")
-                if c.get("client_properties", {}).get("connection_name") == "eventd"]
-    [name] = wait_until(eventd_connections, 30, 0.5, what="eventd's connection in the management API")
-    mgmt("DELETE", f"connections/{urllib.parse.quote(name, safe='')}")
+    fx.close_eventd_connection()
     d.wait_log("amqp connection lost", timeout=15)
     d.wait_log("consuming", count=2, timeout=30)
     # The broker has redelivered the notification; its lease waits for the held POST.

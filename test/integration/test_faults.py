@@ -5,7 +5,6 @@ many prices as messages were confirmed by the broker (nothing lost, nothing appl
 twice) and no message is left in the queue or dead-lettered.
 """
 import time
-import urllib.parse
 
 from harness import (WORK_QUEUES, dev_services, finish_and_count, history_len, mgmt, mgmt_up, now_ms, rabbitmqctl,
                      redis, redis_up, wait_publisher, wait_until)
@@ -137,11 +136,7 @@ def test_consumer_comes_back_after_queue_deletion(fx):
 def test_connection_closed_by_operator(fx):
     d = fx.start_daemon()
 
-    def eventd_connections():
-        return [c["name"] for c in mgmt("GET", f"vhosts/{fx.vq}/connections")
-                if c.get("client_properties", {}).get("connection_name") == "eventd"]
-    [name] = wait_until(eventd_connections, 30, 0.5, what="eventd's connection in the management API")
-    mgmt("DELETE", f"connections/{urllib.parse.quote(name, safe='')}")
+    fx.close_eventd_connection()
     d.wait_log("amqp connection lost", timeout=15)
     d.wait_log("consuming", count=2, timeout=60)
     quote_applied_after(fx, d, "CCLOSE", 4)

@@ -7,6 +7,7 @@
 
 #include "eventd/config.hpp"
 #include "eventd/handler.hpp"
+#include "eventd/handlers/script_handler.hpp"
 #include "eventd/redis_client.hpp"
 
 namespace eventd {
@@ -21,15 +22,11 @@ constexpr int kAlertHistoryLength = 100;
 std::string alert_title(const rapidjson::Value& alert);
 std::string alert_text(const rapidjson::Value& alert);
 
-class AlertTriggeredHandler : public Handler {
+class AlertTriggeredHandler : public ScriptHandler {
  public:
   AlertTriggeredHandler(RedisClient& redis, const Config& config);
   void handle(const Message& message, HandlerDone done) override;
 
- private:
-  RedisClient& redis_;
-  RedisClient::ScriptId script_;
-  std::string ttl_;
 };
 
 }  // namespace eventd

@@ -10,6 +10,7 @@
 #include "eventd/config.hpp"
 #include "eventd/handler.hpp"
 #include "eventd/indicators.hpp"
+#include "eventd/handlers/script_handler.hpp"
 #include "eventd/redis_client.hpp"
 
 namespace eventd {
@@ -22,26 +23,18 @@ std::string analysis_key(std::string_view user, std::string_view symbol);
 std::string analysis_complete_json(const rapidjson::Value& request, const Analysis& analysis,
                                    std::string_view workflow_id, int64_t now_ms);
 
-class AnalysisRequestHandler : public Handler {
+class AnalysisRequestHandler : public ScriptHandler {
  public:
   AnalysisRequestHandler(RedisClient& redis, const Config& config);
   void handle(const Message& message, HandlerDone done) override;
 
- private:
-  RedisClient& redis_;
-  RedisClient::ScriptId script_;
-  std::string ttl_;
 };
 
-class AnalysisCompleteHandler : public Handler {
+class AnalysisCompleteHandler : public ScriptHandler {
  public:
   AnalysisCompleteHandler(RedisClient& redis, const Config& config);
   void handle(const Message& message, HandlerDone done) override;
 
- private:
-  RedisClient& redis_;
-  RedisClient::ScriptId script_;
-  std::string ttl_;
 };
 
 }  // namespace eventd

@@ -4,6 +4,7 @@
 
 #include "eventd/config.hpp"
 #include "eventd/handler.hpp"
+#include "eventd/handlers/script_handler.hpp"
 #include "eventd/redis_client.hpp"
 
 namespace eventd {
@@ -20,16 +21,13 @@ std::string rules_key(std::string_view symbol);
 // Shortest text that reads back as the same double ("187.12", not "187.1200000001").
 std::string format_number(double value);
 
-class QuoteUpdateHandler : public Handler {
+class QuoteUpdateHandler : public ScriptHandler {
  public:
   // Registers its script with `redis`; construct before redis.start().
   QuoteUpdateHandler(RedisClient& redis, const Config& config);
   void handle(const Message& message, HandlerDone done) override;
 
  private:
-  RedisClient& redis_;
-  RedisClient::ScriptId script_;
-  std::string ttl_;
   std::string history_length_;
 };
 
