@@ -333,11 +333,39 @@ RedisEndpoint parse_redis_url(const std::string& url) {
     if (scheme != "redis")
       throw ConfigError("unsupported scheme " + quoted(scheme) + " in the Redis URL; expected redis://");
   }
-  const UrlParts parts = split_url(url, kind, "redis");
+  // The authority may list several host:port (cluster seeds): split them off, and
+  // parse the URL with the first, then each of the others on its own.
+  std::vector<std::string> hosts;
+  std::string first = url;
+  if (scheme_end != std::string::npos) {
+    const std::size_t start = scheme_end + 3;
+    const std::size_t end = std::min(url.find_first_of("/?#", start), url.size());
+    const std::size_t at = url.rfind('@', end == 0 ? 0 : end - 1);
+    const std::size_t hosts_start = at != std::string::npos && at >= start ? at + 1 : start;
+    std::string_view list = std::string_view(url).substr(hosts_start, end - hosts_start);
+    std::size_t pos = 0;
+    while (true) {
+      const std::size_t comma = list.find(',', pos);
+      std::string_view one = list.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+      while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+      while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+      if (one.empty() && list.find(',') != std::string_view::npos)
+        throw ConfigError("empty host in the Redis URL's node list (node " + std::to_string(hosts.size() + 1) + ")");
+      hosts.emplace_back(one);
+      if (comma == std::string_view::npos) break;
+      pos = comma + 1;
+    }
+    first = url.substr(0, hosts_start) + hosts.front() + url.substr(end);
+  }
+  const UrlParts parts = split_url(first, kind, "redis");
 
   RedisEndpoint ep;
-  ep.host = parts.host;
-  if (parts.port) ep.port = *parts.port;
+  ep.nodes.clear();
+  ep.nodes.push_back({parts.host, parts.port.value_or(6379)});
+  for (std::size_t i = 1; i < hosts.size(); ++i) {
+    const UrlParts node = split_url("redis://" + hosts[i], kind + " (node " + std::to_string(i + 1) + ")", "redis");
+    ep.nodes.push_back({node.host, node.port.value_or(6379)});
+  }
   if (parts.has_userinfo) {
     // As redis-cli: "user:password@" or "password@" (":password@": default user).
     const auto colon = parts.userinfo.find(':');
@@ -354,7 +382,14 @@ RedisEndpoint parse_redis_url(const std::string& url) {
       throw ConfigError("invalid database " + quoted(db) + " in the Redis URL; expected an integer >= 0");
     ep.db = std::stoi(std::string(db));
   }
+  if (ep.nodes.size() > 1 && ep.db != 0)
+    throw ConfigError("several Redis nodes are the seeds of a Redis Cluster, which has only database 0; got /" +
+                      std::to_string(ep.db));
   return ep;
+}
+
+std::string RedisNodeAddress::text() const {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
 Config parse_config(std::string_view text, const std::string& source, const char* (*getenv_fn)(const char*)) {
@@ -375,6 +410,13 @@ Config parse_config(std::string_view text, const std::string& source, const char
   cfg.amqp.connect_timeout_ms = uint_at(doc, "/amqp/connectTimeoutMs", cfg.amqp.connect_timeout_ms);
   cfg.redis.url = string_at(doc, "/redis/url", cfg.redis.url);
   cfg.redis.connect_timeout_ms = uint_at(doc, "/redis/connectTimeoutMs", cfg.redis.connect_timeout_ms);
+  cfg.redis.min_replicas = uint_at(doc, "/redis/minReplicas", cfg.redis.min_replicas);
+  cfg.redis.replica_timeout_ms = uint_at(doc, "/redis/replicaTimeoutMs", cfg.redis.replica_timeout_ms);
+  // A WAIT holds its connection: past connectTimeoutMs the PING behind it counts as a hung Redis.
+  if (cfg.redis.min_replicas > 0 && cfg.redis.replica_timeout_ms >= cfg.redis.connect_timeout_ms)
+    fail(source, "/redis/replicaTimeoutMs",
+         "must be < /redis/connectTimeoutMs (" + std::to_string(cfg.redis.connect_timeout_ms) + "), got " +
+             std::to_string(cfg.redis.replica_timeout_ms));
 
   auto& topo = cfg.topology;
   topo.quotes_exchange.name = string_at(doc, "/topology/exchanges/quotes/name", topo.quotes_exchange.name);

@@ -77,8 +77,9 @@ class Daemon {
     log::info("eventd starting", {{"version", EVENTD_VERSION}, {"amqp_host", config_.amqp.endpoint.host},
                                   {"amqp_port", config_.amqp.endpoint.port},
                                   {"vhost", config_.amqp.endpoint.vhost},
-                                  {"redis_host", config_.redis.endpoint.host},
-                                  {"redis_port", config_.redis.endpoint.port}});
+                                  {"redis_host", config_.redis.endpoint.nodes.front().host},
+                                  {"redis_port", config_.redis.endpoint.nodes.front().port},
+                                  {"redis_nodes", static_cast<uint64_t>(config_.redis.endpoint.nodes.size())}});
     redis_.start();
     amqp_.start();
     return true;
@@ -110,6 +111,8 @@ class Daemon {
     metrics_.redis_up = redis_.up();
     metrics_.amqp_reconnects = amqp_.reconnects();
     metrics_.redis_reconnects = redis_.reconnects();
+    metrics_.redis_nodes = redis_.nodes_known();
+    metrics_.redis_nodes_up = redis_.nodes_up();
     metrics_.sink_circuits = notifications_->circuit_states(static_cast<int64_t>(uv_now(loop_)));
   }
 

@@ -116,6 +116,7 @@ Dispatcher::Dispatcher(uv_loop_t* loop, const Config& config, AmqpConnection& am
       metrics_(metrics),
       retry_(config.retry) {
   requeue_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  replica_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
 }
 
 Dispatcher::~Dispatcher() = default;
@@ -207,15 +208,20 @@ void Dispatcher::finish(JobIt job, HandlerResult result) {
   switch (result.kind) {
     case HandlerResult::Kind::Applied:
       metrics_.handler_latency(job->type).observe(static_cast<double>(uv_hrtime() - job->started_ns) / 1e9);
-      if (!result.outbox.empty()) publish_outbox(job, std::move(result.outbox));
-      else ack(job);
+      when_replicated(job, [this, job, outbox = std::move(result.outbox)]() mutable {
+        if (!outbox.empty()) publish_outbox(job, std::move(outbox));
+        else ack(job);
+      });
       return;
     case HandlerResult::Kind::Duplicate:
-      ++job->counters->duplicates;
-      log::debug("duplicate acked", {{"message_id", job->delivery.properties.message_id()},
-                                     {"correlation_id", job->delivery.properties.correlation_id()},
-                                     {"type", job->type}, {"queue", job->delivery.queue}});
-      ack(job);
+      // Its key may not have reached a replica yet either.
+      when_replicated(job, [this, job] {
+        ++job->counters->duplicates;
+        log::debug("duplicate acked", {{"message_id", job->delivery.properties.message_id()},
+                                       {"correlation_id", job->delivery.properties.correlation_id()},
+                                       {"type", job->type}, {"queue", job->delivery.queue}});
+        ack(job);
+      });
       return;
     case HandlerResult::Kind::RedisUnavailable:
       parked_.push_back(job);
@@ -239,6 +245,26 @@ void Dispatcher::finish(JobIt job, HandlerResult result) {
       return;
     }
   }
+}
+
+// The replica check of redis.minReplicas. When it falls short the message waits and
+// runs again from the start, using up no attempt: the effects may have died with a
+// failed-over master, and only a rerun (deduplicated when they did not) puts them on
+// the node that serves the slot now.
+void Dispatcher::when_replicated(JobIt job, std::function<void()> then) {
+  if (!redis_.replicas_required()) return then();
+  redis_.wait_replicated(job->idem_key, [this, job, then = std::move(then)](bool ok) {
+    if (ok) return then();
+    ++metrics_.replica_waits_failed;
+    parked_.push_back(job);
+    if (replica_timer_.initialised() && !uv_is_active(replica_timer_.base())) {
+      uv_timer_start(replica_timer_.get(), on_replica_timer, config_.redis.replica_timeout_ms, 0);
+    }
+  });
+}
+
+void Dispatcher::on_replica_timer(uv_timer_t* handle) {
+  if (auto* self = owner_of<Dispatcher>(handle)) self->resume_parked();
 }
 
 void Dispatcher::ack(JobIt job) {

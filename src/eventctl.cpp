@@ -32,6 +32,7 @@
 #include "eventd/dispatcher.hpp"
 #include "eventd/json_case.hpp"
 #include "eventd/json_parse.hpp"
+#include "eventd/redis/blocking_client.hpp"
 #include "eventd/retry_policy.hpp"
 #include "eventd/routing.hpp"
 #include "eventd/schema_registry.hpp"
@@ -590,49 +591,8 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
 
 // --- monitor: per-user monitor state in Redis ------------------------------------
 
-// Blocking Redis for the CLI (no loop here). Owns the context.
-class BlockingRedis {
- public:
-  explicit BlockingRedis(const RedisConfig& config) {
-    timeval tv{static_cast<time_t>(config.connect_timeout_ms / 1000),
-               static_cast<suseconds_t>((config.connect_timeout_ms % 1000) * 1000)};
-    ctx_.reset(redisConnectWithTimeout(config.endpoint.host.c_str(), config.endpoint.port, tv));
-    const std::string where = config.endpoint.host + ":" + std::to_string(config.endpoint.port);
-    if (!ctx_ || ctx_->err) {
-      throw std::runtime_error("cannot connect to Redis at " + where + ": " + (ctx_ ? ctx_->errstr : "out of memory"));
-    }
-    redisSetTimeout(ctx_.get(), tv);
-    if (!config.endpoint.password.empty()) {
-      std::vector<std::string> auth{"AUTH"};
-      if (!config.endpoint.user.empty()) auth.push_back(config.endpoint.user);
-      auth.push_back(config.endpoint.password);
-      run(auth);
-    }
-    run({"SELECT", std::to_string(config.endpoint.db)});
-  }
-
-  using Reply = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
-  Reply run(const std::vector<std::string>& args) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    for (const auto& a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    auto* r = static_cast<redisReply*>(
-        redisCommandArgv(ctx_.get(), static_cast<int>(args.size()), argv.data(), lens.data()));
-    if (r == nullptr) throw std::runtime_error(std::string("Redis: ") + ctx_->errstr);
-    Reply reply(r, freeReplyObject);
-    if (r->type == REDIS_REPLY_ERROR) throw std::runtime_error("Redis: " + std::string(r->str, r->len));
-    return reply;
-  }
-
- private:
-  struct Free {
-    void operator()(redisContext* c) const { redisFree(c); }
-  };
-  std::unique_ptr<redisContext, Free> ctx_;
-};
+// Blocking Redis for the CLI (no loop here): standalone or cluster.
+using BlockingRedis = redis::BlockingClient;
 
 // Lua shared by the monitor scripts: the per-symbol rule index (see quote_update.cpp).
 constexpr const char* kRuleIndexLua = R"lua(

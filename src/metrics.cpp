@@ -106,6 +106,12 @@ std::string Metrics::render() const {
   gauge(out, "eventd_in_flight_messages", "Messages received and not yet acked.", std::to_string(in_flight));
   gauge(out, "eventd_amqp_up", "1 while the AMQP connection is open.", amqp_up ? "1" : "0");
   gauge(out, "eventd_redis_up", "1 while Redis is connected.", redis_up ? "1" : "0");
+  gauge(out, "eventd_redis_nodes", "Redis masters eventd routes to (1: a standalone Redis).",
+        std::to_string(redis_nodes));
+  gauge(out, "eventd_redis_nodes_up", "Redis masters eventd is connected to.", std::to_string(redis_nodes_up));
+  out += "# HELP eventd_redis_replica_waits_failed_total Replica checks (redis.minReplicas) that fell short; the "
+         "message waited and ran again.\n# TYPE eventd_redis_replica_waits_failed_total counter\n"
+         "eventd_redis_replica_waits_failed_total " + std::to_string(replica_waits_failed) + '\n';
   gauge(out, "eventd_consuming", "1 while every consumer is active.", consuming ? "1" : "0");
   out += "# HELP eventd_reconnects_total Reconnect attempts by peer.\n# TYPE eventd_reconnects_total counter\n";
   out += "eventd_reconnects_total{peer=\"amqp\"} " + std::to_string(amqp_reconnects) + '\n';

@@ -1,113 +1,46 @@
-// Async Redis client (see redis_client.hpp for the ownership contract).
+// Standalone or cluster routing over node connections (see redis_client.hpp).
 #include "eventd/redis_client.hpp"
 
 #include <hiredis/hiredis.h>
 
-#include <memory>
+#include <algorithm>
 
 #include "eventd/log.hpp"
+#include "eventd/redis/slot.hpp"
 
 namespace eventd {
 namespace {
 
-constexpr uint64_t kPingIntervalMs = 1000;
+// A request bounces at most this often (MOVED, ASK, TRYAGAIN) before it is reported
+// lost: more means the map keeps changing under it, and it is better run again later.
+constexpr int kMaxRedirects = 16;
+constexpr uint64_t kTryAgainMs = 50;
+constexpr uint64_t kRefreshDegradedMs = 1000;
+constexpr uint64_t kRefreshHealthyMs = 10000;
 
-struct PendingCall {
-  RedisClient::Callback done;
-  RedisClient* client;
-};
-
-// hiredis's event-loop glue for libuv. Debian's hiredis 0.14 ships one in
-// <hiredis/adapters/libuv.h>, but it drops poll errors: a refused connect then never
-// completes. This one hands an error to hiredis as a read or write event, so hiredis
-// finds the socket error itself and reports it through the usual callbacks.
-struct LoopEvents {
-  redisAsyncContext* context;
-  uv_poll_t handle;
-  int events;
-};
-
-void loop_events_poll(uv_poll_t* handle, int status, int events) {
-  auto* ev = static_cast<LoopEvents*>(handle->data);
-  if (ev->context == nullptr) return;
-  if (status < 0) {
-    // libuv stopped the poll; let hiredis run into the error and tear down.
-    if (!(ev->context->c.flags & REDIS_CONNECTED)) redisAsyncHandleWrite(ev->context);
-    else redisAsyncHandleRead(ev->context);
-    return;
-  }
-  if (events & UV_READABLE) redisAsyncHandleRead(ev->context);
-  if (ev->context != nullptr && (events & UV_WRITABLE)) redisAsyncHandleWrite(ev->context);
-}
-
-void loop_events_update(void* privdata, int add, int del) {
-  auto* ev = static_cast<LoopEvents*>(privdata);
-  const int events = (ev->events | add) & ~del;
-  // hiredis asks for writes and reads around every command; restarting the poll
-  // with the same mask would cost an epoll_ctl round each time.
-  if (events == ev->events && uv_is_active(reinterpret_cast<uv_handle_t*>(&ev->handle))) return;
-  ev->events = events;
-  if (ev->events != 0) uv_poll_start(&ev->handle, ev->events, loop_events_poll);
-  else uv_poll_stop(&ev->handle);
-}
-
-void loop_events_cleanup(void* privdata) {
-  auto* ev = static_cast<LoopEvents*>(privdata);
-  ev->context = nullptr;  // hiredis is freeing the context
-  uv_close(reinterpret_cast<uv_handle_t*>(&ev->handle), [](uv_handle_t* h) {
-    std::unique_ptr<LoopEvents> owned(static_cast<LoopEvents*>(h->data));
-  });
-}
-
-bool attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) {
-  if (ac->ev.data != nullptr) return false;
-  auto ev = std::make_unique<LoopEvents>();
-  ev->context = ac;
-  ev->events = 0;
-  if (uv_poll_init(loop, &ev->handle, ac->c.fd) != 0) return false;
-  ev->handle.data = ev.get();
-  ac->ev.addRead = [](void* p) { loop_events_update(p, UV_READABLE, 0); };
-  ac->ev.delRead = [](void* p) { loop_events_update(p, 0, UV_READABLE); };
-  ac->ev.addWrite = [](void* p) { loop_events_update(p, UV_WRITABLE, 0); };
-  ac->ev.delWrite = [](void* p) { loop_events_update(p, 0, UV_WRITABLE); };
-  ac->ev.cleanup = loop_events_cleanup;
-  ac->ev.data = ev.release();  // freed by loop_events_cleanup's close callback
-  return true;
-}
-
-// A stop closes the timers, possibly from a callback nested below a caller that
-// still means to touch them: act only on live handles.
-void start_timer(UvHandle<uv_timer_t>& timer, uv_timer_cb cb, uint64_t timeout_ms, uint64_t repeat_ms) {
-  if (timer.initialised()) uv_timer_start(timer.get(), cb, timeout_ms, repeat_ms);
-}
-
-void stop_timer(UvHandle<uv_timer_t>& timer) {
-  if (timer.initialised()) uv_timer_stop(timer.get());
-}
-
-std::string reply_error(const redisReply* r) {
-  if (r == nullptr) return "no reply (connection lost)";
-  if (r->type == REDIS_REPLY_ERROR) return std::string(r->str, r->len);
-  return {};
-}
+std::vector<std::string_view> views(const std::vector<std::string>& v) { return {v.begin(), v.end()}; }
 
 }  // namespace
 
+// A cluster request, kept whole so that a redirect can send it again.
+struct RedisClient::Request {
+  std::optional<ScriptId> script;  // set: EVALSHA of that script with `keys` and `args`
+  std::vector<std::string> keys;
+  std::vector<std::string> args;   // a command: its arguments, the command first
+  Callback done;
+  uint16_t slot = 0;
+  int redirects = 0;
+  bool asking = false;             // the last redirect was ASK: send ASKING first
+};
+
 RedisClient::RedisClient(uv_loop_t* loop, const RedisConfig& config, Handlers handlers)
     : loop_(loop), config_(config), handlers_(std::move(handlers)) {
-  connect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
-  reconnect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
-  ping_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
-  close_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  check_.init(this, [loop](uv_check_t* c) { return uv_check_init(loop, c); });
+  refresh_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  tryagain_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
 }
 
-RedisClient::~RedisClient() {
-  if (ac_ != nullptr) {
-    ac_->data = nullptr;
-    redisAsyncFree(ac_);  // runs pending callbacks with nullptr; owner pointers stay valid until then
-    ac_ = nullptr;
-  }
-}
+RedisClient::~RedisClient() = default;
 
 RedisClient::ScriptId RedisClient::add_script(std::string source) {
   scripts_.push_back({std::move(source), {}});
@@ -116,296 +49,365 @@ RedisClient::ScriptId RedisClient::add_script(std::string source) {
 
 void RedisClient::start() {
   stopping_ = false;
-  if (state_ == RedisState::Closed) connect();
+  for (const auto& seed : config_.endpoint.nodes) node(seed);
 }
 
-void RedisClient::connect() {
-  redisAsyncContext* ac = redisAsyncConnect(config_.endpoint.host.c_str(), config_.endpoint.port);
-  if (ac == nullptr || ac->err != 0) {
-    std::string why = ac != nullptr ? ac->errstr : "out of memory";
-    if (ac != nullptr) redisAsyncFree(ac);
-    log::warn("redis connect failed", {{"error", why}});
-    schedule_reconnect();
-    return;
-  }
-  if (!attach_to_loop(ac, loop_)) {
-    redisAsyncFree(ac);
-    log::error("cannot attach redis to the loop");
-    schedule_reconnect();
-    return;
-  }
-  ac->data = this;
-  redisAsyncSetConnectCallback(ac, on_connect);
-  redisAsyncSetDisconnectCallback(ac, on_disconnect);
-  ac_ = ac;
-  state_ = RedisState::Connecting;
-  start_timer(connect_timer_, on_connect_timer, config_.connect_timeout_ms, 0);
+RedisClient::Node& RedisClient::node(const redis::NodeAddress& address) {
+  const std::string name = address.text();
+  auto it = nodes_.find(name);
+  if (it != nodes_.end()) return it->second;
+  Node& n = nodes_[name];
+  n.conn = std::make_unique<redis::Connection>(loop_, address, config_, scripts_, redis::Connection::Handlers{});
+  redis::Connection* conn = n.conn.get();
+  conn->set_handlers({[this, conn] { on_node_up(conn); },
+                      [this, conn](const std::string& why) { on_node_down(conn, why); }});
+  if (!stopping_) conn->start();
+  return n;
 }
 
-void RedisClient::on_connect_timer(uv_timer_t* handle) {
-  auto* self = owner_of<RedisClient>(handle);
-  if (self == nullptr || self->ac_ == nullptr) return;
-  if (self->state_ == RedisState::Connecting || self->state_ == RedisState::Handshake) {
-    self->drop_context("connect timed out after " + std::to_string(self->config_.connect_timeout_ms) + " ms");
-  }
-}
-
-// Frees the context now, from outside any hiredis callback (timers, stop()). Every
-// pending callback gets nullptr before this returns, and may call back into us,
-// stop() included: callers check stopping_ afterwards.
-void RedisClient::free_context() {
-  redisAsyncContext* ac = std::exchange(ac_, nullptr);
-  if (ac == nullptr) return;
-  ac->data = nullptr;  // on_disconnect (if hiredis calls it) must not touch us
-  redisAsyncFree(ac);
-}
-
-// Gives up on the connection (timers only).
-void RedisClient::drop_context(const std::string& reason) {
-  const bool was_connected = state_ != RedisState::Connecting;
-  free_context();
-  if (stopping_) {
-    // stop() waited for this context, or a pending callback just called stop(),
-    // which found no context and finished already (then this does nothing).
-    finish_stop();
-    return;
-  }
-  if (was_connected) lost(reason);
-  else {
-    state_ = RedisState::Closed;
-    log::warn("redis connect failed", {{"error", reason}});
-    schedule_reconnect();
-  }
-}
-
-// Disconnects once the pending replies are in, but waits for them only
-// connect_timeout_ms: a hung Redis (CLIENT PAUSE, a partition) would otherwise keep
-// the context, and the stop or the reconnect, waiting forever.
-void RedisClient::close_gracefully() {
-  if (state_ == RedisState::Closing || ac_ == nullptr) return;  // already on its way, deadline armed
-  state_ = RedisState::Closing;
-  stop_timer(connect_timer_);
-  stop_timer(ping_timer_);
-  start_timer(close_timer_, on_close_timer, config_.connect_timeout_ms, 0);
-  redisAsyncDisconnect(ac_);  // on_disconnect (maybe right now) or on_close_timer follows
-}
-
-void RedisClient::on_close_timer(uv_timer_t* handle) {
-  auto* self = owner_of<RedisClient>(handle);
-  if (self == nullptr || self->ac_ == nullptr || self->state_ != RedisState::Closing) return;
-  std::string why = "no reply within " + std::to_string(self->config_.connect_timeout_ms) + " ms while closing";
-  log::warn("redis did not answer; dropping the connection", {{"error", why}});
-  self->drop_context(why);
-}
-
-void RedisClient::finish_stop() {
-  state_ = RedisState::Closed;
-  connect_timer_.close();
-  reconnect_timer_.close();
-  ping_timer_.close();
-  close_timer_.close();
-  if (stop_done_) std::exchange(stop_done_, nullptr)();
-}
-
-void RedisClient::on_connect(const redisAsyncContext* ac, int status) {
-  auto* self = static_cast<RedisClient*>(ac->data);
-  if (self == nullptr) return;
-  if (status != REDIS_OK) {
-    // hiredis frees the context after this callback.
-    self->ac_ = nullptr;
-    self->state_ = RedisState::Closed;
-    stop_timer(self->connect_timer_);
-    log::warn("redis connect failed", {{"error", ac->errstr}, {"host", self->config_.endpoint.host},
-                                       {"port", self->config_.endpoint.port}});
-    if (self->stopping_) return self->finish_stop();
-    self->schedule_reconnect();
-    return;
-  }
-  if (self->stopping_) {
-    self->close_gracefully();  // on_disconnect completes the stop
-    return;
-  }
-  self->state_ = RedisState::Handshake;
-  self->handshake();
-}
-
-void RedisClient::handshake() {
-  // AUTH, SELECT and SCRIPT LOAD are pipelined; the last reply marks us up.
-  auto step_failed = [this](const redisReply* r, const char* what) {
-    std::string err = reply_error(r);
-    if (err.empty()) return false;
-    if (r != nullptr && state_ == RedisState::Handshake && ac_ != nullptr) {
-      log::error("redis handshake failed", {{"step", what}, {"error", err}});
-      redisAsyncDisconnect(ac_);  // reconnect with backoff; a wrong password keeps being logged
-    }
-    return true;
-  };
-  if (!config_.endpoint.password.empty()) {
-    std::vector<std::string_view> auth{"AUTH"};
-    if (!config_.endpoint.user.empty()) auth.push_back(config_.endpoint.user);
-    auth.push_back(config_.endpoint.password);
-    send(auth, [step_failed](const redisReply* r) { step_failed(r, "AUTH"); }, true);
-  }
-  std::string db = std::to_string(config_.endpoint.db);
-  send({"SELECT", db}, [step_failed](const redisReply* r) { step_failed(r, "SELECT"); }, true);
-  for (auto& script : scripts_) {
-    send({"SCRIPT", "LOAD", script.source},
-         [step_failed, &script](const redisReply* r) {
-           if (step_failed(r, "SCRIPT LOAD")) return;
-           if (r->type == REDIS_REPLY_STRING) script.sha.assign(r->str, r->len);
-         },
-         true);
-  }
-  send({"PING"},
-       [this](const redisReply* r) {
-         if (r == nullptr || r->type == REDIS_REPLY_ERROR || state_ != RedisState::Handshake) return;
-         stop_timer(connect_timer_);
-         state_ = RedisState::Up;
-         backoff_.reset();
-         ping_outstanding_ = false;
-         start_timer(ping_timer_, on_ping_timer, kPingIntervalMs, kPingIntervalMs);
-         log::info("redis connected", {{"host", config_.endpoint.host}, {"port", config_.endpoint.port},
-                                       {"db", config_.endpoint.db}});
-         if (handlers_.on_up) handlers_.on_up();
-       },
-       true);
-}
-
-void RedisClient::on_ping_timer(uv_timer_t* handle) {
-  auto* self = owner_of<RedisClient>(handle);
-  if (self == nullptr || self->state_ != RedisState::Up || self->ac_ == nullptr) return;
-  uint64_t now = uv_now(self->loop_);
-  if (self->ping_outstanding_) {
-    // Redis accepted the connection but stopped answering (stopped process, full
-    // network buffers): give up on it rather than wait forever.
-    if (now - self->ping_sent_ms_ > self->config_.connect_timeout_ms) {
-      self->drop_context("no reply to PING for " + std::to_string(now - self->ping_sent_ms_) + " ms");
-    }
-    return;
-  }
-  self->ping_outstanding_ = true;
-  self->ping_sent_ms_ = now;
-  self->send({"PING"}, [self](const redisReply*) { self->ping_outstanding_ = false; });
-}
-
-void RedisClient::on_disconnect(const redisAsyncContext* ac, int status) {
-  auto* self = static_cast<RedisClient*>(ac->data);
-  if (self == nullptr) return;
-  // hiredis frees the context after this callback returns.
-  self->ac_ = nullptr;
-  stop_timer(self->close_timer_);
-  std::string reason = status == REDIS_OK ? "disconnected" : (ac->errstr[0] ? ac->errstr : "connection lost");
-  if (self->stopping_) return self->finish_stop();
-  self->lost(reason);
-}
-
-void RedisClient::lost(const std::string& reason) {
-  state_ = RedisState::Closed;
-  stop_timer(ping_timer_);
-  stop_timer(connect_timer_);
-  stop_timer(close_timer_);
-  log::warn("redis connection lost", {{"reason", reason}});
-  if (handlers_.on_down) handlers_.on_down(reason);
-  schedule_reconnect();
-}
-
-void RedisClient::schedule_reconnect() {
+void RedisClient::on_node_up(redis::Connection* conn) {
   if (stopping_) return;
-  uint32_t delay = backoff_.next();
-  ++reconnects_;
-  start_timer(reconnect_timer_, on_reconnect_timer, delay, 0);
+  switch (mode_) {
+    case Mode::Discovering:
+      if (conn->cluster()) {
+        mode_ = Mode::Cluster;
+        log::info("redis is a cluster; reading its slot map", {{"seed", conn->node().text()}});
+        refresh_map();
+        return;
+      }
+      mode_ = Mode::Standalone;
+      for (auto& [name, n] : nodes_) {
+        if (n.conn.get() != conn) {
+          log::warn("redis is standalone: only the node that answered first is used",
+                    {{"used", conn->node().text()}, {"ignored", name}});
+          retire(n);
+        }
+      }
+      was_up_ = true;
+      if (handlers_.on_up) handlers_.on_up();
+      return;
+    case Mode::Standalone:
+      was_up_ = true;
+      if (handlers_.on_up) handlers_.on_up();
+      return;
+    case Mode::Cluster:
+      // A node is back, or a new master is reachable: the map may have moved on too.
+      refresh_map();
+      if (!map_.empty()) {
+        was_up_ = true;
+        if (handlers_.on_up) handlers_.on_up();
+      }
+      return;
+  }
 }
 
-void RedisClient::on_reconnect_timer(uv_timer_t* handle) {
+void RedisClient::on_node_down(redis::Connection* conn, const std::string& reason) {
+  if (stopping_) return;
+  if (mode_ == Mode::Cluster) refresh_map();
+  if (was_up_ && !up()) {
+    was_up_ = false;
+    if (handlers_.on_down) handlers_.on_down(reason);
+  }
+  (void)conn;
+}
+
+bool RedisClient::up() const {
+  if (mode_ == Mode::Discovering) return false;
+  if (mode_ == Mode::Cluster && map_.empty()) return false;
+  for (const auto& [name, n] : nodes_) {
+    if (!n.retired && n.conn->up()) return true;
+  }
+  return false;
+}
+
+void RedisClient::refresh_map() {
+  if (mode_ != Mode::Cluster || stopping_ || refresh_in_flight_) return;
+  redis::Connection* asked = nullptr;
+  for (auto& [name, n] : nodes_) {
+    if (!n.retired && n.conn->up()) {
+      asked = n.conn.get();
+      break;
+    }
+  }
+  if (asked == nullptr) {
+    // Nobody to ask: go back to the seeds (their on_up asks again).
+    for (const auto& seed : config_.endpoint.nodes) node(seed);
+    start_timer_ms(kRefreshDegradedMs);
+    return;
+  }
+  refresh_in_flight_ = true;
+  bool sent = asked->command({"CLUSTER", "SLOTS"}, [this, asked](const redisReply* r) {
+    refresh_in_flight_ = false;
+    if (stopping_) return;
+    if (r == nullptr || !map_.load(r, asked->node())) {
+      log::warn("redis CLUSTER SLOTS failed", {{"node", asked->node().text()},
+                                               {"error", r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply"}});
+      start_timer_ms(kRefreshDegradedMs);
+      return;
+    }
+    apply_map();
+  });
+  if (!sent) refresh_in_flight_ = false;
+}
+
+void RedisClient::apply_map() {
+  bool degraded = map_.unserved() > 0;
+  for (const auto& master : map_.masters()) {
+    Node& n = node(master);
+    degraded = degraded || n.retired || !n.conn->up();
+  }
+  for (auto& [name, n] : nodes_) {
+    if (n.retired) continue;
+    const bool is_master = std::any_of(map_.masters().begin(), map_.masters().end(),
+                                       [&](const redis::NodeAddress& m) { return m.text() == name; });
+    if (!is_master) retire(n);
+  }
+  start_timer_ms(degraded ? kRefreshDegradedMs : kRefreshHealthyMs);
+  // Slots may have moved to masters already connected: let waiting work try again.
+  if (up()) {
+    was_up_ = true;
+    if (handlers_.on_up) handlers_.on_up();
+  }
+}
+
+void RedisClient::start_timer_ms(uint64_t ms) {
+  if (refresh_timer_.initialised() && !stopping_) uv_timer_start(refresh_timer_.get(), on_refresh_timer, ms, 0);
+}
+
+void RedisClient::on_refresh_timer(uv_timer_t* handle) {
+  if (auto* self = owner_of<RedisClient>(handle)) self->refresh_map();
+}
+
+void RedisClient::retire(Node& n) {
+  if (n.retired) return;
+  n.retired = true;
+  retired_reconnects_ += n.conn->reconnects();
+  n.conn->stop([this, &n] {
+    n.closed = true;
+    arm_check();
+  });
+}
+
+redis::Connection* RedisClient::connection_for_key(std::string_view key) {
+  if (mode_ == Mode::Standalone) {
+    for (auto& [name, n] : nodes_) {
+      if (!n.retired) return n.conn.get();
+    }
+    return nullptr;
+  }
+  if (mode_ != Mode::Cluster) return nullptr;
+  const redis::NodeAddress* master = map_.master_of(redis::key_slot(key));
+  if (master == nullptr) return nullptr;
+  auto it = nodes_.find(master->text());
+  return it == nodes_.end() || it->second.retired ? nullptr : it->second.conn.get();
+}
+
+bool RedisClient::command(std::initializer_list<std::string_view> args, Callback done) {
+  return command(std::vector<std::string_view>(args), std::move(done));
+}
+
+bool RedisClient::command(const std::vector<std::string_view>& args, Callback done) {
+  if (args.empty() || stopping_) return false;
+  const std::string_view key = args.size() > 1 ? args[1] : std::string_view();
+  if (mode_ == Mode::Standalone) {
+    redis::Connection* conn = connection_for_key(key);
+    return conn != nullptr && conn->command(args, std::move(done));
+  }
+  if (mode_ != Mode::Cluster) return false;
+  auto req = std::make_shared<Request>();
+  req->args.assign(args.begin(), args.end());
+  req->done = std::move(done);
+  req->slot = redis::key_slot(key);
+  return route(req);
+}
+
+bool RedisClient::eval(ScriptId script, const std::vector<std::string_view>& keys,
+                       const std::vector<std::string_view>& args, Callback done) {
+  if (stopping_ || script >= scripts_.size()) return false;
+  const std::string_view key = keys.empty() ? std::string_view() : keys.front();
+  if (mode_ == Mode::Standalone) {
+    redis::Connection* conn = connection_for_key(key);
+    return conn != nullptr && conn->eval(script, keys, args, std::move(done));
+  }
+  if (mode_ != Mode::Cluster) return false;
+  auto req = std::make_shared<Request>();
+  req->script = script;
+  req->keys.assign(keys.begin(), keys.end());
+  req->args.assign(args.begin(), args.end());
+  req->done = std::move(done);
+  req->slot = redis::key_slot(key);
+  return route(req);
+}
+
+bool RedisClient::route(const std::shared_ptr<Request>& req) {
+  const redis::NodeAddress* master = map_.master_of(req->slot);
+  if (master == nullptr) return false;
+  Node& n = node(*master);
+  if (n.retired || !n.conn->up()) return false;
+  return send(req, *n.conn);
+}
+
+bool RedisClient::send(const std::shared_ptr<Request>& req, redis::Connection& conn) {
+  if (req->asking && !conn.command({"ASKING"}, [](const redisReply*) {})) return false;
+  redis::Connection* c = &conn;
+  auto on_reply = [this, req, c](const redisReply* r) { on_request_reply(req, c, r); };
+  if (req->script) return conn.eval(*req->script, views(req->keys), views(req->args), on_reply);
+  return conn.command(views(req->args), on_reply);
+}
+
+void RedisClient::on_request_reply(const std::shared_ptr<Request>& req, redis::Connection* conn,
+                                   const redisReply* reply) {
+  if (reply != nullptr && reply->type == REDIS_REPLY_ERROR && req->redirects < kMaxRedirects && !stopping_) {
+    const std::string_view error(reply->str, reply->len);
+    if (auto redirect = redis::parse_redirect(error)) {
+      ++req->redirects;
+      if (redirect->kind == redis::Redirect::Kind::Moved) {
+        map_.assign(redirect->slot, redirect->node);
+        refresh_map();
+      }
+      req->asking = redirect->kind == redis::Redirect::Kind::Ask;
+      Node& target = node(redirect->node);
+      if (!target.retired && target.conn->up() && send(req, *target.conn)) return;
+      return req->done(nullptr);  // that node is still connecting: run again once it is up
+    }
+    if (error.starts_with("TRYAGAIN")) {
+      // A multi-key request during a slot migration: the keys are split for a moment.
+      ++req->redirects;
+      req->asking = false;
+      tryagain_.push_back(req);
+      if (tryagain_timer_.initialised()) uv_timer_start(tryagain_timer_.get(), on_tryagain_timer, kTryAgainMs, 0);
+      return;
+    }
+    if (error.starts_with("CLUSTERDOWN")) {
+      refresh_map();
+      return req->done(nullptr);
+    }
+  }
+  redis::Connection* outer = std::exchange(replying_, conn);
+  req->done(reply);
+  replying_ = outer;
+}
+
+void RedisClient::on_tryagain_timer(uv_timer_t* handle) {
   auto* self = owner_of<RedisClient>(handle);
-  if (self == nullptr || self->stopping_ || self->state_ != RedisState::Closed) return;
-  self->connect();
+  if (self == nullptr) return;
+  std::vector<std::shared_ptr<Request>> again = std::move(self->tryagain_);
+  self->tryagain_.clear();
+  for (auto& req : again) {
+    if (self->stopping_ || !self->route(req)) req->done(nullptr);
+  }
+}
+
+void RedisClient::wait_replicated(std::string_view key, std::function<void(bool ok)> done) {
+  if (config_.min_replicas == 0) return done(true);
+  redis::Connection* conn = replying_ != nullptr ? replying_ : connection_for_key(key);
+  if (conn == nullptr || !conn->up() || stopping_) return done(false);
+  auto it = nodes_.find(conn->node().text());
+  if (it == nodes_.end() || it->second.retired) return done(false);
+  it->second.waiters.push_back(std::move(done));
+  arm_check();
+}
+
+void RedisClient::arm_check() {
+  if (check_.initialised()) uv_check_start(check_.get(), on_check);
+}
+
+void RedisClient::on_check(uv_check_t* handle) {
+  auto* self = owner_of<RedisClient>(handle);
+  if (self == nullptr) return;
+  uv_check_stop(handle);
+  self->flush_waits();
+  self->reap();
+}
+
+// One WAIT per node with waiters: it covers every write sent to that node before it.
+// Waiters that arrive while one is out go with the next.
+void RedisClient::flush_waits() {
+  const std::string replicas = std::to_string(config_.min_replicas);
+  const std::string timeout = std::to_string(config_.replica_timeout_ms);
+  for (auto& [name, n] : nodes_) {
+    if (n.waiters.empty() || n.wait_in_flight) continue;
+    auto waiters = std::make_shared<std::vector<std::function<void(bool)>>>(std::move(n.waiters));
+    n.waiters.clear();
+    Node* np = &n;
+    n.wait_in_flight = true;
+    bool sent = n.conn->command({"WAIT", replicas, timeout}, [this, np, waiters](const redisReply* r) {
+      np->wait_in_flight = false;
+      const bool ok = r != nullptr && r->type == REDIS_REPLY_INTEGER &&
+                      r->integer >= static_cast<long long>(config_.min_replicas);
+      if (!ok && !np->replicas_short) {
+        log::warn("redis replicas did not confirm; messages wait",
+                  {{"node", np->conn->node().text()}, {"required", config_.min_replicas},
+                   {"confirmed", r != nullptr && r->type == REDIS_REPLY_INTEGER ? r->integer : -1}});
+      } else if (ok && np->replicas_short) {
+        log::info("redis replicas confirm again", {{"node", np->conn->node().text()}});
+      }
+      np->replicas_short = !ok;
+      for (auto& w : *waiters) w(ok);
+      if (!np->waiters.empty()) arm_check();
+    });
+    if (!sent) {
+      n.wait_in_flight = false;
+      for (auto& w : *waiters) w(false);
+    }
+  }
+}
+
+void RedisClient::reap() {
+  for (auto it = nodes_.begin(); it != nodes_.end();) {
+    if (it->second.closed) it = nodes_.erase(it);
+    else ++it;
+  }
+  maybe_finish_stop();
 }
 
 void RedisClient::stop(std::function<void()> done) {
   stopping_ = true;
   stop_done_ = std::move(done);
-  stop_timer(reconnect_timer_);
-  stop_timer(ping_timer_);
-  // Not connected yet: nothing to flush, drop the attempt (no callbacks pending).
-  if (state_ == RedisState::Connecting) free_context();
-  if (ac_ == nullptr) return finish_stop();
-  close_gracefully();  // after pending replies (or the deadline), the stop completes
+  if (refresh_timer_.initialised()) uv_timer_stop(refresh_timer_.get());
+  if (tryagain_timer_.initialised()) uv_timer_stop(tryagain_timer_.get());
+  std::vector<std::shared_ptr<Request>> again = std::move(tryagain_);
+  tryagain_.clear();
+  for (auto& req : again) req->done(nullptr);
+  for (auto& [name, n] : nodes_) retire(n);
+  arm_check();
+  maybe_finish_stop();
 }
 
-void RedisClient::on_reply(redisAsyncContext* /*ac*/, void* reply, void* privdata) {
-  std::unique_ptr<PendingCall> call(static_cast<PendingCall*>(privdata));
-  --call->client->pending_;
-  call->done(static_cast<const redisReply*>(reply));
-}
-
-bool RedisClient::send(const std::vector<std::string_view>& args, Callback done, bool handshake_ok) {
-  if (ac_ == nullptr) return false;
-  if (!(state_ == RedisState::Up || (handshake_ok && state_ == RedisState::Handshake))) return false;
-  constexpr std::size_t kInline = 16;
-  const char* argv_inline[kInline];
-  size_t len_inline[kInline];
-  std::vector<const char*> argv_heap;
-  std::vector<size_t> len_heap;
-  const char** argv = argv_inline;
-  size_t* lens = len_inline;
-  if (args.size() > kInline) {
-    argv_heap.resize(args.size());
-    len_heap.resize(args.size());
-    argv = argv_heap.data();
-    lens = len_heap.data();
+void RedisClient::maybe_finish_stop() {
+  if (!stopping_ || !stop_done_) return;
+  for (const auto& [name, n] : nodes_) {
+    if (!n.closed) return;
   }
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    argv[i] = args[i].data();
-    lens[i] = args[i].size();
-  }
-  auto call = std::make_unique<PendingCall>(PendingCall{std::move(done), this});
-  if (redisAsyncCommandArgv(ac_, on_reply, call.get(), static_cast<int>(args.size()), argv, lens) != REDIS_OK) {
-    return false;
-  }
-  (void)call.release();  // reclaimed in on_reply, which hiredis calls exactly once
-  ++pending_;
-  return true;
+  check_.close();
+  refresh_timer_.close();
+  tryagain_timer_.close();
+  std::exchange(stop_done_, nullptr)();
 }
 
-bool RedisClient::command(std::initializer_list<std::string_view> args, Callback done) {
-  return send(std::vector<std::string_view>(args), std::move(done));
-}
-
-bool RedisClient::command(const std::vector<std::string_view>& args, Callback done) {
-  return send(args, std::move(done));
-}
-
-bool RedisClient::eval(ScriptId id, const std::vector<std::string_view>& keys,
-                       const std::vector<std::string_view>& args, Callback done) {
-  if (id >= scripts_.size()) return false;
-  const Script& script = scripts_[id];
-  std::string numkeys = std::to_string(keys.size());
-  std::vector<std::string_view> argv;
-  argv.reserve(3 + keys.size() + args.size());
-  argv.push_back("EVALSHA");
-  argv.push_back(script.sha);
-  argv.push_back(numkeys);
-  argv.insert(argv.end(), keys.begin(), keys.end());
-  argv.insert(argv.end(), args.begin(), args.end());
-  if (script.sha.empty()) {
-    argv[0] = "EVAL";
-    argv[1] = script.source;
-    return send(argv, std::move(done));
+uint64_t RedisClient::reconnects() const {
+  uint64_t total = retired_reconnects_;
+  for (const auto& [name, n] : nodes_) {
+    if (!n.retired) total += n.conn->reconnects();
   }
-  // NOSCRIPT means Redis lost its script cache (restart, SCRIPT FLUSH): reconnect,
-  // which loads the scripts again, and report the call as lost so it is run again.
-  return send(argv, [this, done = std::move(done)](const redisReply* r) {
-    if (r != nullptr && r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).starts_with("NOSCRIPT")) {
-      if (state_ == RedisState::Up && ac_ != nullptr) {
-        log::warn("redis lost its scripts; reconnecting to load them again");
-        close_gracefully();
-      }
-      done(nullptr);
-      return;
-    }
-    done(r);
-  });
+  return total;
+}
+
+std::size_t RedisClient::pending() const {
+  std::size_t total = 0;
+  for (const auto& [name, n] : nodes_) total += n.conn->pending();
+  return total;
+}
+
+std::size_t RedisClient::nodes_known() const {
+  if (mode_ == Mode::Cluster) return map_.masters().size();
+  return 1;
+}
+
+std::size_t RedisClient::nodes_up() const {
+  std::size_t total = 0;
+  for (const auto& [name, n] : nodes_) total += !n.retired && n.conn->up();
+  return total;
 }
 
 }  // namespace eventd

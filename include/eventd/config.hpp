@@ -30,11 +30,19 @@ struct AmqpEndpoint {
   std::string vhost = "/";
 };
 
-// redis://[[user:]password@]host:port[/db] (as redis-cli: "secret@" is a password,
-// "user:secret@" an ACL user and password; user and password percent-decoded).
-struct RedisEndpoint {
+// host:port of one Redis node.
+struct RedisNodeAddress {
   std::string host = "127.0.0.1";
   int port = 6379;
+  std::string text() const;  // "host:port", IPv6 hosts in brackets
+  bool operator==(const RedisNodeAddress&) const = default;
+};
+
+// redis://[[user:]password@]host:port[,host:port...][/db] (as redis-cli: "secret@" is a
+// password, "user:secret@" an ACL user and password; user and password
+// percent-decoded). Several nodes are the seeds of one Redis Cluster.
+struct RedisEndpoint {
+  std::vector<RedisNodeAddress> nodes{RedisNodeAddress{}};
   int db = 0;
   std::string password;
   std::string user;  // empty: AUTH <password> as the default user
@@ -53,6 +61,10 @@ struct RedisConfig {
   std::string url = "redis://127.0.0.1:6379/0";
   RedisEndpoint endpoint;
   uint32_t connect_timeout_ms = 5000;
+  // A message is acked only once WAIT says this many replicas of its node have its
+  // effects (0: no WAIT). replica_timeout_ms is WAIT's timeout.
+  uint32_t min_replicas = 0;
+  uint32_t replica_timeout_ms = 1000;
 };
 
 struct ExchangeConfig {

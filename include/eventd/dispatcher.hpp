@@ -71,6 +71,9 @@ class Dispatcher {
   void start(JobIt job);
   void finish(JobIt job, HandlerResult result);
   void ack(JobIt job);
+  // Runs `then` once the job's Redis effects are on enough replicas (redis.minReplicas).
+  void when_replicated(JobIt job, std::function<void()> then);
+  static void on_replica_timer(uv_timer_t* handle);
   void publish_outbox(JobIt job, Outbox outbox);
   void finish_outbox(JobIt job);
   // Sends the message to its TTL retry queue. A deferral keeps x-retry-count and
@@ -100,6 +103,7 @@ class Dispatcher {
   std::vector<JobIt> parked_;
   std::vector<JobIt> requeue_;
   UvHandle<uv_timer_t> requeue_timer_;
+  UvHandle<uv_timer_t> replica_timer_;  // runs the messages whose replica check fell short again
 };
 
 }  // namespace eventd

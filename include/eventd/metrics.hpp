@@ -49,6 +49,11 @@ class Metrics {
   bool consuming = false;
   uint64_t amqp_reconnects = 0;
   uint64_t redis_reconnects = 0;
+  // Masters eventd routes to (1 for a standalone Redis) and how many it reaches.
+  uint64_t redis_nodes = 0;
+  uint64_t redis_nodes_up = 0;
+  // WAITs (redis.minReplicas) that fell short: the message waited and ran again.
+  uint64_t replica_waits_failed = 0;
   // channel -> state of its sink's circuit breaker (file and webhook sinks).
   std::map<std::string, CircuitState, std::less<>> sink_circuits;
 

@@ -1,108 +1,138 @@
-// Async Redis client on the libuv loop (hiredis + its libuv adapter), with
-// reconnects, a connect timeout and a liveness check, and Lua scripts loaded on
-// every connect.
+// eventd's Redis client: one standalone Redis, or a Redis Cluster, behind one
+// interface, on the libuv loop.
 //
-// Ownership (hiredis's contract, restated): the redisAsyncContext is owned by
-// hiredis once connected and freed by it after the disconnect callback, where our
-// copy is cleared. A reply is borrowed: valid only inside the callback. Every
-// callback passed to command()/eval() runs exactly once: with the reply, or with
-// nullptr when the connection fails first. A call made while Redis is not up
-// returns false and never calls back.
+// At start it connects to every node of the URL (the seeds); the first to answer says
+// (INFO cluster) which it is. Standalone: that one connection carries everything.
+// Cluster: the slot map is read with CLUSTER SLOTS, each master gets a connection of
+// its own (redis::Connection, with its own reconnect backoff), and every request goes
+// to the master of its key's slot: a command's first argument, a script's first key
+// (a message's keys share one hash tag, so one slot). MOVED updates the map and
+// resends; ASK resends once with ASKING; TRYAGAIN resends a moment later; a redirect,
+// CLUSTERDOWN or a lost node refreshes the map, and so does a timer (every second
+// while some slot has no reachable master).
+//
+// Contract for callers, as for one connection: every callback runs exactly once,
+// with the reply (borrowed) or nullptr when the node's connection failed first; a
+// call that cannot be sent now (no reachable master for its slot) returns false and
+// never calls back. The caller keeps such a message waiting and runs it again on
+// on_up, which fires whenever a node becomes reachable.
 #pragma once
 
-#include <hiredis/async.h>
 #include <uv.h>
 
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "eventd/backoff.hpp"
 #include "eventd/config.hpp"
+#include "eventd/redis/cluster_map.hpp"
+#include "eventd/redis/connection.hpp"
 #include "eventd/uv_handle.hpp"
 
 namespace eventd {
 
-enum class RedisState { Closed, Connecting, Handshake, Up, Closing };
-
 class RedisClient {
  public:
-  using Callback = std::function<void(const redisReply* reply)>;
-  struct Handlers {
-    std::function<void()> on_up;                               // connected, db selected, scripts loaded
-    std::function<void(const std::string& reason)> on_down;    // after every pending callback got nullptr
-  };
+  using Callback = redis::Connection::Callback;
   using ScriptId = std::size_t;
+  struct Handlers {
+    std::function<void()> on_up;                             // a node became reachable: waiting work may go
+    std::function<void(const std::string& reason)> on_down;  // no node is reachable any more
+  };
 
   RedisClient(uv_loop_t* loop, const RedisConfig& config, Handlers handlers);
   ~RedisClient();
   RedisClient(const RedisClient&) = delete;
   RedisClient& operator=(const RedisClient&) = delete;
 
-  // Register scripts before start(); they are loaded on every connect.
+  // Register scripts before start(); every node loads them on every connect.
   ScriptId add_script(std::string source);
 
   void start();
-  // Waits for pending replies, then disconnects; `done` runs once. Redis gets
-  // connect_timeout_ms to answer; after that the connection is dropped (pending
-  // callbacks get nullptr), so a hung Redis cannot hold the stop.
+  // Every connection waits for its pending replies (within connect_timeout_ms), then
+  // closes; `done` runs once.
   void stop(std::function<void()> done);
 
-  bool up() const { return state_ == RedisState::Up; }
-  RedisState state() const { return state_; }
-  uint64_t reconnects() const { return reconnects_; }
-  std::size_t pending() const { return pending_; }
+  // Standalone: connected. Cluster: the slot map is known and a master is reachable.
+  bool up() const;
+  bool cluster() const { return mode_ == Mode::Cluster; }
+  uint64_t reconnects() const;
+  std::size_t pending() const;
+  // Masters of the slot map (cluster) or the one node, and how many are connected.
+  std::size_t nodes_known() const;
+  std::size_t nodes_up() const;
 
+  // Routed by the command's first argument (its key).
   bool command(std::initializer_list<std::string_view> args, Callback done);
   bool command(const std::vector<std::string_view>& args, Callback done);
-  // EVALSHA with the script's SHA; falls back to EVAL once if Redis lost its cache.
+  // EVALSHA routed by keys[0] (EVAL when the node has not loaded it; NOSCRIPT makes the
+  // node reconnect and load its scripts, and the call is reported lost).
   bool eval(ScriptId script, const std::vector<std::string_view>& keys, const std::vector<std::string_view>& args,
             Callback done);
 
+  // With redis.minReplicas > 0: calls `done(true)` once WAIT confirms that many
+  // replicas of the node holding `key` have every write sent to it so far, else
+  // done(false) (too few in replicaTimeoutMs, or the node is lost). Called from
+  // inside a reply's callback, it waits on the node that sent the reply (after an
+  // ASK that is not the slot's master). One WAIT per node per loop pass covers
+  // every waiter of that node. Without minReplicas: done(true) at once.
+  bool replicas_required() const { return config_.min_replicas > 0; }
+  void wait_replicated(std::string_view key, std::function<void(bool ok)> done);
+
  private:
-  struct Script {
-    std::string source;
-    std::string sha;
+  enum class Mode { Discovering, Standalone, Cluster };
+  struct Request;
+  struct Node {
+    std::unique_ptr<redis::Connection> conn;
+    std::vector<std::function<void(bool)>> waiters;  // for the next WAIT
+    bool wait_in_flight = false;
+    bool replicas_short = false;                     // the last WAIT fell short (logged once)
+    bool retired = false;                            // being stopped; destroyed once closed
+    bool closed = false;
   };
 
-  static void on_connect(const redisAsyncContext* ac, int status);
-  static void on_disconnect(const redisAsyncContext* ac, int status);
-  static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
-  static void on_connect_timer(uv_timer_t* handle);
-  static void on_reconnect_timer(uv_timer_t* handle);
-  static void on_ping_timer(uv_timer_t* handle);
-  static void on_close_timer(uv_timer_t* handle);
-
-  void connect();
-  void handshake();
-  void lost(const std::string& reason);
-  void schedule_reconnect();
-  void drop_context(const std::string& reason);
-  void free_context();
-  void close_gracefully();
-  void finish_stop();
-  bool send(const std::vector<std::string_view>& args, Callback done, bool handshake_ok = false);
+  redis::Connection* connection_for_key(std::string_view key);
+  Node& node(const redis::NodeAddress& address);  // creates and starts it if new
+  void on_node_up(redis::Connection* conn);
+  void on_node_down(redis::Connection* conn, const std::string& reason);
+  void refresh_map();
+  void start_timer_ms(uint64_t ms);  // the next map refresh
+  void apply_map();
+  void retire(Node& node);
+  bool send(const std::shared_ptr<Request>& req, redis::Connection& conn);
+  void on_request_reply(const std::shared_ptr<Request>& req, redis::Connection* conn, const redisReply* reply);
+  bool route(const std::shared_ptr<Request>& req);
+  void flush_waits();
+  void reap();
+  void maybe_finish_stop();
+  void arm_check();
+  static void on_check(uv_check_t* handle);
+  static void on_refresh_timer(uv_timer_t* handle);
+  static void on_tryagain_timer(uv_timer_t* handle);
 
   uv_loop_t* loop_;
   RedisConfig config_;
   Handlers handlers_;
-  std::vector<Script> scripts_;
-  redisAsyncContext* ac_ = nullptr;  // not owned: hiredis frees it after on_disconnect
-  RedisState state_ = RedisState::Closed;
+  std::vector<redis::Script> scripts_;  // shared by every connection
+  Mode mode_ = Mode::Discovering;
   bool stopping_ = false;
-  bool ping_outstanding_ = false;
-  uint64_t ping_sent_ms_ = 0;
-  std::size_t pending_ = 0;
-  uint64_t reconnects_ = 0;
-  Backoff backoff_;
+  bool refresh_in_flight_ = false;
+  bool was_up_ = false;
   std::function<void()> stop_done_;
-  UvHandle<uv_timer_t> connect_timer_;
-  UvHandle<uv_timer_t> reconnect_timer_;
-  UvHandle<uv_timer_t> ping_timer_;
-  UvHandle<uv_timer_t> close_timer_;  // deadline for the replies a disconnect waits for
+  redis::SlotMap map_;
+  std::map<std::string, Node, std::less<>> nodes_;  // by "host:port"
+  redis::Connection* replying_ = nullptr;  // whose reply is being handled (see wait_replicated)
+  std::vector<std::shared_ptr<Request>> tryagain_;
+  uint64_t retired_reconnects_ = 0;
+  UvHandle<uv_check_t> check_;
+  UvHandle<uv_timer_t> refresh_timer_;
+  UvHandle<uv_timer_t> tryagain_timer_;
 };
 
 }  // namespace eventd

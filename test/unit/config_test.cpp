@@ -110,8 +110,8 @@ TEST_CASE("config: empty object gives the documented defaults") {
   CHECK(c.amqp.heartbeat_sec == 30);
   CHECK(c.amqp.connect_timeout_ms == 5000);
   CHECK(c.redis.url == "redis://127.0.0.1:6379/0");
-  CHECK(c.redis.endpoint.host == "127.0.0.1");
-  CHECK(c.redis.endpoint.port == 6379);
+  CHECK(c.redis.endpoint.nodes.at(0).host == "127.0.0.1");
+  CHECK(c.redis.endpoint.nodes.at(0).port == 6379);
   CHECK(c.redis.endpoint.db == 0);
   CHECK(c.redis.endpoint.password.empty());
   CHECK(c.redis.connect_timeout_ms == 5000);
@@ -253,8 +253,8 @@ TEST_CASE("config: values are read") {
   CHECK(c.amqp.prefetch == 50);
   CHECK(c.amqp.heartbeat_sec == 0);
   CHECK(c.amqp.connect_timeout_ms == 100);
-  CHECK(c.redis.endpoint.host == "cache");
-  CHECK(c.redis.endpoint.port == 6380);
+  CHECK(c.redis.endpoint.nodes.at(0).host == "cache");
+  CHECK(c.redis.endpoint.nodes.at(0).port == 6380);
   CHECK(c.redis.endpoint.db == 3);
   CHECK(c.redis.endpoint.password == "pw");
   CHECK(c.redis.connect_timeout_ms == 200);
@@ -456,8 +456,8 @@ TEST_CASE("config: environment overrides the URLs") {
     g_env["EVENTD_REDIS_URL"] = "redis://:secret@cache.example:6390/5";
     const Config c = parse("{}");
     CHECK(c.redis.url == "redis://:secret@cache.example:6390/5");
-    CHECK(c.redis.endpoint.host == "cache.example");
-    CHECK(c.redis.endpoint.port == 6390);
+    CHECK(c.redis.endpoint.nodes.at(0).host == "cache.example");
+    CHECK(c.redis.endpoint.nodes.at(0).port == 6390);
     CHECK(c.redis.endpoint.db == 5);
     CHECK(c.redis.endpoint.password == "secret");
     CHECK(c.redis.endpoint.user.empty());
@@ -541,8 +541,9 @@ TEST_CASE("config: parse_amqp_url") {
 TEST_CASE("config: parse_redis_url") {
   SUBCASE("defaults") {
     const auto e = eventd::parse_redis_url("redis://cache");
-    CHECK(e.host == "cache");
-    CHECK(e.port == 6379);
+    REQUIRE(e.nodes.size() == 1);
+    CHECK(e.nodes[0].host == "cache");
+    CHECK(e.nodes[0].port == 6379);
     CHECK(e.db == 0);
     CHECK(e.password.empty());
     CHECK(e.user.empty());
@@ -553,8 +554,24 @@ TEST_CASE("config: parse_redis_url") {
     const auto acl = eventd::parse_redis_url("redis://app:p%40ss@cache:7000/12");
     CHECK(acl.user == "app");
     CHECK(acl.password == "p@ss");
-    CHECK(acl.port == 7000);
+    CHECK(acl.nodes.at(0).port == 7000);
     CHECK(acl.db == 12);
+  }
+  SUBCASE("several nodes: the seeds of a Redis Cluster") {
+    const auto e = eventd::parse_redis_url("redis://app:pw@10.0.0.1:7000, 10.0.0.2:7001,[::1]:7002,cache/0");
+    REQUIRE(e.nodes.size() == 4);
+    CHECK(e.nodes[0] == eventd::RedisNodeAddress{"10.0.0.1", 7000});
+    CHECK(e.nodes[1] == eventd::RedisNodeAddress{"10.0.0.2", 7001});
+    CHECK(e.nodes[2] == eventd::RedisNodeAddress{"::1", 7002});
+    CHECK(e.nodes[2].text() == "[::1]:7002");
+    CHECK(e.nodes[3] == eventd::RedisNodeAddress{"cache", 6379});
+    CHECK(e.user == "app");
+    CHECK(e.password == "pw");
+    CHECK(eventd::parse_redis_url("redis://a:1,b:2").nodes.size() == 2);
+    CHECK(redis_error("redis://a:1,,b:2/0") == "empty host in the Redis URL's node list (node 2)");
+    CHECK(redis_error("redis://a:1,b:x/0") == R"(invalid port "x" in the Redis (node 2) URL; expected 1..65535)");
+    CHECK(redis_error("redis://a:1,b:2/3") ==
+          "several Redis nodes are the seeds of a Redis Cluster, which has only database 0; got /3");
   }
   SUBCASE("any db >= 0") {
     CHECK(eventd::parse_redis_url("redis://cache/0").db == 0);

@@ -1,0 +1,126 @@
+// One async connection to one Redis node on the libuv loop (hiredis + a libuv
+// adapter), with reconnects, a connect timeout and a liveness check, and the Lua
+// scripts loaded on every connect. It finds out whether the node is part of a Redis
+// Cluster (INFO cluster) before it selects a database. RedisClient (redis_client.hpp)
+// routes requests over one or many of these.
+//
+// Ownership (hiredis's contract, restated): the redisAsyncContext is owned by
+// hiredis once connected and freed by it after the disconnect callback, where our
+// copy is cleared. A reply is borrowed: valid only inside the callback. Every
+// callback passed to command()/eval() runs exactly once: with the reply, or with
+// nullptr when the connection fails first. A call made while Redis is not up
+// returns false and never calls back.
+#pragma once
+
+#include <hiredis/async.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "eventd/backoff.hpp"
+#include "eventd/config.hpp"
+#include "eventd/redis/cluster_map.hpp"
+#include "eventd/uv_handle.hpp"
+
+namespace eventd {
+
+enum class RedisState { Closed, Connecting, Handshake, Up, Closing };
+
+namespace redis {
+
+// A Lua script: its source, and its SHA once a node has loaded it (the same on every
+// node: it is the SHA1 of the source).
+struct Script {
+  std::string source;
+  std::string sha;
+};
+
+class Connection {
+ public:
+  using Callback = std::function<void(const redisReply* reply)>;
+  struct Handlers {
+    std::function<void()> on_up;                               // connected, db selected, scripts loaded
+    std::function<void(const std::string& reason)> on_down;    // after every pending callback got nullptr
+  };
+  using ScriptId = std::size_t;
+
+  // `scripts` is owned by the caller and outlives the connection.
+  Connection(uv_loop_t* loop, NodeAddress node, const RedisConfig& config, std::vector<Script>& scripts,
+             Handlers handlers);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Before start(): the handlers may need the connection's own address.
+  void set_handlers(Handlers handlers) { handlers_ = std::move(handlers); }
+  const NodeAddress& node() const { return node_; }
+  // Known once up: the node runs in cluster mode.
+  bool cluster() const { return cluster_; }
+
+  void start();
+  // Waits for pending replies, then disconnects; `done` runs once. Redis gets
+  // connect_timeout_ms to answer; after that the connection is dropped (pending
+  // callbacks get nullptr), so a hung Redis cannot hold the stop.
+  void stop(std::function<void()> done);
+
+  bool up() const { return state_ == RedisState::Up; }
+  RedisState state() const { return state_; }
+  uint64_t reconnects() const { return reconnects_; }
+  std::size_t pending() const { return pending_; }
+
+  bool command(std::initializer_list<std::string_view> args, Callback done);
+  bool command(const std::vector<std::string_view>& args, Callback done);
+  // EVALSHA with the script's SHA; falls back to EVAL once if Redis lost its cache.
+  bool eval(ScriptId script, const std::vector<std::string_view>& keys, const std::vector<std::string_view>& args,
+            Callback done);
+
+ private:
+  static void on_connect(const redisAsyncContext* ac, int status);
+  static void on_disconnect(const redisAsyncContext* ac, int status);
+  static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
+  static void on_connect_timer(uv_timer_t* handle);
+  static void on_reconnect_timer(uv_timer_t* handle);
+  static void on_ping_timer(uv_timer_t* handle);
+  static void on_close_timer(uv_timer_t* handle);
+
+  void connect();
+  void handshake();
+  void finish_handshake();
+  // Logs a failed handshake step and disconnects (a reconnect follows); false if `r` is fine.
+  bool handshake_failed(const redisReply* r, const char* what);
+  void lost(const std::string& reason);
+  void schedule_reconnect();
+  void drop_context(const std::string& reason);
+  void free_context();
+  void close_gracefully();
+  void finish_stop();
+  bool send(const std::vector<std::string_view>& args, Callback done, bool handshake_ok = false);
+
+  uv_loop_t* loop_;
+  NodeAddress node_;
+  const RedisConfig& config_;
+  Handlers handlers_;
+  std::vector<Script>& scripts_;
+  bool cluster_ = false;
+  redisAsyncContext* ac_ = nullptr;  // not owned: hiredis frees it after on_disconnect
+  RedisState state_ = RedisState::Closed;
+  bool stopping_ = false;
+  bool ping_outstanding_ = false;
+  uint64_t ping_sent_ms_ = 0;
+  std::size_t pending_ = 0;
+  uint64_t reconnects_ = 0;
+  Backoff backoff_;
+  std::function<void()> stop_done_;
+  UvHandle<uv_timer_t> connect_timer_;
+  UvHandle<uv_timer_t> reconnect_timer_;
+  UvHandle<uv_timer_t> ping_timer_;
+  UvHandle<uv_timer_t> close_timer_;  // deadline for the replies a disconnect waits for
+};
+
+}  // namespace redis
+}  // namespace eventd

@@ -1,0 +1,429 @@
+// One Redis node connection (see connection.hpp for the ownership contract).
+#include "eventd/redis/connection.hpp"
+
+#include <hiredis/hiredis.h>
+
+#include <memory>
+
+#include "eventd/log.hpp"
+
+namespace eventd::redis {
+namespace {
+
+constexpr uint64_t kPingIntervalMs = 1000;
+
+struct PendingCall {
+  Connection::Callback done;
+  Connection* client;
+};
+
+// hiredis's event-loop glue for libuv. Debian's hiredis 0.14 ships one in
+// <hiredis/adapters/libuv.h>, but it drops poll errors: a refused connect then never
+// completes. This one hands an error to hiredis as a read or write event, so hiredis
+// finds the socket error itself and reports it through the usual callbacks.
+struct LoopEvents {
+  redisAsyncContext* context;
+  uv_poll_t handle;
+  int events;
+};
+
+void loop_events_poll(uv_poll_t* handle, int status, int events) {
+  auto* ev = static_cast<LoopEvents*>(handle->data);
+  if (ev->context == nullptr) return;
+  if (status < 0) {
+    // libuv stopped the poll; let hiredis run into the error and tear down.
+    if (!(ev->context->c.flags & REDIS_CONNECTED)) redisAsyncHandleWrite(ev->context);
+    else redisAsyncHandleRead(ev->context);
+    return;
+  }
+  if (events & UV_READABLE) redisAsyncHandleRead(ev->context);
+  if (ev->context != nullptr && (events & UV_WRITABLE)) redisAsyncHandleWrite(ev->context);
+}
+
+void loop_events_update(void* privdata, int add, int del) {
+  auto* ev = static_cast<LoopEvents*>(privdata);
+  const int events = (ev->events | add) & ~del;
+  // hiredis asks for writes and reads around every command; restarting the poll
+  // with the same mask would cost an epoll_ctl round each time.
+  if (events == ev->events && uv_is_active(reinterpret_cast<uv_handle_t*>(&ev->handle))) return;
+  ev->events = events;
+  if (ev->events != 0) uv_poll_start(&ev->handle, ev->events, loop_events_poll);
+  else uv_poll_stop(&ev->handle);
+}
+
+void loop_events_cleanup(void* privdata) {
+  auto* ev = static_cast<LoopEvents*>(privdata);
+  ev->context = nullptr;  // hiredis is freeing the context
+  uv_close(reinterpret_cast<uv_handle_t*>(&ev->handle), [](uv_handle_t* h) {
+    std::unique_ptr<LoopEvents> owned(static_cast<LoopEvents*>(h->data));
+  });
+}
+
+bool attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) {
+  if (ac->ev.data != nullptr) return false;
+  auto ev = std::make_unique<LoopEvents>();
+  ev->context = ac;
+  ev->events = 0;
+  if (uv_poll_init(loop, &ev->handle, ac->c.fd) != 0) return false;
+  ev->handle.data = ev.get();
+  ac->ev.addRead = [](void* p) { loop_events_update(p, UV_READABLE, 0); };
+  ac->ev.delRead = [](void* p) { loop_events_update(p, 0, UV_READABLE); };
+  ac->ev.addWrite = [](void* p) { loop_events_update(p, UV_WRITABLE, 0); };
+  ac->ev.delWrite = [](void* p) { loop_events_update(p, 0, UV_WRITABLE); };
+  ac->ev.cleanup = loop_events_cleanup;
+  ac->ev.data = ev.release();  // freed by loop_events_cleanup's close callback
+  return true;
+}
+
+// A stop closes the timers, possibly from a callback nested below a caller that
+// still means to touch them: act only on live handles.
+void start_timer(UvHandle<uv_timer_t>& timer, uv_timer_cb cb, uint64_t timeout_ms, uint64_t repeat_ms) {
+  if (timer.initialised()) uv_timer_start(timer.get(), cb, timeout_ms, repeat_ms);
+}
+
+void stop_timer(UvHandle<uv_timer_t>& timer) {
+  if (timer.initialised()) uv_timer_stop(timer.get());
+}
+
+std::string reply_error(const redisReply* r) {
+  if (r == nullptr) return "no reply (connection lost)";
+  if (r->type == REDIS_REPLY_ERROR) return std::string(r->str, r->len);
+  return {};
+}
+
+}  // namespace
+
+Connection::Connection(uv_loop_t* loop, NodeAddress node, const RedisConfig& config, std::vector<Script>& scripts,
+                       Handlers handlers)
+    : loop_(loop), node_(std::move(node)), config_(config), handlers_(std::move(handlers)), scripts_(scripts) {
+  connect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  reconnect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  ping_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  close_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
+}
+
+Connection::~Connection() {
+  if (ac_ != nullptr) {
+    ac_->data = nullptr;
+    redisAsyncFree(ac_);  // runs pending callbacks with nullptr; owner pointers stay valid until then
+    ac_ = nullptr;
+  }
+}
+
+void Connection::start() {
+  stopping_ = false;
+  if (state_ == RedisState::Closed) connect();
+}
+
+void Connection::connect() {
+  redisAsyncContext* ac = redisAsyncConnect(node_.host.c_str(), node_.port);
+  if (ac == nullptr || ac->err != 0) {
+    std::string why = ac != nullptr ? ac->errstr : "out of memory";
+    if (ac != nullptr) redisAsyncFree(ac);
+    log::warn("redis connect failed", {{"error", why}, {"node", node_.text()}});
+    schedule_reconnect();
+    return;
+  }
+  if (!attach_to_loop(ac, loop_)) {
+    redisAsyncFree(ac);
+    log::error("cannot attach redis to the loop");
+    schedule_reconnect();
+    return;
+  }
+  ac->data = this;
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  ac_ = ac;
+  state_ = RedisState::Connecting;
+  start_timer(connect_timer_, on_connect_timer, config_.connect_timeout_ms, 0);
+}
+
+void Connection::on_connect_timer(uv_timer_t* handle) {
+  auto* self = owner_of<Connection>(handle);
+  if (self == nullptr || self->ac_ == nullptr) return;
+  if (self->state_ == RedisState::Connecting || self->state_ == RedisState::Handshake) {
+    self->drop_context("connect timed out after " + std::to_string(self->config_.connect_timeout_ms) + " ms");
+  }
+}
+
+// Frees the context now, from outside any hiredis callback (timers, stop()). Every
+// pending callback gets nullptr before this returns, and may call back into us,
+// stop() included: callers check stopping_ afterwards.
+void Connection::free_context() {
+  redisAsyncContext* ac = std::exchange(ac_, nullptr);
+  if (ac == nullptr) return;
+  ac->data = nullptr;  // on_disconnect (if hiredis calls it) must not touch us
+  redisAsyncFree(ac);
+}
+
+// Gives up on the connection (timers only).
+void Connection::drop_context(const std::string& reason) {
+  const bool was_connected = state_ != RedisState::Connecting;
+  free_context();
+  if (stopping_) {
+    // stop() waited for this context, or a pending callback just called stop(),
+    // which found no context and finished already (then this does nothing).
+    finish_stop();
+    return;
+  }
+  if (was_connected) lost(reason);
+  else {
+    state_ = RedisState::Closed;
+    log::warn("redis connect failed", {{"error", reason}, {"node", node_.text()}});
+    schedule_reconnect();
+  }
+}
+
+// Disconnects once the pending replies are in, but waits for them only
+// connect_timeout_ms: a hung Redis (CLIENT PAUSE, a partition) would otherwise keep
+// the context, and the stop or the reconnect, waiting forever.
+void Connection::close_gracefully() {
+  if (state_ == RedisState::Closing || ac_ == nullptr) return;  // already on its way, deadline armed
+  state_ = RedisState::Closing;
+  stop_timer(connect_timer_);
+  stop_timer(ping_timer_);
+  start_timer(close_timer_, on_close_timer, config_.connect_timeout_ms, 0);
+  redisAsyncDisconnect(ac_);  // on_disconnect (maybe right now) or on_close_timer follows
+}
+
+void Connection::on_close_timer(uv_timer_t* handle) {
+  auto* self = owner_of<Connection>(handle);
+  if (self == nullptr || self->ac_ == nullptr || self->state_ != RedisState::Closing) return;
+  std::string why = "no reply within " + std::to_string(self->config_.connect_timeout_ms) + " ms while closing";
+  log::warn("redis did not answer; dropping the connection", {{"error", why}, {"node", self->node_.text()}});
+  self->drop_context(why);
+}
+
+void Connection::finish_stop() {
+  state_ = RedisState::Closed;
+  connect_timer_.close();
+  reconnect_timer_.close();
+  ping_timer_.close();
+  close_timer_.close();
+  if (stop_done_) std::exchange(stop_done_, nullptr)();
+}
+
+void Connection::on_connect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<Connection*>(ac->data);
+  if (self == nullptr) return;
+  if (status != REDIS_OK) {
+    // hiredis frees the context after this callback.
+    self->ac_ = nullptr;
+    self->state_ = RedisState::Closed;
+    stop_timer(self->connect_timer_);
+    log::warn("redis connect failed", {{"error", ac->errstr}, {"node", self->node_.text()}});
+    if (self->stopping_) return self->finish_stop();
+    self->schedule_reconnect();
+    return;
+  }
+  if (self->stopping_) {
+    self->close_gracefully();  // on_disconnect completes the stop
+    return;
+  }
+  self->state_ = RedisState::Handshake;
+  self->handshake();
+}
+
+// AUTH and INFO cluster are pipelined; the rest waits for INFO's answer, since a
+// cluster node has only database 0 (and refuses SELECT of any other).
+void Connection::handshake() {
+  if (!config_.endpoint.password.empty()) {
+    std::vector<std::string_view> auth{"AUTH"};
+    if (!config_.endpoint.user.empty()) auth.push_back(config_.endpoint.user);
+    auth.push_back(config_.endpoint.password);
+    send(auth, [this](const redisReply* r) { handshake_failed(r, "AUTH"); }, true);
+  }
+  send({"INFO", "cluster"},
+       [this](const redisReply* r) {
+         if (handshake_failed(r, "INFO cluster") || state_ != RedisState::Handshake) return;
+         cluster_ = r->type == REDIS_REPLY_STRING && info_says_cluster(std::string_view(r->str, r->len));
+         if (cluster_ && config_.endpoint.db != 0) {
+           log::error("redis handshake failed",
+                      {{"step", "SELECT"}, {"node", node_.text()},
+                       {"error", "a Redis Cluster has only database 0; drop /" + std::to_string(config_.endpoint.db) +
+                                     " from the Redis URL"}});
+           if (ac_ != nullptr) redisAsyncDisconnect(ac_);
+           return;
+         }
+         finish_handshake();
+       },
+       true);
+}
+
+bool Connection::handshake_failed(const redisReply* r, const char* what) {
+  std::string err = reply_error(r);
+  if (err.empty()) return false;
+  if (r != nullptr && state_ == RedisState::Handshake && ac_ != nullptr) {
+    log::error("redis handshake failed", {{"step", what}, {"node", node_.text()}, {"error", err}});
+    redisAsyncDisconnect(ac_);  // reconnect with backoff; a wrong password keeps being logged
+  }
+  return true;
+}
+
+// SELECT (standalone only) and SCRIPT LOAD are pipelined; the PING behind them marks us up.
+void Connection::finish_handshake() {
+  if (!cluster_) {
+    std::string db = std::to_string(config_.endpoint.db);
+    send({"SELECT", db}, [this](const redisReply* r) { handshake_failed(r, "SELECT"); }, true);
+  }
+  for (std::size_t i = 0; i < scripts_.size(); ++i) {
+    send({"SCRIPT", "LOAD", scripts_[i].source},
+         [this, i](const redisReply* r) {
+           if (handshake_failed(r, "SCRIPT LOAD")) return;
+           if (r->type == REDIS_REPLY_STRING) scripts_[i].sha.assign(r->str, r->len);
+         },
+         true);
+  }
+  send({"PING"},
+       [this](const redisReply* r) {
+         if (r == nullptr || r->type == REDIS_REPLY_ERROR || state_ != RedisState::Handshake) return;
+         stop_timer(connect_timer_);
+         state_ = RedisState::Up;
+         backoff_.reset();
+         ping_outstanding_ = false;
+         start_timer(ping_timer_, on_ping_timer, kPingIntervalMs, kPingIntervalMs);
+         log::info("redis connected", {{"host", node_.host}, {"port", node_.port}, {"cluster", cluster_},
+                                       {"db", cluster_ ? 0 : config_.endpoint.db}});
+         if (handlers_.on_up) handlers_.on_up();
+       },
+       true);
+}
+
+void Connection::on_ping_timer(uv_timer_t* handle) {
+  auto* self = owner_of<Connection>(handle);
+  if (self == nullptr || self->state_ != RedisState::Up || self->ac_ == nullptr) return;
+  uint64_t now = uv_now(self->loop_);
+  if (self->ping_outstanding_) {
+    // Redis accepted the connection but stopped answering (stopped process, full
+    // network buffers): give up on it rather than wait forever.
+    if (now - self->ping_sent_ms_ > self->config_.connect_timeout_ms) {
+      self->drop_context("no reply to PING for " + std::to_string(now - self->ping_sent_ms_) + " ms");
+    }
+    return;
+  }
+  self->ping_outstanding_ = true;
+  self->ping_sent_ms_ = now;
+  self->send({"PING"}, [self](const redisReply*) { self->ping_outstanding_ = false; });
+}
+
+void Connection::on_disconnect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<Connection*>(ac->data);
+  if (self == nullptr) return;
+  // hiredis frees the context after this callback returns.
+  self->ac_ = nullptr;
+  stop_timer(self->close_timer_);
+  std::string reason = status == REDIS_OK ? "disconnected" : (ac->errstr[0] ? ac->errstr : "connection lost");
+  if (self->stopping_) return self->finish_stop();
+  self->lost(reason);
+}
+
+void Connection::lost(const std::string& reason) {
+  state_ = RedisState::Closed;
+  stop_timer(ping_timer_);
+  stop_timer(connect_timer_);
+  stop_timer(close_timer_);
+  log::warn("redis connection lost", {{"reason", reason}, {"node", node_.text()}});
+  if (handlers_.on_down) handlers_.on_down(reason);
+  schedule_reconnect();
+}
+
+void Connection::schedule_reconnect() {
+  if (stopping_) return;
+  uint32_t delay = backoff_.next();
+  ++reconnects_;
+  start_timer(reconnect_timer_, on_reconnect_timer, delay, 0);
+}
+
+void Connection::on_reconnect_timer(uv_timer_t* handle) {
+  auto* self = owner_of<Connection>(handle);
+  if (self == nullptr || self->stopping_ || self->state_ != RedisState::Closed) return;
+  self->connect();
+}
+
+void Connection::stop(std::function<void()> done) {
+  stopping_ = true;
+  stop_done_ = std::move(done);
+  stop_timer(reconnect_timer_);
+  stop_timer(ping_timer_);
+  // Not connected yet: nothing to flush, drop the attempt (no callbacks pending).
+  if (state_ == RedisState::Connecting) free_context();
+  if (ac_ == nullptr) return finish_stop();
+  close_gracefully();  // after pending replies (or the deadline), the stop completes
+}
+
+void Connection::on_reply(redisAsyncContext* /*ac*/, void* reply, void* privdata) {
+  std::unique_ptr<PendingCall> call(static_cast<PendingCall*>(privdata));
+  --call->client->pending_;
+  call->done(static_cast<const redisReply*>(reply));
+}
+
+bool Connection::send(const std::vector<std::string_view>& args, Callback done, bool handshake_ok) {
+  if (ac_ == nullptr) return false;
+  if (!(state_ == RedisState::Up || (handshake_ok && state_ == RedisState::Handshake))) return false;
+  constexpr std::size_t kInline = 16;
+  const char* argv_inline[kInline];
+  size_t len_inline[kInline];
+  std::vector<const char*> argv_heap;
+  std::vector<size_t> len_heap;
+  const char** argv = argv_inline;
+  size_t* lens = len_inline;
+  if (args.size() > kInline) {
+    argv_heap.resize(args.size());
+    len_heap.resize(args.size());
+    argv = argv_heap.data();
+    lens = len_heap.data();
+  }
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    argv[i] = args[i].data();
+    lens[i] = args[i].size();
+  }
+  auto call = std::make_unique<PendingCall>(PendingCall{std::move(done), this});
+  if (redisAsyncCommandArgv(ac_, on_reply, call.get(), static_cast<int>(args.size()), argv, lens) != REDIS_OK) {
+    return false;
+  }
+  (void)call.release();  // reclaimed in on_reply, which hiredis calls exactly once
+  ++pending_;
+  return true;
+}
+
+bool Connection::command(std::initializer_list<std::string_view> args, Callback done) {
+  return send(std::vector<std::string_view>(args), std::move(done));
+}
+
+bool Connection::command(const std::vector<std::string_view>& args, Callback done) {
+  return send(args, std::move(done));
+}
+
+bool Connection::eval(ScriptId id, const std::vector<std::string_view>& keys,
+                       const std::vector<std::string_view>& args, Callback done) {
+  if (id >= scripts_.size()) return false;
+  const Script& script = scripts_[id];
+  std::string numkeys = std::to_string(keys.size());
+  std::vector<std::string_view> argv;
+  argv.reserve(3 + keys.size() + args.size());
+  argv.push_back("EVALSHA");
+  argv.push_back(script.sha);
+  argv.push_back(numkeys);
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  if (script.sha.empty()) {
+    argv[0] = "EVAL";
+    argv[1] = script.source;
+    return send(argv, std::move(done));
+  }
+  // NOSCRIPT means Redis lost its script cache (restart, SCRIPT FLUSH): reconnect,
+  // which loads the scripts again, and report the call as lost so it is run again.
+  return send(argv, [this, done = std::move(done)](const redisReply* r) {
+    if (r != nullptr && r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).starts_with("NOSCRIPT")) {
+      if (state_ == RedisState::Up && ac_ != nullptr) {
+        log::warn("redis lost its scripts; reconnecting to load them again");
+        close_gracefully();
+      }
+      done(nullptr);
+      return;
+    }
+    done(r);
+  });
+}
+
+}  // namespace eventd::redis
