@@ -4,6 +4,7 @@ Every test gets a Fixture: its own RabbitMQ vhost (created through the managemen
 API, deleted afterwards) and an empty Redis (FLUSHALL: the private Redis is ours).
 Helpers talk to the servers the way a user or operator would: eventd and eventctl
 as processes, RabbitMQ through pika and the management API, Redis through RESP.
+Tests of the scale-out setup use fx.cluster instead (cluster.py).
 """
 import base64
 import collections
