@@ -4,6 +4,7 @@ Every test gets a Fixture: its own RabbitMQ vhost (created through the managemen
 API, deleted afterwards) and an empty Redis (FLUSHALL: the private Redis is ours).
 Helpers talk to the servers the way a user or operator would: eventd and eventctl
 as processes, RabbitMQ through pika and the management API, Redis through RESP.
+Tests of the scale-out setup use fx.cluster instead (cluster.py).
 """
 import base64
 import collections
@@ -166,12 +167,16 @@ def run(cmd, timeout=60, env=None, check=True):
 
 # ---------------------------------------------------------------- Redis (RESP)
 
+def resp_command(args):
+    """args as one RESP request (arguments: bytes, or anything str() makes text of)."""
+    parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
 def redis(*args):
     """One Redis command on a fresh connection; bulk strings come back as str."""
-    parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    payload = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
     with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=10) as s:
-        s.sendall(payload)
+        s.sendall(resp_command(args))
         return _read_reply(s.makefile("rb"))
 
 
@@ -217,8 +222,8 @@ def latest_quote(symbol):
 
 # ---------------------------------------------------------------- RabbitMQ management API
 
-def mgmt(method, path, body=None, timeout=10):
-    req = urllib.request.Request(f"http://127.0.0.1:{MGMT_PORT}/api/{path}", method=method,
+def mgmt(method, path, body=None, timeout=10, port=MGMT_PORT):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}", method=method,
                                  data=None if body is None else json.dumps(body).encode())
     req.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
     if body is not None:
@@ -240,8 +245,8 @@ def rabbitmqctl(*args, timeout=120):
     return run(["rabbitmqctl", "-n", RABBIT_NODE, *args], timeout=timeout)
 
 
-def dev_services(command, timeout=120):
-    return run([DEV_SERVICES, command], timeout=timeout, env=dict(ENV))
+def dev_services(*args, timeout=120):
+    return run([DEV_SERVICES, *args], timeout=timeout, env=dict(ENV))
 
 
 # ---------------------------------------------------------------- AMQP (pika)
@@ -429,6 +434,15 @@ class Fixture:
         self.env = dict(ENV, EVENTD_AMQP_URL=self.amqp_url, EVENTD_REDIS_URL=REDIS_URL,
                         EVENTD_MANAGEMENT_URL=f"http://127.0.0.1:{MGMT_PORT}", EVENTD_CONFIG=self.config_path)
         self.amqp = Amqp(self.amqp_url)
+        self._cluster = None
+
+    @property
+    def cluster(self):
+        """The test clusters (cluster.Cluster), set up for this test on first use."""
+        if self._cluster is None:
+            import cluster  # noqa: E402 - only tests that use the clusters need them
+            self._cluster = cluster.Cluster(self)
+        return self._cluster
 
     def daemon(self, overrides=None, name=None):
         d = Daemon(self, overrides, name or f"eventd{len(self.daemons) + 1}")
