@@ -14,7 +14,10 @@ namespace {
 // A request bounces at most this often (MOVED, ASK, TRYAGAIN) before it is reported
 // lost: more means the map keeps changing under it, and it is better run again later.
 constexpr int kMaxRedirects = 16;
+// TRYAGAIN (a multi-key request whose keys a slot migration has split) lasts until
+// the migration of that slot ends: wait for it up to about 5 s, then report the error.
 constexpr uint64_t kTryAgainMs = 50;
+constexpr int kMaxTryAgain = 100;
 constexpr uint64_t kRefreshDegradedMs = 1000;
 constexpr uint64_t kRefreshHealthyMs = 10000;
 
@@ -30,6 +33,7 @@ struct RedisClient::Request {
   Callback done;
   uint16_t slot = 0;
   int redirects = 0;
+  int tryagains = 0;
   bool asking = false;             // the last redirect was ASK: send ASKING first
 };
 
@@ -257,9 +261,10 @@ bool RedisClient::send(const std::shared_ptr<Request>& req, redis::Connection& c
 
 void RedisClient::on_request_reply(const std::shared_ptr<Request>& req, redis::Connection* conn,
                                    const redisReply* reply) {
-  if (reply != nullptr && reply->type == REDIS_REPLY_ERROR && req->redirects < kMaxRedirects && !stopping_) {
+  if (reply != nullptr && reply->type == REDIS_REPLY_ERROR && !stopping_) {
     const std::string_view error(reply->str, reply->len);
-    if (auto redirect = redis::parse_redirect(error)) {
+    auto redirect = redis::parse_redirect(error);
+    if (redirect && req->redirects < kMaxRedirects) {
       ++req->redirects;
       if (redirect->kind == redis::Redirect::Kind::Moved) {
         map_.assign(redirect->slot, redirect->node);
@@ -270,9 +275,8 @@ void RedisClient::on_request_reply(const std::shared_ptr<Request>& req, redis::C
       if (!target.retired && target.conn->up() && send(req, *target.conn)) return;
       return req->done(nullptr);  // that node is still connecting: run again once it is up
     }
-    if (error.starts_with("TRYAGAIN")) {
-      // A multi-key request during a slot migration: the keys are split for a moment.
-      ++req->redirects;
+    if (error.starts_with("TRYAGAIN") && req->tryagains < kMaxTryAgain) {
+      ++req->tryagains;
       req->asking = false;
       tryagain_.push_back(req);
       if (tryagain_timer_.initialised()) uv_timer_start(tryagain_timer_.get(), on_tryagain_timer, kTryAgainMs, 0);
