@@ -2,8 +2,11 @@
 #include "eventd/redis_client.hpp"
 
 #include <hiredis/hiredis.h>
+#include <xxhash.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 
 #include "eventd/log.hpp"
 #include "eventd/redis/slot.hpp"
@@ -28,6 +31,7 @@ std::vector<std::string_view> views(const std::vector<std::string>& v) { return 
 // A cluster request, kept whole so that a redirect can send it again.
 struct RedisClient::Request {
   std::optional<ScriptId> script;  // set: EVALSHA of that script with `keys` and `args`
+  std::string function;            // not empty: FCALL of that function
   std::vector<std::string> keys;
   std::vector<std::string> args;   // a command: its arguments, the command first
   Callback done;
@@ -51,6 +55,38 @@ RedisClient::ScriptId RedisClient::add_script(std::string source) {
   return scripts_.size() - 1;
 }
 
+std::string RedisClient::add_library(std::string_view code) {
+  char name[32];
+  std::snprintf(name, sizeof name, "eventd_%016llx",
+                static_cast<unsigned long long>(XXH3_64bits(code.data(), code.size())));
+  std::string body(code);
+  constexpr std::string_view kPlaceholder = "@lib";
+  for (auto at = body.find(kPlaceholder); at != std::string::npos; at = body.find(kPlaceholder, at)) {
+    body.replace(at, kPlaceholder.size(), name);
+    at += std::strlen(name);
+  }
+  libraries_.push_back({name, "#!lua name=" + std::string(name) + "\n" + body});
+  return name;
+}
+
+bool RedisClient::fcall(std::string_view function, const std::vector<std::string_view>& keys,
+                        const std::vector<std::string_view>& args, Callback done) {
+  if (stopping_) return false;
+  const std::string_view key = keys.empty() ? std::string_view() : keys.front();
+  if (mode_ == Mode::Standalone) {
+    redis::Connection* conn = connection_for_key(key);
+    return conn != nullptr && conn->fcall(function, keys, args, std::move(done));
+  }
+  if (mode_ != Mode::Cluster) return false;
+  auto req = std::make_shared<Request>();
+  req->function = function;
+  req->keys.assign(keys.begin(), keys.end());
+  req->args.assign(args.begin(), args.end());
+  req->done = std::move(done);
+  req->slot = redis::key_slot(key);
+  return route(req);
+}
+
 void RedisClient::start() {
   stopping_ = false;
   for (const auto& seed : config_.endpoint.nodes) node(seed);
@@ -61,7 +97,8 @@ RedisClient::Node& RedisClient::node(const redis::NodeAddress& address) {
   auto it = nodes_.find(name);
   if (it != nodes_.end()) return it->second;
   Node& n = nodes_[name];
-  n.conn = std::make_unique<redis::Connection>(loop_, address, config_, scripts_, redis::Connection::Handlers{});
+  n.conn = std::make_unique<redis::Connection>(loop_, address, config_, scripts_, libraries_,
+                                               redis::Connection::Handlers{});
   redis::Connection* conn = n.conn.get();
   conn->set_handlers({[this, conn] { on_node_up(conn); },
                       [this, conn](const std::string& why) { on_node_down(conn, why); }});
@@ -256,6 +293,7 @@ bool RedisClient::send(const std::shared_ptr<Request>& req, redis::Connection& c
   redis::Connection* c = &conn;
   auto on_reply = [this, req, c](const redisReply* r) { on_request_reply(req, c, r); };
   if (req->script) return conn.eval(*req->script, views(req->keys), views(req->args), on_reply);
+  if (!req->function.empty()) return conn.fcall(req->function, views(req->keys), views(req->args), on_reply);
   return conn.command(views(req->args), on_reply);
 }
 
