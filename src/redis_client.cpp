@@ -39,6 +39,7 @@ struct RedisClient::Request {
   int redirects = 0;
   int tryagains = 0;
   bool asking = false;             // the last redirect was ASK: send ASKING first
+  bool follow_redirects = true;
 };
 
 RedisClient::RedisClient(uv_loop_t* loop, const RedisConfig& config, Handlers handlers)
@@ -70,7 +71,7 @@ std::string RedisClient::add_library(std::string_view code) {
 }
 
 bool RedisClient::fcall(std::string_view function, const std::vector<std::string_view>& keys,
-                        const std::vector<std::string_view>& args, Callback done) {
+                        const std::vector<std::string_view>& args, Callback done, bool follow_redirects) {
   if (stopping_) return false;
   const std::string_view key = keys.empty() ? std::string_view() : keys.front();
   if (mode_ == Mode::Standalone) {
@@ -80,6 +81,7 @@ bool RedisClient::fcall(std::string_view function, const std::vector<std::string
   if (mode_ != Mode::Cluster) return false;
   auto req = std::make_shared<Request>();
   req->function = function;
+  req->follow_redirects = follow_redirects;
   req->keys.assign(keys.begin(), keys.end());
   req->args.assign(args.begin(), args.end());
   req->done = std::move(done);
@@ -280,6 +282,11 @@ bool RedisClient::eval(ScriptId script, const std::vector<std::string_view>& key
   return route(req);
 }
 
+const void* RedisClient::node_for(std::string_view key) {
+  redis::Connection* conn = connection_for_key(key);
+  return conn != nullptr && conn->up() ? conn : nullptr;
+}
+
 bool RedisClient::route(const std::shared_ptr<Request>& req) {
   const redis::NodeAddress* master = map_.master_of(req->slot);
   if (master == nullptr) return false;
@@ -302,18 +309,19 @@ void RedisClient::on_request_reply(const std::shared_ptr<Request>& req, redis::C
   if (reply != nullptr && reply->type == REDIS_REPLY_ERROR && !stopping_) {
     const std::string_view error(reply->str, reply->len);
     auto redirect = redis::parse_redirect(error);
-    if (redirect && req->redirects < kMaxRedirects) {
+    if (redirect && redirect->kind == redis::Redirect::Kind::Moved) {
+      map_.assign(redirect->slot, redirect->node);
+      refresh_map();
+    }
+    if (redirect && req->follow_redirects && req->redirects < kMaxRedirects) {
       ++req->redirects;
-      if (redirect->kind == redis::Redirect::Kind::Moved) {
-        map_.assign(redirect->slot, redirect->node);
-        refresh_map();
-      }
       req->asking = redirect->kind == redis::Redirect::Kind::Ask;
       Node& target = node(redirect->node);
       if (!target.retired && target.conn->up() && send(req, *target.conn)) return;
       return req->done(nullptr);  // that node is still connecting: run again once it is up
     }
-    if (error.starts_with("TRYAGAIN") && req->tryagains < kMaxTryAgain) {
+    if (error.starts_with("TRYAGAIN") && req->follow_redirects && req->tryagains < kMaxTryAgain) {
+      // A multi-key request during a slot migration: the keys are split for a moment.
       ++req->tryagains;
       req->asking = false;
       tryagain_.push_back(req);

@@ -83,8 +83,14 @@ class RedisClient {
 
   // FCALL routed by keys[0]. Every key of one call must be on one node (a cluster
   // allows keys of several slots only to functions flagged allow-cross-slot-keys).
+  // follow_redirects false: a MOVED, ASK or TRYAGAIN comes back as the reply (a batch
+  // of several slots is split by its sender instead, see redis/batch.hpp).
   bool fcall(std::string_view function, const std::vector<std::string_view>& keys,
-             const std::vector<std::string_view>& args, Callback done);
+             const std::vector<std::string_view>& args, Callback done, bool follow_redirects = true);
+
+  // The node that serves `key` now, as an identity to group requests by; nullptr
+  // when no reachable node serves it.
+  const void* node_for(std::string_view key);
 
   // With redis.minReplicas > 0: calls `done(true)` once WAIT confirms that many
   // replicas of the node holding `key` have every write sent to it so far, else
