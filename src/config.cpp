@@ -324,14 +324,60 @@ AmqpEndpoint parse_amqp_url(const std::string& url) {
   return ep;
 }
 
+namespace {
+
+// unix://[[user:]password@]/path/redis.sock[?db=N]
+RedisEndpoint parse_redis_unix_url(const std::string& url) {
+  std::string_view rest = std::string_view(url).substr(url.find("://") + 3);
+  RedisEndpoint ep;
+  const auto slash = rest.find('/');
+  if (slash == std::string_view::npos) throw ConfigError("missing socket path in the Redis URL; expected unix:///path/redis.sock");
+  if (slash > 0) {
+    std::string_view userinfo = rest.substr(0, slash);
+    if (!userinfo.ends_with('@'))
+      throw ConfigError("a unix:// Redis URL has no host; expected unix:///path/redis.sock, got " + quoted(rest));
+    userinfo.remove_suffix(1);
+    const auto colon = userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      ep.password = percent_decode(userinfo, "Redis URL password");
+    } else {
+      ep.user = percent_decode(userinfo.substr(0, colon), "Redis URL user");
+      ep.password = percent_decode(userinfo.substr(colon + 1), "Redis URL password");
+    }
+  }
+  std::string_view path = rest.substr(slash);
+  std::string_view query;
+  if (const auto q = path.find('?'); q != std::string_view::npos) {
+    query = path.substr(q + 1);
+    path = path.substr(0, q);
+  }
+  if (path.size() < 2) throw ConfigError("missing socket path in the Redis URL; expected unix:///path/redis.sock");
+  ep.nodes = {RedisNodeAddress::unix_socket(percent_decode(path, "Redis URL socket path"))};
+  if (!query.empty()) {
+    if (!query.starts_with("db="))
+      throw ConfigError("unsupported parameter " + quoted(query) + " in the Redis URL; only db=N");
+    const std::string_view db = query.substr(3);
+    if (db.empty() || !all_digits(db) || db.size() > 9)
+      throw ConfigError("invalid database " + quoted(db) + " in the Redis URL; expected an integer >= 0");
+    ep.db = std::stoi(std::string(db));
+  }
+  return ep;
+}
+
+}  // namespace
+
 RedisEndpoint parse_redis_url(const std::string& url) {
   const std::string kind = "Redis";
   const auto scheme_end = url.find("://");
   if (scheme_end != std::string::npos) {
     const std::string scheme = lower(std::string_view(url).substr(0, scheme_end));
-    if (scheme == "rediss") throw ConfigError("rediss:// (TLS) is not supported yet; use redis://");
+    if (scheme == "rediss")
+      throw ConfigError("rediss:// (TLS) is not supported: Debian 12's hiredis has no TLS; use a local Redis "
+                        "behind unix:///path/redis.sock (file permissions), or redis:// with an ACL user "
+                        "(redis://user:password@host:port) on a trusted network");
+    if (scheme == "unix") return parse_redis_unix_url(url);
     if (scheme != "redis")
-      throw ConfigError("unsupported scheme " + quoted(scheme) + " in the Redis URL; expected redis://");
+      throw ConfigError("unsupported scheme " + quoted(scheme) + " in the Redis URL; expected redis:// or unix://");
   }
   // The authority may list several host:port (cluster seeds): split them off, and
   // parse the URL with the first, then each of the others on its own.
@@ -389,6 +435,7 @@ RedisEndpoint parse_redis_url(const std::string& url) {
 }
 
 std::string RedisNodeAddress::text() const {
+  if (!unix_path.empty()) return "unix:" + unix_path;
   return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 

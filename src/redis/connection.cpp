@@ -121,7 +121,8 @@ void Connection::start() {
 }
 
 void Connection::connect() {
-  redisAsyncContext* ac = redisAsyncConnect(node_.host.c_str(), node_.port);
+  redisAsyncContext* ac = node_.unix_path.empty() ? redisAsyncConnect(node_.host.c_str(), node_.port)
+                                                  : redisAsyncConnectUnix(node_.unix_path.c_str());
   if (ac == nullptr || ac->err != 0) {
     std::string why = ac != nullptr ? ac->errstr : "out of memory";
     if (ac != nullptr) redisAsyncFree(ac);
@@ -299,7 +300,8 @@ void Connection::finish_handshake() {
          backoff_.reset();
          ping_outstanding_ = false;
          start_timer(ping_timer_, on_ping_timer, kPingIntervalMs, kPingIntervalMs);
-         log::info("redis connected", {{"host", node_.host}, {"port", node_.port}, {"cluster", cluster_},
+         log::info("redis connected", {{"node", node_.text()}, {"host", node_.host}, {"port", node_.port},
+                                       {"cluster", cluster_},
                                        {"db", cluster_ ? 0 : config_.endpoint.db}});
          if (handlers_.on_up) handlers_.on_up();
        },
