@@ -145,27 +145,28 @@ UrlParts split_url(std::string_view url, const std::string& kind, const std::str
 }
 
 // host:port of http.listen; IPv6 hosts in brackets (returned without them).
-std::pair<std::string, uint16_t> parse_listen(std::string_view s, const std::string& source) {
-  const std::string ptr = "/http/listen";
+// `where` names the value in errors: "<file>: /http/listen" or "EVENTD_HTTP_LISTEN".
+std::pair<std::string, uint16_t> parse_listen(std::string_view s, const std::string& where) {
+  const auto fail = [&where](const std::string& what) { throw ConfigError(where + ": " + what); };
   const std::string shape = "expected \"host:port\", e.g. \"127.0.0.1:9464\" or \"[::1]:9464\", got " + quoted(s);
   std::string_view host, port;
   if (!s.empty() && s.front() == '[') {
     const auto close = s.find(']');
-    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') fail(source, ptr, shape);
+    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') fail(shape);
     host = s.substr(1, close - 1);
     port = s.substr(close + 2);
   } else {
     const auto colon = s.rfind(':');
-    if (colon == std::string_view::npos) fail(source, ptr, shape);
+    if (colon == std::string_view::npos) fail(shape);
     host = s.substr(0, colon);
     port = s.substr(colon + 1);
     if (host.find(':') != std::string_view::npos)
-      fail(source, ptr, "IPv6 addresses must be in brackets, e.g. \"[::1]:9464\", got " + quoted(s));
+      fail("IPv6 addresses must be in brackets, e.g. \"[::1]:9464\", got " + quoted(s));
   }
-  if (host.empty()) fail(source, ptr, shape);
+  if (host.empty()) fail(shape);
   if (!all_digits(port) || port.size() > 5 || std::stoi(std::string(port)) < 1 ||
       std::stoi(std::string(port)) > 65535)
-    fail(source, ptr, "invalid port " + quoted(port) + "; expected 1..65535");
+    fail("invalid port " + quoted(port) + "; expected 1..65535");
   return {std::string(host), static_cast<uint16_t>(std::stoi(std::string(port)))};
 }
 
@@ -498,7 +499,7 @@ Config parse_config(std::string_view text, const std::string& source, const char
   cfg.quote_history_length = uint_at(doc, "/quotes/historyLength", cfg.quote_history_length);
   if (const Value* v = find(doc, "/http/enabled")) cfg.http.enabled = v->GetBool();
   if (const Value* v = find(doc, "/http/listen")) {
-    auto [host, port] = parse_listen({v->GetString(), v->GetStringLength()}, source);
+    auto [host, port] = parse_listen({v->GetString(), v->GetStringLength()}, source + ": /http/listen");
     cfg.http.host = std::move(host);
     cfg.http.port = port;
   }
@@ -546,6 +547,12 @@ Config parse_config(std::string_view text, const std::string& source, const char
   };
   cfg.amqp.endpoint = endpoint("EVENTD_AMQP_URL", "/amqp/url", cfg.amqp.url, parse_amqp_url);
   cfg.redis.endpoint = endpoint("EVENTD_REDIS_URL", "/redis/url", cfg.redis.url, parse_redis_url);
+  // Several instances on one host: each its own port (a unit's Environment=).
+  if (const char* value = env("EVENTD_HTTP_LISTEN")) {
+    auto [host, port] = parse_listen(value, "EVENTD_HTTP_LISTEN");
+    cfg.http.host = std::move(host);
+    cfg.http.port = port;
+  }
   cfg.amqp.management_url = string_at(doc, "/amqp/managementUrl", "");
   if (const char* value = env("EVENTD_MANAGEMENT_URL")) {
     std::string_view v(value);

@@ -445,6 +445,15 @@ TEST_CASE("config: environment overrides the URLs") {
     CHECK(c.amqp.endpoint.password == "pa@ss");
     CHECK(c.amqp.endpoint.vhost == "/");
   }
+  SUBCASE("EVENTD_HTTP_LISTEN: one port per instance") {
+    g_env["EVENTD_HTTP_LISTEN"] = "127.0.0.1:9470";
+    Config c = parse(R"({"http": {"listen": "127.0.0.1:9464"}})");
+    CHECK(c.http.host == "127.0.0.1");
+    CHECK(c.http.port == 9470);
+    g_env["EVENTD_HTTP_LISTEN"] = "9470";
+    CHECK(error_of("{}") == R"(EVENTD_HTTP_LISTEN: expected "host:port", e.g. "127.0.0.1:9464" or "[::1]:9464", got "9470")");
+    g_env["EVENTD_HTTP_LISTEN"] = "";
+  }
   SUBCASE("EVENTD_AMQP_URL with a named vhost") {
     g_env["EVENTD_AMQP_URL"] = "amqp://mq/staging";
     const Config c = parse("{}");
