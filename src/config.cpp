@@ -145,27 +145,28 @@ UrlParts split_url(std::string_view url, const std::string& kind, const std::str
 }
 
 // host:port of http.listen; IPv6 hosts in brackets (returned without them).
-std::pair<std::string, uint16_t> parse_listen(std::string_view s, const std::string& source) {
-  const std::string ptr = "/http/listen";
+// `where` names the value in errors: "<file>: /http/listen" or "EVENTD_HTTP_LISTEN".
+std::pair<std::string, uint16_t> parse_listen(std::string_view s, const std::string& where) {
+  const auto fail = [&where](const std::string& what) { throw ConfigError(where + ": " + what); };
   const std::string shape = "expected \"host:port\", e.g. \"127.0.0.1:9464\" or \"[::1]:9464\", got " + quoted(s);
   std::string_view host, port;
   if (!s.empty() && s.front() == '[') {
     const auto close = s.find(']');
-    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') fail(source, ptr, shape);
+    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') fail(shape);
     host = s.substr(1, close - 1);
     port = s.substr(close + 2);
   } else {
     const auto colon = s.rfind(':');
-    if (colon == std::string_view::npos) fail(source, ptr, shape);
+    if (colon == std::string_view::npos) fail(shape);
     host = s.substr(0, colon);
     port = s.substr(colon + 1);
     if (host.find(':') != std::string_view::npos)
-      fail(source, ptr, "IPv6 addresses must be in brackets, e.g. \"[::1]:9464\", got " + quoted(s));
+      fail("IPv6 addresses must be in brackets, e.g. \"[::1]:9464\", got " + quoted(s));
   }
-  if (host.empty()) fail(source, ptr, shape);
+  if (host.empty()) fail(shape);
   if (!all_digits(port) || port.size() > 5 || std::stoi(std::string(port)) < 1 ||
       std::stoi(std::string(port)) > 65535)
-    fail(source, ptr, "invalid port " + quoted(port) + "; expected 1..65535");
+    fail("invalid port " + quoted(port) + "; expected 1..65535");
   return {std::string(host), static_cast<uint16_t>(std::stoi(std::string(port)))};
 }
 
@@ -324,14 +325,60 @@ AmqpEndpoint parse_amqp_url(const std::string& url) {
   return ep;
 }
 
+namespace {
+
+// unix://[[user:]password@]/path/redis.sock[?db=N]
+RedisEndpoint parse_redis_unix_url(const std::string& url) {
+  std::string_view rest = std::string_view(url).substr(url.find("://") + 3);
+  RedisEndpoint ep;
+  const auto slash = rest.find('/');
+  if (slash == std::string_view::npos) throw ConfigError("missing socket path in the Redis URL; expected unix:///path/redis.sock");
+  if (slash > 0) {
+    std::string_view userinfo = rest.substr(0, slash);
+    if (!userinfo.ends_with('@'))
+      throw ConfigError("a unix:// Redis URL has no host; expected unix:///path/redis.sock, got " + quoted(rest));
+    userinfo.remove_suffix(1);
+    const auto colon = userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      ep.password = percent_decode(userinfo, "Redis URL password");
+    } else {
+      ep.user = percent_decode(userinfo.substr(0, colon), "Redis URL user");
+      ep.password = percent_decode(userinfo.substr(colon + 1), "Redis URL password");
+    }
+  }
+  std::string_view path = rest.substr(slash);
+  std::string_view query;
+  if (const auto q = path.find('?'); q != std::string_view::npos) {
+    query = path.substr(q + 1);
+    path = path.substr(0, q);
+  }
+  if (path.size() < 2) throw ConfigError("missing socket path in the Redis URL; expected unix:///path/redis.sock");
+  ep.nodes = {RedisNodeAddress::unix_socket(percent_decode(path, "Redis URL socket path"))};
+  if (!query.empty()) {
+    if (!query.starts_with("db="))
+      throw ConfigError("unsupported parameter " + quoted(query) + " in the Redis URL; only db=N");
+    const std::string_view db = query.substr(3);
+    if (db.empty() || !all_digits(db) || db.size() > 9)
+      throw ConfigError("invalid database " + quoted(db) + " in the Redis URL; expected an integer >= 0");
+    ep.db = std::stoi(std::string(db));
+  }
+  return ep;
+}
+
+}  // namespace
+
 RedisEndpoint parse_redis_url(const std::string& url) {
   const std::string kind = "Redis";
   const auto scheme_end = url.find("://");
   if (scheme_end != std::string::npos) {
     const std::string scheme = lower(std::string_view(url).substr(0, scheme_end));
-    if (scheme == "rediss") throw ConfigError("rediss:// (TLS) is not supported yet; use redis://");
+    if (scheme == "rediss")
+      throw ConfigError("rediss:// (TLS) is not supported: Debian 12's hiredis has no TLS; use a local Redis "
+                        "behind unix:///path/redis.sock (file permissions), or redis:// with an ACL user "
+                        "(redis://user:password@host:port) on a trusted network");
+    if (scheme == "unix") return parse_redis_unix_url(url);
     if (scheme != "redis")
-      throw ConfigError("unsupported scheme " + quoted(scheme) + " in the Redis URL; expected redis://");
+      throw ConfigError("unsupported scheme " + quoted(scheme) + " in the Redis URL; expected redis:// or unix://");
   }
   // The authority may list several host:port (cluster seeds): split them off, and
   // parse the URL with the first, then each of the others on its own.
@@ -389,6 +436,7 @@ RedisEndpoint parse_redis_url(const std::string& url) {
 }
 
 std::string RedisNodeAddress::text() const {
+  if (!unix_path.empty()) return "unix:" + unix_path;
   return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
@@ -451,7 +499,7 @@ Config parse_config(std::string_view text, const std::string& source, const char
   cfg.quote_history_length = uint_at(doc, "/quotes/historyLength", cfg.quote_history_length);
   if (const Value* v = find(doc, "/http/enabled")) cfg.http.enabled = v->GetBool();
   if (const Value* v = find(doc, "/http/listen")) {
-    auto [host, port] = parse_listen({v->GetString(), v->GetStringLength()}, source);
+    auto [host, port] = parse_listen({v->GetString(), v->GetStringLength()}, source + ": /http/listen");
     cfg.http.host = std::move(host);
     cfg.http.port = port;
   }
@@ -499,6 +547,12 @@ Config parse_config(std::string_view text, const std::string& source, const char
   };
   cfg.amqp.endpoint = endpoint("EVENTD_AMQP_URL", "/amqp/url", cfg.amqp.url, parse_amqp_url);
   cfg.redis.endpoint = endpoint("EVENTD_REDIS_URL", "/redis/url", cfg.redis.url, parse_redis_url);
+  // Several instances on one host: each its own port (a unit's Environment=).
+  if (const char* value = env("EVENTD_HTTP_LISTEN")) {
+    auto [host, port] = parse_listen(value, "EVENTD_HTTP_LISTEN");
+    cfg.http.host = std::move(host);
+    cfg.http.port = port;
+  }
   cfg.amqp.management_url = string_at(doc, "/amqp/managementUrl", "");
   if (const char* value = env("EVENTD_MANAGEMENT_URL")) {
     std::string_view v(value);

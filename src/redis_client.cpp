@@ -2,8 +2,11 @@
 #include "eventd/redis_client.hpp"
 
 #include <hiredis/hiredis.h>
+#include <xxhash.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 
 #include "eventd/log.hpp"
 #include "eventd/redis/slot.hpp"
@@ -14,7 +17,10 @@ namespace {
 // A request bounces at most this often (MOVED, ASK, TRYAGAIN) before it is reported
 // lost: more means the map keeps changing under it, and it is better run again later.
 constexpr int kMaxRedirects = 16;
+// TRYAGAIN (a multi-key request whose keys a slot migration has split) lasts until
+// the migration of that slot ends: wait for it up to about 5 s, then report the error.
 constexpr uint64_t kTryAgainMs = 50;
+constexpr int kMaxTryAgain = 100;
 constexpr uint64_t kRefreshDegradedMs = 1000;
 constexpr uint64_t kRefreshHealthyMs = 10000;
 
@@ -25,12 +31,15 @@ std::vector<std::string_view> views(const std::vector<std::string>& v) { return 
 // A cluster request, kept whole so that a redirect can send it again.
 struct RedisClient::Request {
   std::optional<ScriptId> script;  // set: EVALSHA of that script with `keys` and `args`
+  std::string function;            // not empty: FCALL of that function
   std::vector<std::string> keys;
   std::vector<std::string> args;   // a command: its arguments, the command first
   Callback done;
   uint16_t slot = 0;
   int redirects = 0;
+  int tryagains = 0;
   bool asking = false;             // the last redirect was ASK: send ASKING first
+  bool follow_redirects = true;
 };
 
 RedisClient::RedisClient(uv_loop_t* loop, const RedisConfig& config, Handlers handlers)
@@ -47,6 +56,39 @@ RedisClient::ScriptId RedisClient::add_script(std::string source) {
   return scripts_.size() - 1;
 }
 
+std::string RedisClient::add_library(std::string_view code) {
+  char name[32];
+  std::snprintf(name, sizeof name, "eventd_%016llx",
+                static_cast<unsigned long long>(XXH3_64bits(code.data(), code.size())));
+  std::string body(code);
+  constexpr std::string_view kPlaceholder = "@lib";
+  for (auto at = body.find(kPlaceholder); at != std::string::npos; at = body.find(kPlaceholder, at)) {
+    body.replace(at, kPlaceholder.size(), name);
+    at += std::strlen(name);
+  }
+  libraries_.push_back({name, "#!lua name=" + std::string(name) + "\n" + body});
+  return name;
+}
+
+bool RedisClient::fcall(std::string_view function, const std::vector<std::string_view>& keys,
+                        const std::vector<std::string_view>& args, Callback done, bool follow_redirects) {
+  if (stopping_) return false;
+  const std::string_view key = keys.empty() ? std::string_view() : keys.front();
+  if (mode_ == Mode::Standalone) {
+    redis::Connection* conn = connection_for_key(key);
+    return conn != nullptr && conn->fcall(function, keys, args, std::move(done));
+  }
+  if (mode_ != Mode::Cluster) return false;
+  auto req = std::make_shared<Request>();
+  req->function = function;
+  req->follow_redirects = follow_redirects;
+  req->keys.assign(keys.begin(), keys.end());
+  req->args.assign(args.begin(), args.end());
+  req->done = std::move(done);
+  req->slot = redis::key_slot(key);
+  return route(req);
+}
+
 void RedisClient::start() {
   stopping_ = false;
   for (const auto& seed : config_.endpoint.nodes) node(seed);
@@ -57,7 +99,8 @@ RedisClient::Node& RedisClient::node(const redis::NodeAddress& address) {
   auto it = nodes_.find(name);
   if (it != nodes_.end()) return it->second;
   Node& n = nodes_[name];
-  n.conn = std::make_unique<redis::Connection>(loop_, address, config_, scripts_, redis::Connection::Handlers{});
+  n.conn = std::make_unique<redis::Connection>(loop_, address, config_, scripts_, libraries_,
+                                               redis::Connection::Handlers{});
   redis::Connection* conn = n.conn.get();
   conn->set_handlers({[this, conn] { on_node_up(conn); },
                       [this, conn](const std::string& why) { on_node_down(conn, why); }});
@@ -239,6 +282,11 @@ bool RedisClient::eval(ScriptId script, const std::vector<std::string_view>& key
   return route(req);
 }
 
+const void* RedisClient::node_for(std::string_view key) {
+  redis::Connection* conn = connection_for_key(key);
+  return conn != nullptr && conn->up() ? conn : nullptr;
+}
+
 bool RedisClient::route(const std::shared_ptr<Request>& req) {
   const redis::NodeAddress* master = map_.master_of(req->slot);
   if (master == nullptr) return false;
@@ -252,27 +300,29 @@ bool RedisClient::send(const std::shared_ptr<Request>& req, redis::Connection& c
   redis::Connection* c = &conn;
   auto on_reply = [this, req, c](const redisReply* r) { on_request_reply(req, c, r); };
   if (req->script) return conn.eval(*req->script, views(req->keys), views(req->args), on_reply);
+  if (!req->function.empty()) return conn.fcall(req->function, views(req->keys), views(req->args), on_reply);
   return conn.command(views(req->args), on_reply);
 }
 
 void RedisClient::on_request_reply(const std::shared_ptr<Request>& req, redis::Connection* conn,
                                    const redisReply* reply) {
-  if (reply != nullptr && reply->type == REDIS_REPLY_ERROR && req->redirects < kMaxRedirects && !stopping_) {
+  if (reply != nullptr && reply->type == REDIS_REPLY_ERROR && !stopping_) {
     const std::string_view error(reply->str, reply->len);
-    if (auto redirect = redis::parse_redirect(error)) {
+    auto redirect = redis::parse_redirect(error);
+    if (redirect && redirect->kind == redis::Redirect::Kind::Moved) {
+      map_.assign(redirect->slot, redirect->node);
+      refresh_map();
+    }
+    if (redirect && req->follow_redirects && req->redirects < kMaxRedirects) {
       ++req->redirects;
-      if (redirect->kind == redis::Redirect::Kind::Moved) {
-        map_.assign(redirect->slot, redirect->node);
-        refresh_map();
-      }
       req->asking = redirect->kind == redis::Redirect::Kind::Ask;
       Node& target = node(redirect->node);
       if (!target.retired && target.conn->up() && send(req, *target.conn)) return;
       return req->done(nullptr);  // that node is still connecting: run again once it is up
     }
-    if (error.starts_with("TRYAGAIN")) {
+    if (error.starts_with("TRYAGAIN") && req->follow_redirects && req->tryagains < kMaxTryAgain) {
       // A multi-key request during a slot migration: the keys are split for a moment.
-      ++req->redirects;
+      ++req->tryagains;
       req->asking = false;
       tryagain_.push_back(req);
       if (tryagain_timer_.initialised()) uv_timer_start(tryagain_timer_.get(), on_tryagain_timer, kTryAgainMs, 0);

@@ -30,17 +30,27 @@ struct AmqpEndpoint {
   std::string vhost = "/";
 };
 
-// host:port of one Redis node.
+// host:port of one Redis node, or the path of its unix socket.
 struct RedisNodeAddress {
+  RedisNodeAddress() = default;
+  RedisNodeAddress(std::string h, int p) : host(std::move(h)), port(p) {}
+  static RedisNodeAddress unix_socket(std::string path) {
+    RedisNodeAddress a("", 0);
+    a.unix_path = std::move(path);
+    return a;
+  }
+
   std::string host = "127.0.0.1";
   int port = 6379;
-  std::string text() const;  // "host:port", IPv6 hosts in brackets
+  std::string unix_path;     // set: connect to this socket, host and port unused
+  std::string text() const;  // "host:port" (IPv6 hosts in brackets) or "unix:<path>"
   bool operator==(const RedisNodeAddress&) const = default;
 };
 
 // redis://[[user:]password@]host:port[,host:port...][/db] (as redis-cli: "secret@" is a
 // password, "user:secret@" an ACL user and password; user and password
 // percent-decoded). Several nodes are the seeds of one Redis Cluster.
+// unix:///path/redis.sock[?db=N] (also with user:password@ before the path's "/").
 struct RedisEndpoint {
   std::vector<RedisNodeAddress> nodes{RedisNodeAddress{}};
   int db = 0;

@@ -53,6 +53,11 @@ class RedisClient {
 
   // Register scripts before start(); every node loads them on every connect.
   ScriptId add_script(std::string source);
+  // Registers a Redis Functions library before start(): Lua that registers its
+  // functions with redis.register_function, each named "@lib_<name>". "@lib" is
+  // replaced by the library's name, eventd_<hash of the code>, which is returned: a
+  // function is called as fcall(name + "_<name>", ...).
+  std::string add_library(std::string_view code);
 
   void start();
   // Every connection waits for its pending replies (within connect_timeout_ms), then
@@ -75,6 +80,17 @@ class RedisClient {
   // node reconnect and load its scripts, and the call is reported lost).
   bool eval(ScriptId script, const std::vector<std::string_view>& keys, const std::vector<std::string_view>& args,
             Callback done);
+
+  // FCALL routed by keys[0]. Every key of one call must be on one node (a cluster
+  // allows keys of several slots only to functions flagged allow-cross-slot-keys).
+  // follow_redirects false: a MOVED, ASK or TRYAGAIN comes back as the reply (a batch
+  // of several slots is split by its sender instead, see redis/batch.hpp).
+  bool fcall(std::string_view function, const std::vector<std::string_view>& keys,
+             const std::vector<std::string_view>& args, Callback done, bool follow_redirects = true);
+
+  // The node that serves `key` now, as an identity to group requests by; nullptr
+  // when no reachable node serves it.
+  const void* node_for(std::string_view key);
 
   // With redis.minReplicas > 0: calls `done(true)` once WAIT confirms that many
   // replicas of the node holding `key` have every write sent to it so far, else
@@ -119,7 +135,8 @@ class RedisClient {
   uv_loop_t* loop_;
   RedisConfig config_;
   Handlers handlers_;
-  std::vector<redis::Script> scripts_;  // shared by every connection
+  std::vector<redis::Script> scripts_;     // shared by every connection
+  std::vector<redis::Library> libraries_;  // shared by every connection
   Mode mode_ = Mode::Discovering;
   bool stopping_ = false;
   bool refresh_in_flight_ = false;

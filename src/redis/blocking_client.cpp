@@ -53,7 +53,8 @@ BlockingClient::BlockingClient(const RedisConfig& config) : config_(config) {
 BlockingClient::Context BlockingClient::connect(const NodeAddress& node) {
   timeval tv{static_cast<time_t>(config_.connect_timeout_ms / 1000),
              static_cast<suseconds_t>((config_.connect_timeout_ms % 1000) * 1000)};
-  Context ctx(redisConnectWithTimeout(node.host.c_str(), node.port, tv));
+  Context ctx(node.unix_path.empty() ? redisConnectWithTimeout(node.host.c_str(), node.port, tv)
+                                     : redisConnectUnixWithTimeout(node.unix_path.c_str(), tv));
   if (!ctx || ctx->err) {
     throw std::runtime_error("cannot connect to Redis at " + node.text() + ": " + (ctx ? ctx->errstr : "out of memory"));
   }

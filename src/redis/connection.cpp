@@ -94,8 +94,13 @@ std::string reply_error(const redisReply* r) {
 }  // namespace
 
 Connection::Connection(uv_loop_t* loop, NodeAddress node, const RedisConfig& config, std::vector<Script>& scripts,
-                       Handlers handlers)
-    : loop_(loop), node_(std::move(node)), config_(config), handlers_(std::move(handlers)), scripts_(scripts) {
+                       const std::vector<Library>& libraries, Handlers handlers)
+    : loop_(loop),
+      node_(std::move(node)),
+      config_(config),
+      handlers_(std::move(handlers)),
+      scripts_(scripts),
+      libraries_(libraries) {
   connect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   reconnect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   ping_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
@@ -116,7 +121,8 @@ void Connection::start() {
 }
 
 void Connection::connect() {
-  redisAsyncContext* ac = redisAsyncConnect(node_.host.c_str(), node_.port);
+  redisAsyncContext* ac = node_.unix_path.empty() ? redisAsyncConnect(node_.host.c_str(), node_.port)
+                                                  : redisAsyncConnectUnix(node_.unix_path.c_str());
   if (ac == nullptr || ac->err != 0) {
     std::string why = ac != nullptr ? ac->errstr : "out of memory";
     if (ac != nullptr) redisAsyncFree(ac);
@@ -274,6 +280,18 @@ void Connection::finish_handshake() {
          },
          true);
   }
+  for (const Library& library : libraries_) {
+    send({"FUNCTION", "LOAD", library.code},
+         [this](const redisReply* r) {
+           // Loaded by an earlier connection or another instance: the name says it is this code.
+           if (r != nullptr && r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).find("already exists") !=
+                                                                   std::string_view::npos) {
+             return;
+           }
+           handshake_failed(r, "FUNCTION LOAD");
+         },
+         true);
+  }
   send({"PING"},
        [this](const redisReply* r) {
          if (r == nullptr || r->type == REDIS_REPLY_ERROR || state_ != RedisState::Handshake) return;
@@ -282,7 +300,8 @@ void Connection::finish_handshake() {
          backoff_.reset();
          ping_outstanding_ = false;
          start_timer(ping_timer_, on_ping_timer, kPingIntervalMs, kPingIntervalMs);
-         log::info("redis connected", {{"host", node_.host}, {"port", node_.port}, {"cluster", cluster_},
+         log::info("redis connected", {{"node", node_.text()}, {"host", node_.host}, {"port", node_.port},
+                                       {"cluster", cluster_},
                                        {"db", cluster_ ? 0 : config_.endpoint.db}});
          if (handlers_.on_up) handlers_.on_up();
        },
@@ -392,6 +411,30 @@ bool Connection::command(std::initializer_list<std::string_view> args, Callback 
 
 bool Connection::command(const std::vector<std::string_view>& args, Callback done) {
   return send(args, std::move(done));
+}
+
+bool Connection::fcall(std::string_view function, const std::vector<std::string_view>& keys,
+                       const std::vector<std::string_view>& args, Callback done) {
+  std::string numkeys = std::to_string(keys.size());
+  std::vector<std::string_view> argv;
+  argv.reserve(3 + keys.size() + args.size());
+  argv.push_back("FCALL");
+  argv.push_back(function);
+  argv.push_back(numkeys);
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  return send(argv, [this, done = std::move(done)](const redisReply* r) {
+    if (r != nullptr && r->type == REDIS_REPLY_ERROR &&
+        std::string_view(r->str, r->len).starts_with("ERR Function not found")) {
+      if (state_ == RedisState::Up && ac_ != nullptr) {
+        log::warn("redis lost its functions; reconnecting to load them again", {{"node", node_.text()}});
+        close_gracefully();
+      }
+      done(nullptr);
+      return;
+    }
+    done(r);
+  });
 }
 
 bool Connection::eval(ScriptId id, const std::vector<std::string_view>& keys,

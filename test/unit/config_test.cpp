@@ -445,6 +445,15 @@ TEST_CASE("config: environment overrides the URLs") {
     CHECK(c.amqp.endpoint.password == "pa@ss");
     CHECK(c.amqp.endpoint.vhost == "/");
   }
+  SUBCASE("EVENTD_HTTP_LISTEN: one port per instance") {
+    g_env["EVENTD_HTTP_LISTEN"] = "127.0.0.1:9470";
+    Config c = parse(R"({"http": {"listen": "127.0.0.1:9464"}})");
+    CHECK(c.http.host == "127.0.0.1");
+    CHECK(c.http.port == 9470);
+    g_env["EVENTD_HTTP_LISTEN"] = "9470";
+    CHECK(error_of("{}") == R"(EVENTD_HTTP_LISTEN: expected "host:port", e.g. "127.0.0.1:9464" or "[::1]:9464", got "9470")");
+    g_env["EVENTD_HTTP_LISTEN"] = "";
+  }
   SUBCASE("EVENTD_AMQP_URL with a named vhost") {
     g_env["EVENTD_AMQP_URL"] = "amqp://mq/staging";
     const Config c = parse("{}");
@@ -557,6 +566,22 @@ TEST_CASE("config: parse_redis_url") {
     CHECK(acl.nodes.at(0).port == 7000);
     CHECK(acl.db == 12);
   }
+  SUBCASE("a unix socket") {
+    const auto e = eventd::parse_redis_url("unix:///run/redis/redis.sock?db=3");
+    REQUIRE(e.nodes.size() == 1);
+    CHECK(e.nodes[0].unix_path == "/run/redis/redis.sock");
+    CHECK(e.nodes[0].text() == "unix:/run/redis/redis.sock");
+    CHECK(e.db == 3);
+    const auto acl = eventd::parse_redis_url("unix://eventd:s%40cret@/var/run/r.sock");
+    CHECK(acl.user == "eventd");
+    CHECK(acl.password == "s@cret");
+    CHECK(acl.db == 0);
+    CHECK(redis_error("unix://host/x.sock") ==
+          R"(a unix:// Redis URL has no host; expected unix:///path/redis.sock, got "host/x.sock")");
+    CHECK(redis_error("unix://") == "missing socket path in the Redis URL; expected unix:///path/redis.sock");
+    CHECK(redis_error("unix:///r.sock?foo=1") == R"(unsupported parameter "foo=1" in the Redis URL; only db=N)");
+    CHECK(redis_error("unix:///r.sock?db=x") == R"(invalid database "x" in the Redis URL; expected an integer >= 0)");
+  }
   SUBCASE("several nodes: the seeds of a Redis Cluster") {
     const auto e = eventd::parse_redis_url("redis://app:pw@10.0.0.1:7000, 10.0.0.2:7001,[::1]:7002,cache/0");
     REQUIRE(e.nodes.size() == 4);
@@ -579,8 +604,10 @@ TEST_CASE("config: parse_redis_url") {
     CHECK(eventd::parse_redis_url("redis://cache/").db == 0);
   }
   SUBCASE("malformed URLs") {
-    CHECK(redis_error("rediss://cache") == "rediss:// (TLS) is not supported yet; use redis://");
-    CHECK(redis_error("unix:///tmp/redis.sock") == R"(unsupported scheme "unix" in the Redis URL; expected redis://)");
+    CHECK(redis_error("rediss://cache").starts_with("rediss:// (TLS) is not supported: Debian 12's hiredis has no TLS; "
+                                                   "use a local Redis behind unix:///path/redis.sock"));
+    CHECK(redis_error("rediss://cache").find("ACL user") != std::string::npos);
+    CHECK(redis_error("http://cache") == R"(unsupported scheme "http" in the Redis URL; expected redis:// or unix://)");
     CHECK(redis_error("redis://cache/-1") == R"(invalid database "-1" in the Redis URL; expected an integer >= 0)");
     CHECK(redis_error("redis://cache/1/2") == R"(invalid database "1/2" in the Redis URL; expected an integer >= 0)");
     CHECK(redis_error("redis://cache:99999") == R"(invalid port "99999" in the Redis URL; expected 1..65535)");

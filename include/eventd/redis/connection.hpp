@@ -40,6 +40,13 @@ struct Script {
   std::string sha;
 };
 
+// A Redis Functions library: loaded by FUNCTION LOAD on every connect. Its name carries
+// a hash of its code, so two eventd versions (a rolling upgrade) each find their own.
+struct Library {
+  std::string name;  // eventd_<hash>
+  std::string code;  // with the "#!lua name=" line
+};
+
 class Connection {
  public:
   using Callback = std::function<void(const redisReply* reply)>;
@@ -51,7 +58,7 @@ class Connection {
 
   // `scripts` is owned by the caller and outlives the connection.
   Connection(uv_loop_t* loop, NodeAddress node, const RedisConfig& config, std::vector<Script>& scripts,
-             Handlers handlers);
+             const std::vector<Library>& libraries, Handlers handlers);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -76,6 +83,10 @@ class Connection {
   bool command(std::initializer_list<std::string_view> args, Callback done);
   bool command(const std::vector<std::string_view>& args, Callback done);
   // EVALSHA with the script's SHA; falls back to EVAL once if Redis lost its cache.
+  // FCALL of a function of a loaded library; "Function not found" (the node lost its
+  // libraries) reconnects, which loads them again, and the call is reported lost.
+  bool fcall(std::string_view function, const std::vector<std::string_view>& keys,
+             const std::vector<std::string_view>& args, Callback done);
   bool eval(ScriptId script, const std::vector<std::string_view>& keys, const std::vector<std::string_view>& args,
             Callback done);
 
@@ -106,6 +117,7 @@ class Connection {
   const RedisConfig& config_;
   Handlers handlers_;
   std::vector<Script>& scripts_;
+  const std::vector<Library>& libraries_;
   bool cluster_ = false;
   redisAsyncContext* ac_ = nullptr;  // not owned: hiredis frees it after on_disconnect
   RedisState state_ = RedisState::Closed;

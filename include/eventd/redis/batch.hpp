@@ -1,0 +1,72 @@
+// One FCALL per Redis node per loop pass: items for one Redis function (one message
+// each) gathered while the loop handles a batch of deliveries, sent together when the
+// pass ends (uv_check) or when max_items are waiting, so a lone message goes at once
+// and a burst costs one round trip and one function call per node.
+//
+// Call layout: KEYS are the items' keys one after another (keys_per_item each); ARGV
+// is the item count, the shared arguments, then the items' arguments (args_per_item
+// each). The function returns one result per item, in order; an item's failure is
+// its own result (an error element), never the others'.
+//
+// When the call as a whole fails: a redirect (MOVED, ASK, TRYAGAIN: the map moved
+// under a batch that spans slots) sends each item again on its own, following the
+// redirect; anything else (a lost node: nullptr) is every item's result, and each
+// message runs again later as a whole, its idempotency key keeping it effectively once.
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "eventd/redis_client.hpp"
+#include "eventd/uv_handle.hpp"
+
+namespace eventd::redis {
+
+class Batcher {
+ public:
+  using Callback = RedisClient::Callback;
+  Batcher(uv_loop_t* loop, RedisClient& redis, std::string function, std::size_t keys_per_item,
+          std::size_t args_per_item, std::size_t max_items);
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // Arguments every call carries after the item count (e.g. a TTL). Set before add().
+  void set_shared_args(std::vector<std::string> args) { shared_args_ = std::move(args); }
+
+  // Queues one item; false (and `done` never called) when no reachable node serves
+  // its first key. `done` gets the item's own result, or nullptr.
+  bool add(std::vector<std::string> keys, std::vector<std::string> args, Callback done);
+
+  std::size_t calls() const { return calls_; }  // FCALLs sent, for tests and benchmarks
+
+ private:
+  struct Item {
+    std::vector<std::string> keys;
+    std::vector<std::string> args;
+    Callback done;
+  };
+  using Items = std::vector<Item>;
+
+  void flush();
+  void send(const void* node, Items items);
+  bool send_alone(std::shared_ptr<Item> item);
+  static void on_check(uv_check_t* handle);
+
+  RedisClient& redis_;
+  std::string function_;
+  std::size_t keys_per_item_;
+  std::size_t args_per_item_;
+  std::size_t max_items_;
+  std::vector<std::string> shared_args_;
+  std::map<const void*, Items> waiting_;  // by node
+  std::size_t calls_ = 0;
+  UvHandle<uv_check_t> check_;
+};
+
+}  // namespace eventd::redis

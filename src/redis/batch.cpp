@@ -1,0 +1,106 @@
+// Per-node batches of one Redis function (see batch.hpp).
+#include "eventd/redis/batch.hpp"
+
+#include <hiredis/hiredis.h>
+
+#include <string_view>
+
+namespace eventd::redis {
+namespace {
+
+bool is_redirect(const redisReply* r) {
+  if (r == nullptr || r->type != REDIS_REPLY_ERROR) return false;
+  std::string_view e(r->str, r->len);
+  return e.starts_with("MOVED ") || e.starts_with("ASK ") || e.starts_with("TRYAGAIN") || e.starts_with("CROSSSLOT");
+}
+
+}  // namespace
+
+Batcher::Batcher(uv_loop_t* loop, RedisClient& redis, std::string function, std::size_t keys_per_item,
+                 std::size_t args_per_item, std::size_t max_items)
+    : redis_(redis),
+      function_(std::move(function)),
+      keys_per_item_(keys_per_item),
+      args_per_item_(args_per_item),
+      max_items_(max_items == 0 ? 1 : max_items) {
+  check_.init(this, [loop](uv_check_t* c) { return uv_check_init(loop, c); });
+}
+
+bool Batcher::add(std::vector<std::string> keys, std::vector<std::string> args, Callback done) {
+  const void* node = keys.empty() ? nullptr : redis_.node_for(keys.front());
+  if (node == nullptr) return false;
+  Items& items = waiting_[node];
+  items.push_back({std::move(keys), std::move(args), std::move(done)});
+  if (items.size() >= max_items_) {
+    Items full = std::move(items);
+    waiting_.erase(node);
+    send(node, std::move(full));
+  } else if (check_.initialised()) {
+    uv_check_start(check_.get(), on_check);
+  }
+  return true;
+}
+
+void Batcher::on_check(uv_check_t* handle) {
+  auto* self = owner_of<Batcher>(handle);
+  if (self == nullptr) return;
+  uv_check_stop(handle);
+  self->flush();
+}
+
+void Batcher::flush() {
+  std::map<const void*, Items> batches = std::move(waiting_);
+  waiting_.clear();
+  for (auto& [node, items] : batches) send(node, std::move(items));
+}
+
+void Batcher::send(const void* /*node*/, Items items) {
+  auto batch = std::make_shared<Items>(std::move(items));
+  std::vector<std::string_view> keys, args;
+  keys.reserve(batch->size() * keys_per_item_);
+  args.reserve(1 + shared_args_.size() + batch->size() * args_per_item_);
+  const std::string count = std::to_string(batch->size());
+  args.push_back(count);
+  args.insert(args.end(), shared_args_.begin(), shared_args_.end());
+  for (const Item& item : *batch) {
+    keys.insert(keys.end(), item.keys.begin(), item.keys.end());
+    args.insert(args.end(), item.args.begin(), item.args.end());
+  }
+  ++calls_;
+  const bool alone = batch->size() == 1;
+  bool sent = redis_.fcall(
+      function_, keys, args,
+      [this, batch](const redisReply* r) {
+        if (r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == batch->size()) {
+          for (std::size_t i = 0; i < batch->size(); ++i) (*batch)[i].done(r->element[i]);
+          return;
+        }
+        if (batch->size() > 1 && is_redirect(r)) {
+          // The slots of this batch are no longer on one node: each item on its own.
+          for (Item& item : *batch) {
+            auto one = std::make_shared<Item>(std::move(item));
+            if (!send_alone(one)) one->done(nullptr);
+          }
+          return;
+        }
+        for (Item& item : *batch) item.done(r != nullptr && r->type == REDIS_REPLY_ARRAY ? nullptr : r);
+      },
+      /*follow_redirects=*/alone);
+  if (!sent) {
+    for (Item& item : *batch) item.done(nullptr);
+  }
+}
+
+bool Batcher::send_alone(std::shared_ptr<Item> item) {
+  std::vector<std::string_view> args{"1"};
+  args.insert(args.end(), shared_args_.begin(), shared_args_.end());
+  args.insert(args.end(), item->args.begin(), item->args.end());
+  std::vector<std::string_view> keys(item->keys.begin(), item->keys.end());
+  ++calls_;
+  return redis_.fcall(function_, keys, args, [item](const redisReply* r) {
+    if (r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == 1) return item->done(r->element[0]);
+    item->done(r != nullptr && r->type == REDIS_REPLY_ARRAY ? nullptr : r);
+  });
+}
+
+}  // namespace eventd::redis
