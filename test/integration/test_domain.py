@@ -14,9 +14,9 @@ import re
 import statistics
 import time
 
-from harness import (MONITORS_KEY, alerts_key, analysis_key, history_key, idem_key, monitor_key, monitor_symbols_key,
-                     notifications_key, now_ms, quote, quote_key, redis, rule_index_key, rule_state_key, rules_key,
-                     wait_until)
+from harness import (CONDITIONS, MONITORS_KEY, alerts_key, analysis_key, history_key, idem_key, monitor_key,
+                     monitor_symbols_key, notifications_key, now_ms, quote, quote_key, redis, rule_index_key,
+                     rule_owners_key, rule_state_key, rules_key, wait_until)
 from webhook_server import WebhookServer
 
 _ids = itertools.count(1)
@@ -421,6 +421,113 @@ def test_stopped_monitor_triggers_nothing(fx):
     assert alerts("stop-a") == [], f"a stopped monitor fired: {alerts('stop-a')}"
     assert stream("stop-a") == [], "a stopped monitor was notified"
     assert len(stream("stop-b")) == 1
+
+
+def user_rules(user, symbol):
+    """What is indexed for `user` under `symbol`: {rule specs..., index of each condition: members..., owners}."""
+    mine = lambda members: sorted(m for m in members if m.startswith(user + ":"))  # noqa: E731
+    out = {"specs": mine(redis("HKEYS", rules_key(symbol))), "owners": redis("HGET", rule_owners_key(symbol), user),
+           "state": mine(redis("HKEYS", rule_state_key(symbol)))}
+    for c in CONDITIONS:
+        out[c] = mine(redis("ZRANGE", rule_index_key(symbol, c), 0, -1))
+    return out
+
+
+def indexed(user, *alert_ids, condition="price_above"):
+    """user_rules() of a user with exactly these rules (and no cooldown state) under a symbol."""
+    members = sorted(f"{user}:{i}" for i in alert_ids)
+    out = {"specs": members, "owners": json.dumps(list(alert_ids), separators=(",", ":")) if alert_ids else None,
+           "state": []}
+    for c in CONDITIONS:
+        out[c] = members if c == condition else []
+    return out
+
+
+def test_interrupted_monitor_start_and_stop_are_repaired_by_a_rerun(fx):
+    # start and stop write to one slot per call (the user's keys, eventd:monitors, each
+    # symbol's rules): a failure halfway leaves some symbols done. Running the same
+    # command again must leave exactly what one clean run leaves.
+    fx.start_daemon(domain_config(fx))
+    old = {"rules": [rule(1, "HAA", "price_above", 100, 0), rule(2, "HCC", "price_above", 100, 0)],
+           "channels": ["push"]}
+    new = {"rules": [rule(1, "HAA", "price_above", 200, 0), rule(3, "HBB", "price_above", 100, 0),
+                     rule(4, "HDD", "price_above", 100, 0)], "channels": ["push"]}
+    monitor_start(fx, "fix", old)
+    monitor_start(fx, "fix-other", {"rules": [rule(7, "HCC", "price_above", 100, 0)], "channels": ["push"]})
+    # What an earlier interrupted start could have left: a rule under a symbol the user's
+    # monitorsyms lists but no spec has.
+    redis("HSET", rules_key("HEE"), "fix:9", '0 {"userId":"fix","alertId":9,"condition":"price_above","threshold":100}')
+    redis("ZADD", rule_index_key("HEE", "price_above"), 100, "fix:9")
+    redis("HSET", rule_owners_key("HEE"), "fix", "[9]")
+    redis("HSET", rule_state_key("HEE"), "fix:9", 1)
+    redis("SADD", monitor_symbols_key("fix"), "HEE")
+
+    # The per-symbol step fails for HBB (symbols go in order: HAA is done, HCC, HDD, HEE not).
+    redis("SET", rules_key("HBB"), "not a hash")
+    rc, out, err = fx.eventctl("monitor", "start", "fix", json.dumps(new))
+    assert rc == 1, f"monitor start with a broken key exited {rc}: {err!r}"
+    assert out == "" and len(err.splitlines()) == 1, (out, err)
+    assert "WRONGTYPE" in err and "run it again" in err, err
+    assert user_rules("fix", "HAA") == indexed("fix", 1), "HAA, before the failure, was not done"
+    assert user_rules("fix", "HCC") == indexed("fix", 2), "HCC, after the failure, was touched"
+    assert user_rules("fix", "HEE") == dict(indexed("fix", 9), state=["fix:9"]), "HEE, after the failure, was touched"
+    assert sorted(redis("SMEMBERS", monitor_symbols_key("fix"))) == ["HAA", "HBB", "HCC", "HDD", "HEE"]
+    st = json.loads(fx.eventctl("monitor", "status", "fix")[1])
+    assert st["spec"]["rules"] == old["rules"], "the monitor was written before its rules"
+
+    # Fixed and run again: exactly the new spec, nothing of the old one or the leftover.
+    redis("DEL", rules_key("HBB"))
+    out = monitor_start(fx, "fix", new)
+    assert out == "monitor for fix running: 3 rule(s)\n", out
+    assert user_rules("fix", "HAA") == indexed("fix", 1)
+    assert float(redis("ZSCORE", rule_index_key("HAA", "price_above"), "fix:1")) == 200
+    assert user_rules("fix", "HBB") == indexed("fix", 3)
+    assert user_rules("fix", "HDD") == indexed("fix", 4)
+    assert user_rules("fix", "HCC") == indexed("fix"), "the rule the new spec dropped is still indexed"
+    assert user_rules("fix", "HEE") == indexed("fix"), "the leftover rule is still indexed"
+    assert user_rules("fix-other", "HCC") == indexed("fix-other", 7), "another user's rule was touched"
+    assert sorted(redis("SMEMBERS", monitor_symbols_key("fix"))) == ["HAA", "HBB", "HDD"]
+    assert "fix" in redis("SMEMBERS", MONITORS_KEY)
+    st = json.loads(fx.eventctl("monitor", "status", "fix")[1])
+    assert st["status"] == "running" and st["spec"]["rules"] == new["rules"], st
+
+    # Quotes: only the new rules fire.
+    base = now_ms() - 60_000
+    for i, symbol in enumerate(("HAA", "HBB", "HCC", "HDD", "HEE")):
+        send_quote(fx, symbol, 99, ts=base + i)
+        send_quote(fx, symbol, 101, ts=base + 1000 + i)
+    send_quote(fx, "HAA", 250, ts=base + 2000)
+    wait_until(lambda: len(alerts("fix")) >= 3 and alerts("fix-other"), 15, what="the alerts of the new rules")
+    settle(fx)
+    fired = sorted((a["symbol"], a["alertId"], a["currentValue"]) for a in alerts("fix"))
+    assert fired == [("HAA", 1, 250), ("HBB", 3, 101), ("HDD", 4, 101)], fired
+    assert [(a["symbol"], a["alertId"]) for a in alerts("fix-other")] == [("HCC", 7)], alerts("fix-other")
+
+    # stop fails halfway too (HDD's rule state is not a hash): HAA and HBB done, HDD not,
+    # the monitor still running. The rerun finishes it.
+    redis("SET", rule_state_key("HDD"), "not a hash")
+    rc, out, err = fx.eventctl("monitor", "stop", "fix")
+    assert rc == 1 and out == "" and len(err.splitlines()) == 1 and "run it again" in err, (rc, out, err)
+    assert user_rules("fix", "HAA") == indexed("fix") and user_rules("fix", "HBB") == indexed("fix")
+    assert redis("HGET", rules_key("HDD"), "fix:4"), "HDD, after the failure, was touched"
+    assert json.loads(fx.eventctl("monitor", "status", "fix")[1])["status"] == "running"
+    redis("DEL", rule_state_key("HDD"))
+    rc, out, err = fx.eventctl("monitor", "stop", "fix")
+    assert rc == 0 and out == "monitor for fix stopped\n", (rc, out, err)
+    for symbol in ("HAA", "HBB", "HCC", "HDD", "HEE"):
+        assert user_rules("fix", symbol) == indexed("fix"), f"a rule of the stopped monitor is left under {symbol}"
+    assert redis("EXISTS", monitor_symbols_key("fix")) == 0
+    st = json.loads(fx.eventctl("monitor", "status", "fix")[1])
+    assert st["status"] == "stopped" and st["spec"]["rules"] == new["rules"], st
+
+    # Crossing every threshold again fires nothing for fix; fix-other still fires.
+    for i, symbol in enumerate(("HAA", "HBB", "HCC", "HDD", "HEE")):
+        send_quote(fx, symbol, 90, ts=base + 3000 + i)
+        send_quote(fx, symbol, 300, ts=base + 4000 + i)
+    wait_until(lambda: len(alerts("fix-other")) == 2, 15, what="fix-other's second alert")
+    settle(fx)
+    assert len(alerts("fix")) == 3, f"the stopped monitor fired: {alerts('fix')[3:]}"
+    assert len(stream("fix")) == 3, "the stopped monitor was notified"
 
 
 # ---------------------------------------------------------------- alert -> notifications
