@@ -1,5 +1,6 @@
 // The Redis key layout: every key eventd and eventctl read or write, with its hash
-// tag (README, "Redis key layout"). No other file spells a key.
+// tag (README, "Redis key layout"). Nothing else in src/ spells a key; the integration
+// tests' harness.py mirrors this file.
 //
 // Redis Cluster hashes only the part of a key between its first '{' and the next '}'
 // (the hash tag), so keys with one tag live in one slot and one script may use them
