@@ -14,9 +14,9 @@
 //  - the subscriber thread has Redis keyspace notifications switched on for string
 //    commands (CONFIG SET notify-keyspace-events E$, restored at exit) and SUBSCRIBEs
 //    to __keyevent@<db>__:set. eventd's quote_update script writes the idempotency key
-//    eventd:idem:<message_id> with SET as its last command, so each notification names
-//    the message whose effects were just committed; its arrival time is taken right
-//    after the read that returned it.
+//    eventd:idem:{<SYMBOL>}:<message_id> with SET as its last command, so each
+//    notification names the message whose effects were just committed; its arrival
+//    time is taken right after the read that returned it.
 // Latency = arrival - send, for messages sent after the warm-up. Resolution: the
 // clock is ns; the error is the subscriber's wake-up delay after Redis writes the
 // notification (normally tens of us, more on a loaded machine). Also reported:
@@ -43,6 +43,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "eventd/keys.hpp"
 
 namespace {
 
@@ -179,7 +181,7 @@ int main(int argc, char** argv) {
     if (r == nullptr || r->type != REDIS_REPLY_ARRAY) die("SUBSCRIBE failed");
     freeReplyObject(r);
   }
-  const std::string key_prefix = "eventd:idem:" + prefix;
+  const std::string key_prefix = eventd::keys::idempotency(eventd::keys::Tag(symbol), prefix, "quote_update", "");
 
   std::vector<int64_t> sched_ns(total, 0), sent_ns(total, 0), recv_ns(total, 0);
   std::atomic<bool> stop{false};

@@ -27,7 +27,7 @@ How each figure is measured (also in scripts/bench --help):
   rss / cpu    VmHWM from /proc/PID/status and utime+stime from /proc/PID/stat of
                the eventd process, read right before it is stopped.
   latency      bench-latency (bench/latency.cpp): fixed-rate publisher + Redis
-               keyspace notification (SET of eventd:idem:<message_id>) subscriber in
+               keyspace notification (SET of eventd:idem:{<SYMBOL>}:<message_id>) subscriber in
                one process, one monotonic clock.
 """
 import argparse
@@ -71,6 +71,11 @@ QUOTES = "eventd.quotes"
 POLL_S = 0.005
 PREFETCH = 500
 MONITORS = 1000
+
+
+def history_key(symbol):
+    """A symbol's price history (include/eventd/keys.hpp; the bench's symbols need no encoding)."""
+    return "eventd:history:{" + symbol + "}"
 
 
 def log(msg):
@@ -456,7 +461,7 @@ def mix_drain(ctx, cfg, broker, redis, n, name, timeout=None):
     timeout = timeout or ctx.drain_timeout
     redis.fresh()
     for sym, price, _ in SYMBOLS:  # history for the analyses
-        redis("RPUSH", f"eventd:history:{sym}", *[f"{price + (i % 7) - 3:.2f}" for i in range(60)])
+        redis("RPUSH", history_key(sym), *[f"{price + (i % 7) - 3:.2f}" for i in range(60)])
     spec = {"rules": [{"alertId": 1, "symbol": SYMBOLS[0][0], "condition": "price_above",
                        "threshold": SYMBOLS[0][1] * 10}], "channels": ["push"]}
     run([ctx.eventctl, "--config", cfg, "monitor", "start", MIX_USER, json.dumps(spec)])

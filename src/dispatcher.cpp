@@ -1,8 +1,6 @@
 // Per-message pipeline: validate, handle, then ack / retry / dead-letter.
 #include "eventd/dispatcher.hpp"
 
-#include <xxhash.h>
-
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -12,6 +10,7 @@
 #include "eventd/amqp_table.hpp"
 #include "eventd/json_case.hpp"
 #include "eventd/json_parse.hpp"
+#include "eventd/keys.hpp"
 #include "eventd/log.hpp"
 #include "eventd/routing.hpp"
 #include "eventd/utf8.hpp"
@@ -51,28 +50,6 @@ std::string iso8601_now() {
 }
 
 }  // namespace
-
-std::string idempotency_key(std::string_view message_id, std::string_view type, std::string_view body) {
-  if (!message_id.empty()) return "eventd:idem:" + std::string(message_id);
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_128bits_reset(state);
-  XXH3_128bits_update(state, type.data(), type.size());
-  XXH3_128bits_update(state, "\0", 1);
-  XXH3_128bits_update(state, body.data(), body.size());
-  XXH128_hash_t h = XXH3_128bits_digest(state);
-  XXH3_freeState(state);
-  char hex[33];
-  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
-                static_cast<unsigned long long>(h.low64));
-  return "eventd:idem:h:" + std::string(hex);
-}
-
-std::string outbox_key(std::string_view idempotency_key) {
-  constexpr std::string_view kIdem = "eventd:idem:";
-  std::string_view id = idempotency_key;
-  if (id.starts_with(kIdem)) id.remove_prefix(kIdem.size());
-  return "eventd:outbox:" + std::string(id);
-}
 
 bool is_eventd_header(std::string_view key) {
   for (auto k : kOwnHeaders) {
@@ -189,7 +166,7 @@ void Dispatcher::on_delivery(Delivery&& delivery) {
                                                  std::to_string(config_.retry.max_age_ms / 1000) + " s"));
     return;
   }
-  job->idem_key = idempotency_key(d.properties.message_id(), job->type, d.body);
+  job->idem_key = keys::idempotency(keys::message_tag(job->type, doc), d.properties.message_id(), job->type, d.body);
   start(job);
 }
 
@@ -284,8 +261,8 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
   }
   auto progress = std::make_shared<Progress>();
   progress->waiting = outbox.size();
-  std::string_view source_id = job->idem_key;
-  if (source_id.starts_with("eventd:idem:")) source_id.remove_prefix(std::string_view("eventd:idem:").size());
+  // Derived ids carry no tag: a derived message gets the tag of its own type and body.
+  const std::string_view source_id = keys::message_id(job->idem_key);
   std::string correlation(job->delivery.properties.correlation_id());
   const uint64_t now_s = static_cast<uint64_t>(now_ms() / 1000);
   // After the last confirm: done, or the source is retried (its outbox is published
@@ -358,7 +335,7 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
 // Every derived message is confirmed: mark the source done, then ack it.
 void Dispatcher::finish_outbox(JobIt job) {
   std::string ttl = std::to_string(config_.idempotency_ttl_sec);
-  std::string outbox = outbox_key(job->idem_key);
+  std::string outbox = keys::outbox(job->idem_key);
   bool sent = redis_.command({"SET", job->idem_key, "1", "XX", "EX", ttl}, [this, job, outbox](const redisReply* r) {
     if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
       requeue_later(job);  // redelivered, it publishes its outbox again and tries once more

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <vector>
 #include <thread>
 
@@ -32,6 +33,7 @@
 #include "eventd/dispatcher.hpp"
 #include "eventd/json_case.hpp"
 #include "eventd/json_parse.hpp"
+#include "eventd/keys.hpp"
 #include "eventd/redis/blocking_client.hpp"
 #include "eventd/retry_policy.hpp"
 #include "eventd/routing.hpp"
@@ -594,47 +596,84 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
 // Blocking Redis for the CLI (no loop here): standalone or cluster.
 using BlockingRedis = redis::BlockingClient;
 
-// Lua shared by the monitor scripts: the per-symbol rule index (see quote_update.cpp).
-constexpr const char* kRuleIndexLua = R"lua(
-local conditions = {'price_above', 'price_below', 'change_pct_above', 'change_pct_below'}
-local function unindex(user, spec)
-  for _, r in ipairs(cjson.decode(spec).rules) do
-    local member = user .. ':' .. string.format('%d', r.alertId)
-    redis.call('HDEL', 'eventd:rules:' .. r.symbol, member)
-    for _, c in ipairs(conditions) do redis.call('ZREM', 'eventd:ruleidx:' .. c .. ':' .. r.symbol, member) end
+// One user's rules under one symbol, replaced: the rules the symbol's rule owners list
+// for the user leave the specs, every condition's index and the rule state; the new
+// ones come in (their cooldowns start fresh) and the owners entry lists them. Keys of
+// {<SYMBOL>} only, so the call goes to one slot; running it again leaves the same state,
+// which is what lets a rerun of `monitor start` or `stop` repair a half-done one.
+// KEYS: rule specs, the rule index of each condition (keys::kConditions order), rule
+// state, rule owners. ARGV: userId, the new alertIds as a JSON array ('' for none), then
+// per rule: alertId, condition (1-based in kConditions), threshold (exact),
+// "<cooldownSec> <alert fields JSON>" (see quote_update.cpp).
+// Reads and decides first, then writes: a key of another type fails the run before
+// anything is written.
+constexpr const char* kSymbolRulesScript = R"lua(
+local want = {'hash', 'zset', 'zset', 'zset', 'zset', 'hash', 'hash'}
+for i, key in ipairs(KEYS) do
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want[i] then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want[i])
   end
 end
-)lua";
-
-// Replaces the user's monitor and its rules in the per-symbol index, atomically.
-// ARGV: userId, spec, channels JSON, checkIntervalMs, now, then per rule: symbol,
-// alertId, condition, threshold (exact), "<cooldownSec> <alert fields JSON>".
-constexpr const char* kMonitorStartScript = R"lua(
 local user = ARGV[1]
-local old = redis.call('HGET', KEYS[1], 'spec')
-if old then unindex(user, old) end
-for i = 6, #ARGV, 5 do
-  local member = user .. ':' .. ARGV[i + 1]
-  redis.call('HSET', 'eventd:rules:' .. ARGV[i], member, ARGV[i + 4])
-  redis.call('ZADD', 'eventd:ruleidx:' .. ARGV[i + 2] .. ':' .. ARGV[i], ARGV[i + 3], member)
+local members = {}
+local owned = redis.call('HGET', KEYS[7], user)
+if owned then
+  for _, id in ipairs(cjson.decode(owned)) do members[#members + 1] = user .. ':' .. string.format('%d', id) end
 end
-redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[1], 'status', 'running', 'spec', ARGV[2], 'channels', ARGV[3],
-           'checkIntervalMs', ARGV[4], 'updatedAt', ARGV[5])
-redis.call('SADD', KEYS[2], user)
-return (#ARGV - 5) / 5
+for i = 3, #ARGV, 4 do members[#members + 1] = user .. ':' .. ARGV[i] end
+for _, member in ipairs(members) do
+  redis.call('HDEL', KEYS[1], member)
+  for k = 2, 5 do redis.call('ZREM', KEYS[k], member) end
+  redis.call('HDEL', KEYS[6], member)
+end
+for i = 3, #ARGV, 4 do
+  local member = user .. ':' .. ARGV[i]
+  redis.call('HSET', KEYS[1], member, ARGV[i + 3])
+  redis.call('ZADD', KEYS[1 + tonumber(ARGV[i + 1])], ARGV[i + 2], member)
+end
+if ARGV[2] == '' then redis.call('HDEL', KEYS[7], user) else redis.call('HSET', KEYS[7], user, ARGV[2]) end
+return (#ARGV - 2) / 4
 )lua";
 
-// Stops a monitor: its rules leave the index; the spec stays for status and restart.
-constexpr const char* kMonitorStopScript = R"lua(
-local spec = redis.call('HGET', KEYS[1], 'spec')
-if not spec then return 0 end
-unindex(ARGV[1], spec)
-redis.call('HSET', KEYS[1], 'status', 'stopped', 'updatedAt', ARGV[2])
+// Marks a monitor stopped, keeping its spec. KEYS: the monitor hash. ARGV: now.
+// Returns 0 when there is no monitor (nothing written).
+constexpr const char* kMonitorStoppedScript = R"lua(
+if redis.call('HEXISTS', KEYS[1], 'spec') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'stopped', 'updatedAt', ARGV[1])
 return 1
 )lua";
 
-std::string monitor_key(const std::string& user) { return "eventd:monitor:" + user; }
+// A user's rules under one symbol, as kSymbolRulesScript takes them.
+struct SymbolRules {
+  std::string alert_ids;          // JSON array
+  std::vector<std::string> args;  // alertId, condition, threshold, rule; per rule
+};
+
+void replace_symbol_rules(BlockingRedis& redis, const std::string& user, const std::string& symbol,
+                          const SymbolRules* rules) {
+  std::vector<std::string> cmd{"EVAL", kSymbolRulesScript, "7", keys::rules(symbol)};
+  for (auto& index : keys::rule_indexes(symbol)) cmd.push_back(std::move(index));
+  cmd.push_back(keys::rule_state(symbol));
+  cmd.push_back(keys::rule_owners(symbol));
+  cmd.push_back(user);
+  cmd.push_back(rules != nullptr ? rules->alert_ids : "");
+  if (rules != nullptr) cmd.insert(cmd.end(), rules->args.begin(), rules->args.end());
+  redis.run(cmd);
+}
+
+std::set<std::string> string_set(const redisReply& reply) {
+  std::set<std::string> out;
+  for (std::size_t i = 0; i < reply.elements; ++i) out.emplace(reply.element[i]->str, reply.element[i]->len);
+  return out;
+}
+
+// A failure between the first write and the last leaves the command half done; every
+// step can be run again, so running the command again finishes it.
+[[noreturn]] void half_done(const std::string& command, const std::string& user, const std::exception& e) {
+  throw std::runtime_error(std::string(e.what()) + " (monitor " + command + " for " + user +
+                           " may be half done: run it again to finish it)");
+}
 
 std::string to_json(const rapidjson::Value& v) {
   rapidjson::StringBuffer buf;
@@ -655,12 +694,12 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
   if (sub == "list") {
     if (a.positional.size() != 1) throw UsageError("monitor list takes no arguments");
     BlockingRedis redis(config.redis);
-    auto users = redis.run({"SMEMBERS", "eventd:monitors"});
+    auto users = redis.run({"SMEMBERS", keys::monitors()});
     std::vector<std::string> names;
     for (std::size_t i = 0; i < users->elements; ++i) names.emplace_back(users->element[i]->str, users->element[i]->len);
     std::sort(names.begin(), names.end());
     for (const auto& u : names) {
-      auto st = redis.run({"HMGET", monitor_key(u), "status", "spec"});
+      auto st = redis.run({"HMGET", keys::monitor(u), "status", "spec"});
       std::string status = st->element[0]->type == REDIS_REPLY_STRING ? st->element[0]->str : "missing";
       std::size_t rules = 0;
       if (st->element[1]->type == REDIS_REPLY_STRING) {
@@ -691,11 +730,7 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
     normalise_keys(spec, spec.GetAllocator());
     SchemaRegistry schemas;
     if (auto problem = schemas.validate("monitor", spec)) throw UsageError("invalid monitor spec: " + *problem);
-    std::vector<std::string> args{"EVAL", std::string(kRuleIndexLua) + kMonitorStartScript, "3", monitor_key(user), "eventd:monitors",
-                                  "eventd:rulestate:" + user, user, to_json(spec), to_json(spec["channels"]),
-                                  std::to_string(spec.HasMember("checkIntervalMs") ? spec["checkIntervalMs"].GetInt64()
-                                                                                   : 60000),
-                                  now};
+    std::map<std::string, SymbolRules> by_symbol;
     std::vector<int64_t> seen;
     const auto& rules = spec["rules"];
     for (rapidjson::SizeType i = 0; i < rules.Size(); ++i) {
@@ -715,30 +750,74 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
       rule.AddMember("threshold", rapidjson::Value(r["threshold"], al), al);
       char score[32];
       std::snprintf(score, sizeof score, "%.17g", r["threshold"].GetDouble());
-      args.push_back(r["symbol"].GetString());
-      args.push_back(std::to_string(id));
-      args.push_back(r["condition"].GetString());
-      args.push_back(score);
-      args.push_back(std::to_string(r.HasMember("cooldownSec") ? r["cooldownSec"].GetInt64() : 0) + " " +
-                     to_json(rule));
+      const std::string_view condition(r["condition"].GetString(), r["condition"].GetStringLength());
+      const auto c = std::find(keys::kConditions.begin(), keys::kConditions.end(), condition);
+      SymbolRules& s = by_symbol[r["symbol"].GetString()];
+      s.alert_ids += (s.alert_ids.empty() ? "[" : ",") + std::to_string(id);
+      s.args.push_back(std::to_string(id));
+      s.args.push_back(std::to_string(c - keys::kConditions.begin() + 1));
+      s.args.push_back(score);
+      s.args.push_back(std::to_string(r.HasMember("cooldownSec") ? r["cooldownSec"].GetInt64() : 0) + " " +
+                       to_json(rule));
     }
+    for (auto& [symbol, s] : by_symbol) s.alert_ids += "]";
+    const std::string check_interval =
+        std::to_string(spec.HasMember("checkIntervalMs") ? spec["checkIntervalMs"].GetInt64() : 60000);
+
+    // Each call touches the keys of one hash tag. The symbols go into the user's
+    // monitorsyms before anything is indexed under them, so that whatever a failure
+    // leaves indexed is found by the next start or stop.
     BlockingRedis redis(config.redis);
-    redis.run(args);
+    const std::string symbols_key = keys::monitor_symbols(user);
+    try {
+      if (!by_symbol.empty()) {
+        std::vector<std::string> sadd{"SADD", symbols_key};
+        for (const auto& [symbol, s] : by_symbol) sadd.push_back(symbol);
+        redis.run(sadd);
+      }
+      std::set<std::string> symbols = string_set(*redis.run({"SMEMBERS", symbols_key}));
+      for (const auto& [symbol, s] : by_symbol) symbols.insert(symbol);
+      for (const auto& symbol : symbols) {
+        auto it = by_symbol.find(symbol);
+        replace_symbol_rules(redis, user, symbol, it == by_symbol.end() ? nullptr : &it->second);
+      }
+      redis.run({"HSET", keys::monitor(user), "status", "running", "spec", to_json(spec), "channels",
+                 to_json(spec["channels"]), "checkIntervalMs", check_interval, "updatedAt", now});
+      redis.run({"SADD", keys::monitors(), user});
+      std::vector<std::string> srem{"SREM", symbols_key};
+      for (const auto& symbol : symbols) {
+        if (!by_symbol.count(symbol)) srem.push_back(symbol);
+      }
+      if (srem.size() > 2) redis.run(srem);
+    } catch (const std::exception& e) {
+      half_done("start", user, e);
+    }
     std::printf("monitor for %s running: %u rule(s)\n", user.c_str(), rules.Size());
     return 0;
   }
   if (a.positional.size() != 2) throw UsageError("monitor " + sub + " takes only USER");
   BlockingRedis redis(config.redis);
   if (sub == "stop") {
-    auto r = redis.run({"EVAL", std::string(kRuleIndexLua) + kMonitorStopScript, "1", monitor_key(user), user, now});
-    if (r->integer == 0) {
+    // Rules first, then the status, then the symbols list: a rerun finds what is left.
+    long long stopped = 0;
+    try {
+      const std::string symbols_key = keys::monitor_symbols(user);
+      for (const auto& symbol : string_set(*redis.run({"SMEMBERS", symbols_key}))) {
+        replace_symbol_rules(redis, user, symbol, nullptr);
+      }
+      stopped = redis.run({"EVAL", kMonitorStoppedScript, "1", keys::monitor(user), now})->integer;
+      redis.run({"DEL", symbols_key});
+    } catch (const std::exception& e) {
+      half_done("stop", user, e);
+    }
+    if (stopped == 0) {
       std::fprintf(stderr, "eventctl: no monitor for user '%s'\n", user.c_str());
       return 1;
     }
     std::printf("monitor for %s stopped\n", user.c_str());
     return 0;
   }
-  auto r = redis.run({"HGETALL", monitor_key(user)});
+  auto r = redis.run({"HGETALL", keys::monitor(user)});
   if (r->elements == 0) {
     std::fprintf(stderr, "eventctl: no monitor for user '%s'\n", user.c_str());
     return 1;

@@ -26,17 +26,10 @@
 
 namespace eventd {
 
-// The idempotency key of a message: eventd:idem:<message_id>, or, without one,
-// eventd:idem:h:<xxh128 of type and body>.
-std::string idempotency_key(std::string_view message_id, std::string_view type, std::string_view body);
-
 // Headers eventd writes on retries and dead letters (x-retry-count, x-error-*,
 // x-original-*, x-failed-at) and on every publish (x-eventd-publish): replaced,
 // never duplicated, when a message is republished, and dropped on replay.
 bool is_eventd_header(std::string_view key);
-
-// The outbox key paired with an idempotency key: eventd:outbox:<id>.
-std::string outbox_key(std::string_view idempotency_key);
 
 // Caps a header value at `max` bytes without splitting a UTF-8 sequence; invalid
 // UTF-8 becomes U+FFFD first.

@@ -23,7 +23,7 @@ struct Message {
   const Delivery& delivery;
   const rapidjson::Value& body;
   std::string_view type;
-  std::string_view idempotency_key;  // "eventd:idem:<message id or hash>"
+  std::string_view idempotency_key;  // keys::idempotency(): under the message's hash tag
   int64_t timestamp_ms;
 };
 

@@ -4,13 +4,13 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
-#include "eventd/dispatcher.hpp"
 #include "eventd/handlers/quote_update.hpp"
+#include "eventd/keys.hpp"
 
 namespace eventd {
 namespace {
 
-// KEYS: idempotency, alert history, monitor hash, outbox.
+// KEYS: idempotency, alert history, monitor hash, outbox: all under {<userId>}.
 // ARGV: ttl, alert JSON, history length, notification JSON up to its channel value.
 // Reads and decides first, then writes (see quote_update.cpp for why); the
 // notification is assembled around the alert as received, so nothing in it is re-encoded.
@@ -33,8 +33,6 @@ std::string str(const rapidjson::Value& v, const char* key) {
 }
 
 }  // namespace
-
-std::string alerts_key(std::string_view user) { return "eventd:alerts:" + std::string(user); }
 
 std::string alert_title(const rapidjson::Value& alert) {
   std::string condition = str(alert, "condition");
@@ -73,8 +71,8 @@ void AlertTriggeredHandler::handle(const Message& message, HandlerDone done) {
                                               .correlation_id = str(body, "correlationId"),
                                               .data_json = std::string_view(alert.GetString(), alert.GetSize())});
   bool sent = redis_.eval(script_,
-                          {message.idempotency_key, alerts_key(user), "eventd:monitor:" + user,
-                           outbox_key(message.idempotency_key)},
+                          {message.idempotency_key, keys::alerts(user), keys::monitor(user),
+                           keys::outbox(message.idempotency_key)},
                           {ttl_, std::string_view(alert.GetString(), alert.GetSize()),
                            std::to_string(kAlertHistoryLength), head},
                           [done](const redisReply* reply) { done(script_result(reply)); });

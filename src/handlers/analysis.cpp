@@ -11,8 +11,8 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
-#include "eventd/dispatcher.hpp"
 #include "eventd/handlers/quote_update.hpp"
+#include "eventd/keys.hpp"
 
 namespace eventd {
 namespace {
@@ -20,14 +20,15 @@ namespace {
 using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
 
 // Records the computed result in the outbox; a redelivered request gets the stored
-// result back instead of a fresh one. KEYS: idempotency, outbox. ARGV: ttl, entries...
+// result back instead of a fresh one. KEYS: idempotency, outbox (under {<SYMBOL>}).
+// ARGV: ttl, entries...
 constexpr const char* kRequestScript = R"lua(
 local seen = already_seen(KEYS[2])
 if seen then return seen end
 return settle(KEYS[2], {unpack(ARGV, 2)})
 )lua";
 
-// KEYS: idempotency, analysis key, monitor hash, outbox.
+// KEYS: idempotency, analysis key, monitor hash, outbox: all under {<userId>}.
 // ARGV: ttl, analysis JSON, notification JSON up to its channel value.
 constexpr const char* kCompleteScript = R"lua(
 local seen = already_seen(KEYS[4])
@@ -70,10 +71,6 @@ int64_t now_ms() {
 }
 
 }  // namespace
-
-std::string analysis_key(std::string_view user, std::string_view symbol) {
-  return "eventd:analysis:" + std::string(user) + ":" + std::string(symbol);
-}
 
 std::string analysis_complete_json(const rapidjson::Value& request, const Analysis& a, std::string_view workflow_id,
                                    int64_t now) {
@@ -147,7 +144,7 @@ void AnalysisRequestHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value* request = &message.body;
   const Delivery* delivery = &message.delivery;
   std::string idem(message.idempotency_key);
-  bool sent = redis_.command({"LRANGE", history_key(symbol), "0", "-1"}, [this, request, delivery, idem, done, symbol,
+  bool sent = redis_.command({"LRANGE", keys::history(symbol), "0", "-1"}, [this, request, delivery, idem, done, symbol,
                                                                           kind](const redisReply* r) {
     if (r == nullptr) return done(HandlerResult::redis_unavailable());
     if (r->type != REDIS_REPLY_ARRAY) {
@@ -164,7 +161,10 @@ void AnalysisRequestHandler::handle(const Message& message, HandlerDone done) {
     std::string workflow = get_string(*request, "workflowId");
     if (workflow.empty()) workflow = get_string(*request, "correlationId");
     if (workflow.empty()) workflow = std::string(delivery->properties.message_id());
-    if (workflow.empty()) workflow = idem.substr(idem.rfind(':') + 1);
+    if (workflow.empty()) {
+      const std::string_view id = keys::message_id(idem);  // h:<hash>: the hash
+      workflow = std::string(id.substr(id.rfind(':') + 1));
+    }
     std::string complete = analysis_complete_json(*request, std::get<Analysis>(result), workflow, now_ms());
     std::vector<std::string> entries{complete};
     if (std::string_view reply_to = delivery->properties.reply_to(); !reply_to.empty()) {
@@ -172,7 +172,7 @@ void AnalysisRequestHandler::handle(const Message& message, HandlerDone done) {
     }
     std::vector<std::string_view> args{ttl_};
     args.insert(args.end(), entries.begin(), entries.end());
-    bool ok = redis_.eval(script_, {idem, outbox_key(idem)}, args,
+    bool ok = redis_.eval(script_, {idem, keys::outbox(idem)}, args,
                           [done](const redisReply* reply) { done(script_result(reply)); });
     if (!ok) done(HandlerResult::redis_unavailable());
   });
@@ -200,8 +200,8 @@ void AnalysisCompleteHandler::handle(const Message& message, HandlerDone done) {
     if (!joined.empty()) text += ": " + joined;
   }
   bool sent = redis_.eval(script_,
-                          {message.idempotency_key, analysis_key(user, symbol), "eventd:monitor:" + user,
-                           outbox_key(message.idempotency_key)},
+                          {message.idempotency_key, keys::analysis(user, symbol), keys::monitor(user),
+                           keys::outbox(message.idempotency_key)},
                           {ttl_, std::string_view(buf.GetString(), buf.GetSize()),
                            notification_head({.timestamp_ms = message.timestamp_ms,
                                               .user = user,

@@ -11,6 +11,7 @@
 #include <rapidjson/writer.h>
 
 #include "eventd/handlers/rules_lua.hpp"
+#include "eventd/keys.hpp"
 #include "eventd/log.hpp"
 
 namespace eventd {
@@ -29,8 +30,9 @@ local function take_token(key, now, per_minute, burst)
 end
 )lua";
 
-// KEYS: idempotency, bucket, stream. ARGV: ttl, now, per minute, burst, maxlen, then
-// the stream entry's field/value pairs. Returns {1,0} added, {0,0} duplicate, {-1,wait}.
+// KEYS: idempotency, bucket, stream, all under {<userId>}. ARGV: ttl, now, per minute,
+// burst, maxlen, then the stream entry's field/value pairs. Returns {1,0} added, {0,0}
+// duplicate, {-1,wait}.
 constexpr const char* kStreamScript = R"lua(
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
 local wait = take_token(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
@@ -40,8 +42,8 @@ redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return {1, 0}
 )lua";
 
-// KEYS: idempotency, bucket, lease. ARGV: ttl, now, per minute, burst, lease ms.
-// Returns {1,0} go ahead, {0,0} duplicate, {-1,wait} rate limited, {-2,wait} leased.
+// KEYS: idempotency, bucket, lease, all under {<userId>}. ARGV: ttl, now, per minute,
+// burst, lease ms. Returns {1,0} go ahead, {0,0} duplicate, {-1,wait} rate limited, {-2,wait} leased.
 constexpr const char* kLeaseScript = R"lua(
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
 local held = redis.call('PTTL', KEYS[3])
@@ -92,10 +94,6 @@ HandlerResult circuit_open(const CircuitBreaker& breaker, std::string_view sink,
       wait);
 }
 
-std::string lease_key(std::string_view idem) {
-  return "eventd:lease:" + std::string(idem.substr(std::string_view("eventd:idem:").size()));
-}
-
 }  // namespace
 
 UnrecordedDeliveries::UnrecordedDeliveries(std::size_t capacity) : capacity_(std::max<std::size_t>(capacity, 1)) {}
@@ -117,11 +115,6 @@ void UnrecordedDeliveries::forget(std::string_view idem_key) {
   if (it == by_key_.end()) return;
   oldest_first_.erase(it->second);
   by_key_.erase(it);
-}
-
-std::string notifications_stream_key(std::string_view user) { return "eventd:notifications:" + std::string(user); }
-std::string rate_limit_key(std::string_view user, std::string_view channel) {
-  return "eventd:ratelimit:" + std::string(user) + ":" + std::string(channel);
 }
 
 NotificationHandler::NotificationHandler(uv_loop_t* loop, RedisClient& redis, const Config& config)
@@ -192,7 +185,7 @@ void NotificationHandler::handle(const Message& message, HandlerDone done) {
                                 "timestamp", std::to_string(message.timestamp_ms)};
   std::vector<std::string_view> argv(args.begin(), args.end());
   bool sent = redis_.eval(stream_script_,
-                          {message.idempotency_key, rate_limit_key(user, name), notifications_stream_key(user)}, argv,
+                          {message.idempotency_key, keys::rate_limit(user, name), keys::notifications(user)}, argv,
                           [done](const redisReply* r) {
                             long long code = 0, wait = 0;
                             if (!script_pair(r, code, wait)) return done(script_failure(r));
@@ -210,7 +203,7 @@ void NotificationHandler::handle(const Message& message, HandlerDone done) {
 void NotificationHandler::deliver_external(Channel& channel, const std::string& name, const Message& message,
                                            HandlerDone done) {
   std::string idem(message.idempotency_key);
-  std::string lease = lease_key(idem);
+  std::string lease = keys::lease(idem);
   // Delivered already, only not recorded: never call the sink again for it.
   if (unrecorded_.contains(idem)) return record_delivery(idem, lease, std::move(done));
   const int64_t now = static_cast<int64_t>(uv_now(loop_));
@@ -233,7 +226,7 @@ void NotificationHandler::deliver_external(Channel& channel, const std::string& 
   }
   std::string lease_ms = std::to_string(notify_.webhook_timeout_ms + 10000);
   bool sent = redis_.eval(
-      lease_script_, {idem, rate_limit_key(user, name), lease},
+      lease_script_, {idem, keys::rate_limit(user, name), lease},
       {ttl_, std::to_string(wall_ms()), std::to_string(notify_.rate_per_minute), std::to_string(notify_.rate_burst),
        lease_ms},
       [this, &channel, name, idem, lease, payload = std::move(payload), done](const redisReply* r) mutable {

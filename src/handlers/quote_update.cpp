@@ -5,13 +5,14 @@
 
 #include <charconv>
 
-#include "eventd/dispatcher.hpp"
 #include "eventd/handlers/rules_lua.hpp"
+#include "eventd/keys.hpp"
 
 namespace eventd {
 namespace {
 
-// KEYS: idempotency, quote hash, history list, rule specs of the symbol, outbox.
+// KEYS: 1 idempotency, 2 quote hash, 3 history list, 4 rule specs, 5 outbox, 6-9 the rule
+// index of each condition (keys::kConditions order), 10 rule state: all under {<SYMBOL>}.
 // ARGV: ttl, price, change, timestamp, history length, symbol, correlation id.
 //
 // Redis does not roll a script back when a command in it fails (e.g. WRONGTYPE), and a
@@ -21,37 +22,37 @@ namespace {
 // The idempotency key is written last.
 //
 // Rules of running monitors (written by `eventctl monitor start`) are indexed per
-// condition and symbol in sorted sets scored by threshold
-// (eventd:ruleidx:<condition>:<SYMBOL>), with each rule in eventd:rules:<SYMBOL> as
-// "<cooldownSec> <alert fields JSON>". Only the newest quote of a symbol (by timestamp)
-// is evaluated, against the previous newest one: a rule fires when the move crossed
-// into its condition (price_above T: previous <= T < new), not on every quote beyond
-// it, so one range query per condition finds exactly the rules crossed, whatever the
-// number of monitors. The first quote of a symbol only sets the reference. A fired rule
-// stays quiet for its cooldown (quote time; eventd:rulestate:<user>, field alertId =
-// last fired ms). The alert is assembled from the stored fields as eventctl wrote them,
-// so ids and thresholds reach alert_triggered exactly.
+// symbol and condition in sorted sets scored by threshold, member "<userId>:<alertId>",
+// with each rule in the symbol's rule specs as "<cooldownSec> <alert fields JSON>".
+// Only the newest quote of a symbol (by timestamp) is evaluated, against the previous
+// newest one: a rule fires when the move crossed into its condition (price_above T:
+// previous <= T < new), not on every quote beyond it, so one range query per condition
+// finds exactly the rules crossed, whatever the number of monitors. The first quote of
+// a symbol only sets the reference. A fired rule stays quiet for its cooldown (quote
+// time; the rule state hash, member -> last fired ms, lives under the symbol's tag so
+// that this script touches one slot). The alert is assembled from the stored fields as
+// eventctl wrote them, so ids and thresholds reach alert_triggered exactly.
 constexpr const char* kScript = R"lua(
 local seen = already_seen(KEYS[5])
 if seen then return seen end
 local price, change, ts = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local previous = redis.call('HMGET', KEYS[2], 'timestamp', 'price', 'change')
 local newest = (not previous[1]) or tonumber(previous[1]) <= ts
--- Rules whose threshold the move from `from` to `to` crossed into.
-local function crossed(condition, from, to, upward)
+-- Rules of the index whose threshold the move from `from` to `to` crossed into.
+local function crossed(index, from, to, upward)
   local min, max = crossed_range(from, to, upward)
   if not min then return {} end
-  return redis.call('ZRANGEBYSCORE', 'eventd:ruleidx:' .. condition .. ':' .. ARGV[6], min, max)
+  return redis.call('ZRANGEBYSCORE', index, min, max)
 end
-local fired, fired_state = {}, {}
+local fired, fired_rules = {}, {}
 if newest and previous[2] then
   local before_price, before_change = tonumber(previous[2]), tonumber(previous[3])
-  local checks = {{'price_above', before_price, price, true, ARGV[2]},
-                  {'price_below', before_price, price, false, ARGV[2]}}
+  local checks = {{KEYS[6], before_price, price, true, ARGV[2]},
+                  {KEYS[7], before_price, price, false, ARGV[2]}}
   local before_pct, pct = change_percent(before_price, before_change), change_percent(price, change)
   if before_pct and pct then
-    checks[3] = {'change_pct_above', before_pct, pct, true, cjson.encode(pct)}
-    checks[4] = {'change_pct_below', before_pct, pct, false, cjson.encode(pct)}
+    checks[3] = {KEYS[8], before_pct, pct, true, cjson.encode(pct)}
+    checks[4] = {KEYS[9], before_pct, pct, false, cjson.encode(pct)}
   end
   local head = '{"type":"alert_triggered","timestamp":' .. ARGV[4] .. ',"symbol":' .. cjson.encode(ARGV[6])
   if ARGV[7] ~= '' then head = head .. ',"correlationId":' .. cjson.encode(ARGV[7]) end
@@ -60,16 +61,13 @@ if newest and previous[2] then
     for i = 1, #members, 1000 do
       local chunk = {unpack(members, i, math.min(i + 999, #members))}
       local rules = redis.call('HMGET', KEYS[4], unpack(chunk))
+      local last_fired = redis.call('HMGET', KEYS[10], unpack(chunk))
       for j, rule in ipairs(rules) do
         local cooldown, fields = false, nil
         if rule then cooldown, fields = string.match(rule, '^(%d+) ({.+)$') end
-        if cooldown then
-          local user, alert_id = string.match(chunk[j], '^(.*):([^:]*)$')
-          local state_key = 'eventd:rulestate:' .. user
-          if cooldown_over(tonumber(redis.call('HGET', state_key, alert_id)), ts, tonumber(cooldown)) then
-            fired_state[#fired_state + 1] = {state_key, alert_id}
-            fired[#fired + 1] = head .. ',"currentValue":' .. c[5] .. ',' .. string.sub(fields, 2)
-          end
+        if cooldown and cooldown_over(tonumber(last_fired[j]), ts, tonumber(cooldown)) then
+          fired_rules[#fired_rules + 1] = chunk[j]
+          fired[#fired + 1] = head .. ',"currentValue":' .. c[5] .. ',' .. string.sub(fields, 2)
         end
       end
     end
@@ -80,15 +78,11 @@ redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
 if newest then
   redis.call('HSET', KEYS[2], 'price', ARGV[2], 'change', ARGV[3], 'timestamp', ARGV[4])
 end
-for _, f in ipairs(fired_state) do redis.call('HSET', f[1], f[2], ARGV[4]) end
+for _, member in ipairs(fired_rules) do redis.call('HSET', KEYS[10], member, ARGV[4]) end
 return settle(KEYS[5], fired)
 )lua";
 
 }  // namespace
-
-std::string quote_key(std::string_view symbol) { return "eventd:quote:" + std::string(symbol); }
-std::string history_key(std::string_view symbol) { return "eventd:history:" + std::string(symbol); }
-std::string rules_key(std::string_view symbol) { return "eventd:rules:" + std::string(symbol); }
 
 std::string format_number(double value) {
   char buf[32];
@@ -129,15 +123,19 @@ void QuoteUpdateHandler::handle(const Message& message, HandlerDone done) {
   std::string price = format_number(body["price"].GetDouble());
   std::string change = format_number(body["change"].GetDouble());
   std::string timestamp = std::to_string(message.timestamp_ms);
-  std::string quote = quote_key(symbol);
-  std::string history = history_key(symbol);
-  std::string rules = rules_key(symbol);
-  std::string outbox = outbox_key(message.idempotency_key);
+  const std::string quote = keys::quote(symbol), history = keys::history(symbol), rules = keys::rules(symbol);
+  const std::string outbox = keys::outbox(message.idempotency_key), state = keys::rule_state(symbol);
+  const auto index = keys::rule_indexes(symbol);
+  static_assert(keys::kConditions[0] == "price_above" && keys::kConditions[1] == "price_below" &&
+                    keys::kConditions[2] == "change_pct_above" && keys::kConditions[3] == "change_pct_below",
+                "the script takes the rule indexes as KEYS[6..9] in this order");
   std::string_view correlation;
   if (auto c = body.FindMember("correlationId"); c != body.MemberEnd() && c->value.IsString()) {
     correlation = std::string_view(c->value.GetString(), c->value.GetStringLength());
   }
-  bool sent = redis_.eval(script_, {message.idempotency_key, quote, history, rules, outbox},
+  bool sent = redis_.eval(script_,
+                          {message.idempotency_key, quote, history, rules, outbox, index[0], index[1], index[2],
+                           index[3], state},
                           {ttl_, price, change, timestamp, history_length_, symbol, correlation},
                           [done](const redisReply* reply) { done(script_result(reply)); });
   if (!sent) done(HandlerResult::redis_unavailable());

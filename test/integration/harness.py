@@ -208,16 +208,93 @@ def redis_up():
 
 
 def history(symbol):
-    return [float(p) for p in redis("LRANGE", f"eventd:history:{symbol}", 0, -1)]
+    return [float(p) for p in redis("LRANGE", history_key(symbol), 0, -1)]
 
 
 def history_len(symbol):
-    return redis("LLEN", f"eventd:history:{symbol}")
+    return redis("LLEN", history_key(symbol))
 
 
 def latest_quote(symbol):
-    flat = redis("HGETALL", f"eventd:quote:{symbol}")
+    flat = redis("HGETALL", quote_key(symbol))
     return dict(zip(flat[::2], flat[1::2]))
+
+
+# ---------------------------------------------------------------- Redis keys (include/eventd/keys.hpp)
+# The README's key table, for the tests: a message's keys carry its hash tag, the symbol
+# for quote_update and analysis_request, the userId for the other types.
+
+def tag(value):
+    """The hash tag of a symbol or user id, braces included (keys::Tag)."""
+    text = value.replace("%", "%25").replace("{", "%7B").replace("}", "%7D") if value else "%"
+    return "{" + text + "}"
+
+
+def idem_key(tag_of, message_id):
+    """The idempotency key of a message with that id, whose tag is the symbol or user `tag_of`."""
+    return f"eventd:idem:{tag(tag_of)}:{message_id}"
+
+
+def outbox_key(tag_of, message_id):
+    return f"eventd:outbox:{tag(tag_of)}:{message_id}"
+
+
+def lease_key(user, message_id):
+    return f"eventd:lease:{tag(user)}:{message_id}"
+
+
+def quote_key(symbol):
+    return f"eventd:quote:{tag(symbol)}"
+
+
+def history_key(symbol):
+    return f"eventd:history:{tag(symbol)}"
+
+
+def rules_key(symbol):
+    return f"eventd:rules:{tag(symbol)}"
+
+
+CONDITIONS = ("price_above", "price_below", "change_pct_above", "change_pct_below")
+
+
+def rule_index_key(symbol, condition):
+    return f"eventd:ruleidx:{tag(symbol)}:{condition}"
+
+
+def rule_state_key(symbol):
+    return f"eventd:rulestate:{tag(symbol)}"
+
+
+def rule_owners_key(symbol):
+    return f"eventd:ruleowners:{tag(symbol)}"
+
+
+def monitor_key(user):
+    return f"eventd:monitor:{tag(user)}"
+
+
+def monitor_symbols_key(user):
+    return f"eventd:monitorsyms:{tag(user)}"
+
+
+def alerts_key(user):
+    return f"eventd:alerts:{tag(user)}"
+
+
+def analysis_key(user, symbol):
+    return f"eventd:analysis:{tag(user)}:{symbol}"
+
+
+def notifications_key(user):
+    return f"eventd:notifications:{tag(user)}"
+
+
+def rate_limit_key(user, channel):
+    return f"eventd:ratelimit:{tag(user)}:{channel}"
+
+
+MONITORS_KEY = "eventd:monitors"
 
 
 # ---------------------------------------------------------------- RabbitMQ management API

@@ -4,7 +4,7 @@ broker has already taken back."""
 import threading
 import time
 
-from harness import history_len, holds_for, mgmt, quote, redis, wait_until
+from harness import history_len, holds_for, idem_key, mgmt, quote, redis, wait_until
 from webhook_server import WebhookServer
 
 LOST = ("amqp connection lost", "amqp reconnect scheduled")
@@ -22,7 +22,7 @@ def test_idle_connection_survives_heartbeats(fx):
         time.sleep(0.5)
     fx.amqp.publish("market.quotes", "", quote("IDLE", 5.0), message_id="idle-1")
     wait_until(lambda: history_len("IDLE") == 1, 15, 0.1, what="the quote applied after the idle period")
-    assert redis("EXISTS", "eventd:idem:idle-1") == 1
+    assert redis("EXISTS", idem_key("IDLE", "idle-1")) == 1
     assert not [line for msg in LOST for line in d.logged(msg)], "the connection was dropped"
     assert d.stop() == 0
 

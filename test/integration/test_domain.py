@@ -14,7 +14,9 @@ import re
 import statistics
 import time
 
-from harness import now_ms, quote, redis, wait_until
+from harness import (CONDITIONS, MONITORS_KEY, alerts_key, analysis_key, history_key, idem_key, monitor_key,
+                     monitor_symbols_key, notifications_key, now_ms, quote, quote_key, redis, rule_index_key,
+                     rule_owners_key, rule_state_key, rules_key, wait_until)
 from webhook_server import WebhookServer
 
 _ids = itertools.count(1)
@@ -68,9 +70,10 @@ def rule(alert_id, symbol, condition, threshold, cooldown=None):
     return r
 
 
-def processed(message_id):
-    """True once the message's effects are recorded and its derived messages confirmed."""
-    return redis("GET", f"eventd:idem:{message_id}") == "1"
+def processed(tag_of, message_id):
+    """True once the message's effects are recorded and its derived messages confirmed;
+    tag_of: its symbol (quote_update, analysis_request) or its userId (the other types)."""
+    return redis("GET", idem_key(tag_of, message_id)) == "1"
 
 
 def send_quote(fx, symbol, price, change=0.0, ts=None, message_id=None, wait=True):
@@ -78,18 +81,18 @@ def send_quote(fx, symbol, price, change=0.0, ts=None, message_id=None, wait=Tru
     fx.amqp.publish("market.quotes", symbol, quote(symbol, price, change, timestamp=ts), message_id=mid,
                     type="quote_update")
     if wait:
-        wait_until(lambda: processed(mid), 15, what=f"quote {mid} ({symbol} {price}) processed")
+        wait_until(lambda: processed(symbol, mid), 15, what=f"quote {mid} ({symbol} {price}) processed")
     return mid
 
 
 def alerts(user):
     """The user's alert history, oldest first (eventd LPUSHes)."""
-    return [json.loads(a) for a in reversed(redis("LRANGE", f"eventd:alerts:{user}", 0, -1))]
+    return [json.loads(a) for a in reversed(redis("LRANGE", alerts_key(user), 0, -1))]
 
 
 def stream(user):
-    """eventd:notifications:<user> as [(entry id, {field: value})]."""
-    entries = redis("XRANGE", f"eventd:notifications:{user}", "-", "+") or []
+    """The user's notification stream as [(entry id, {field: value})]."""
+    entries = redis("XRANGE", notifications_key(user), "-", "+") or []
     return [(eid, dict(zip(fields[::2], fields[1::2]))) for eid, fields in entries]
 
 
@@ -163,17 +166,17 @@ def test_monitor_cli_start_status_stop_list(fx):
     assert json.loads(fx.eventctl("monitor", "status", "mon-a")[1]).get("checkIntervalMs") == 30000
 
     # The per-symbol index of watching users.
-    rules_a = redis("HGETALL", "eventd:rules:MONA")
+    rules_a = redis("HGETALL", rules_key("MONA"))
     fields = dict(zip(rules_a[::2], rules_a[1::2]))
-    assert set(fields) == {"mon-a:1", "mon-b:5"}, f"eventd:rules:MONA has {sorted(fields)}"
+    assert set(fields) == {"mon-a:1", "mon-b:5"}, f"the rules of MONA are {sorted(fields)}"
     cooldown, _, alert_fields = fields["mon-a:1"].partition(" ")
     r = json.loads(alert_fields)
     assert cooldown == "300", f"the rule's cooldown is not stored first: {fields['mon-a:1']!r}"
     assert r == {"userId": "mon-a", "alertId": 1, "condition": "price_above", "threshold": 200}, r
-    index = redis("ZRANGE", "eventd:ruleidx:price_above:MONA", 0, -1, "WITHSCORES")
+    index = redis("ZRANGE", rule_index_key("MONA", "price_above"), 0, -1, "WITHSCORES")
     assert "mon-a:1" in index[::2] and float(index[index.index("mon-a:1") + 1]) == 200, index
-    assert redis("HEXISTS", "eventd:rules:MONB", "mon-a:2") == 1
-    assert redis("HEXISTS", "eventd:rules:MONC", "mon-c:9") == 1
+    assert redis("HEXISTS", rules_key("MONB"), "mon-a:2") == 1
+    assert redis("HEXISTS", rules_key("MONC"), "mon-c:9") == 1
 
     rc, out, err = fx.eventctl("monitor", "list")
     assert rc == 0, err
@@ -187,17 +190,17 @@ def test_monitor_cli_start_status_stop_list(fx):
     st = json.loads(fx.eventctl("monitor", "status", "mon-a")[1])
     assert st.get("status") == "stopped", st
     assert st.get("spec", {}).get("rules") == spec_a["rules"], "stop lost the spec"
-    assert redis("HEXISTS", "eventd:rules:MONA", "mon-a:1") == 0, "a stopped monitor's rule is still indexed"
-    assert redis("HEXISTS", "eventd:rules:MONB", "mon-a:2") == 0, "a stopped monitor's rule is still indexed"
-    assert redis("HEXISTS", "eventd:rules:MONA", "mon-b:5") == 1, "stopping mon-a removed mon-b's rule"
+    assert redis("HEXISTS", rules_key("MONA"), "mon-a:1") == 0, "a stopped monitor's rule is still indexed"
+    assert redis("HEXISTS", rules_key("MONB"), "mon-a:2") == 0, "a stopped monitor's rule is still indexed"
+    assert redis("HEXISTS", rules_key("MONA"), "mon-b:5") == 1, "stopping mon-a removed mon-b's rule"
     rc, out, err = fx.eventctl("monitor", "list")
     listed = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "stopped" in listed["mon-a"] and "running" in listed["mon-b"], out
 
     # Replacing a monitor replaces its rules in the index (MONC's rule goes, MOND's comes).
     monitor_start(fx, "mon-c", {"rules": [rule(9, "MOND", "price_above", 1)], "channels": ["push"]})
-    assert redis("HEXISTS", "eventd:rules:MONC", "mon-c:9") == 0, "the replaced rule is still indexed"
-    assert redis("HEXISTS", "eventd:rules:MOND", "mon-c:9") == 1
+    assert redis("HEXISTS", rules_key("MONC"), "mon-c:9") == 0, "the replaced rule is still indexed"
+    assert redis("HEXISTS", rules_key("MOND"), "mon-c:9") == 1
 
     # Invalid specs: exit 2, one line naming the field, nothing written.
     good_rule = rule(1, "MONA", "price_above", 10)
@@ -218,9 +221,10 @@ def test_monitor_cli_start_status_stop_list(fx):
         ("Nested deeper than 64 levels", '{"rules": [], "channels": [], "positions": [{"symbol": "A", "quantity": 1,'
                                          ' "x": ' + "[" * 100000 + "]" * 100000 + '}]}'),
     ]
-    before = {k: redis("HGETALL", k) for k in ("eventd:rules:MONA", "eventd:rules:MONX", "eventd:rules:MONB")}
-    before_b = redis("HGETALL", "eventd:monitor:mon-b")
-    members = sorted(redis("SMEMBERS", "eventd:monitors"))
+    before = {k: redis("HGETALL", k) for k in (rules_key("MONA"), rules_key("MONX"), rules_key("MONB"))}
+    before_b = redis("HGETALL", monitor_key("mon-b"))
+    symbols_b = sorted(redis("SMEMBERS", monitor_symbols_key("mon-b")))
+    members = sorted(redis("SMEMBERS", MONITORS_KEY))
     for word, spec in invalid:
         text = spec if isinstance(spec, str) else json.dumps(spec)
         for user in ("mon-new", "mon-b"):  # a new user, and replacing an existing monitor
@@ -233,18 +237,22 @@ def test_monitor_cli_start_status_stop_list(fx):
             assert len(lines) == 1, f"invalid spec ({word}): expected one stderr line, got {lines!r}"
             assert word in lines[0], f"invalid spec: stderr does not name {word!r}: {lines[0]!r}"
             assert out == "", f"invalid spec ({word}) printed {out!r}"
-        assert redis("EXISTS", "eventd:monitor:mon-new") == 0, f"invalid spec ({word}) created eventd:monitor:mon-new"
+        for key in (monitor_key("mon-new"), monitor_symbols_key("mon-new")):
+            assert redis("EXISTS", key) == 0, f"invalid spec ({word}) created {key}"
         for key, value in before.items():
             assert redis("HGETALL", key) == value, f"invalid spec ({word}) changed {key}"
-        assert redis("HGETALL", "eventd:monitor:mon-b") == before_b, f"invalid spec ({word}) changed mon-b's monitor"
-        assert sorted(redis("SMEMBERS", "eventd:monitors")) == members, f"invalid spec ({word}) changed eventd:monitors"
+        assert redis("HGETALL", monitor_key("mon-b")) == before_b, f"invalid spec ({word}) changed mon-b's monitor"
+        assert sorted(redis("SMEMBERS", monitor_symbols_key("mon-b"))) == symbols_b, \
+            f"invalid spec ({word}) changed mon-b's symbols"
+        assert sorted(redis("SMEMBERS", MONITORS_KEY)) == members, f"invalid spec ({word}) changed eventd:monitors"
 
     # Unknown users.
     for sub in ("status", "stop"):
         rc, out, err = fx.eventctl("monitor", sub, "nobody-here")
         assert rc == 1, f"monitor {sub} of an unknown user exited {rc}"
         assert len(err.splitlines()) == 1 and "nobody-here" in err, err
-    assert redis("EXISTS", "eventd:monitor:nobody-here") == 0, "stop of an unknown user wrote a monitor"
+    for key in (monitor_key("nobody-here"), monitor_symbols_key("nobody-here")):
+        assert redis("EXISTS", key) == 0, f"stop of an unknown user wrote {key}"
     rc, out, err = fx.eventctl("monitor", "start", "bad user", json.dumps(spec_c))
     assert rc == 2 and len(err.splitlines()) == 1, (rc, err)
 
@@ -252,8 +260,8 @@ def test_monitor_cli_start_status_stop_list(fx):
     # aborted `monitor list`, exit 134), nested too deep (a stack overflow in `monitor
     # status`), not JSON. Listed and shown without crashing.
     for user, spec in (("odd-array", "[1, 2]"), ("odd-deep", "[" * 100000 + "]" * 100000), ("odd-text", "{oops")):
-        redis("HSET", f"eventd:monitor:{user}", "status", "running", "spec", spec)
-        redis("SADD", "eventd:monitors", user)
+        redis("HSET", monitor_key(user), "status", "running", "spec", spec)
+        redis("SADD", MONITORS_KEY, user)
         rc, out, err = fx.eventctl("monitor", "status", user)
         assert rc == 0, f"monitor status {user} exited {rc}: {err!r}"
         assert json.loads(out)["userId"] == user, out
@@ -308,16 +316,16 @@ def test_failed_quote_script_writes_nothing_so_its_retry_still_fires(fx):
     monitor_start(fx, "wt", {"rules": [rule(1, "WRT", "price_above", 100, 0)], "channels": ["push"]})
     base = now_ms() - 60_000
     send_quote(fx, "WRT", 99, ts=base)
-    redis("SET", "eventd:history:WRT", "not a list")
+    redis("SET", history_key("WRT"), "not a list")
     mid = send_quote(fx, "WRT", 101, ts=base + 1000, wait=False)
     wait_until(lambda: d.logged("retrying"), 15, what="the failing quote to be retried")
-    assert redis("HGET", "eventd:quote:WRT", "price") == "99", "a failed run stored the quote"
-    assert redis("HGETALL", "eventd:rulestate:wt") == [], "a failed run set the rule's cooldown"
-    redis("DEL", "eventd:history:WRT")
-    wait_until(lambda: processed(mid), 20, what="the retried quote applied")
+    assert redis("HGET", quote_key("WRT"), "price") == "99", "a failed run stored the quote"
+    assert redis("HGETALL", rule_state_key("WRT")) == [], "a failed run set the rule's cooldown"
+    redis("DEL", history_key("WRT"))
+    wait_until(lambda: processed("WRT", mid), 20, what="the retried quote applied")
     settle(fx)
     assert [a["currentValue"] for a in alerts("wt")] == [101], f"alerts after the retry: {alerts('wt')}"
-    assert redis("LRANGE", "eventd:history:WRT", 0, -1) == ["101"], "the history was pushed more than once"
+    assert redis("LRANGE", history_key("WRT"), 0, -1) == ["101"], "the history was pushed more than once"
     assert len(stream("wt")) == 1
 
 
@@ -347,19 +355,23 @@ def test_a_quote_crossing_ten_thousand_rules_fires_each_once(fx):
     base = now_ms() - 60_000
     send_quote(fx, "MANY", 99, ts=base)
     send_quote(fx, "MANY", 102, ts=base + 1000, message_id="many-cross", wait=False)
-    wait_until(lambda: processed("many-cross"), 60, what="the quote crossing 10,000 rules applied")
+    wait_until(lambda: processed("MANY", "many-cross"), 60, what="the quote crossing 10,000 rules applied")
     settle(fx, 1.0, ("eventd.alerts",))
     derived = set()
-    cursor = "0"
-    while True:
-        cursor, keys = redis("SCAN", cursor, "MATCH", "eventd:idem:many-cross:*", "COUNT", 1000)
-        derived.update(keys)
-        if cursor == "0":
-            break
+    for u in users:  # each alert_triggered under its user's tag
+        cursor = "0"
+        while True:
+            cursor, keys = redis("SCAN", cursor, "MATCH", idem_key(u, "many-cross:*"), "COUNT", 1000)
+            derived.update(keys)
+            if cursor == "0":
+                break
     assert len(derived) == 10_000, f"{len(derived)} alert_triggered messages handled, expected 10,000"
+    fired = redis("HKEYS", rule_state_key("MANY"))
     for u in users:
-        assert redis("HLEN", f"eventd:rulestate:{u}") == 1000, f"{u}: not every rule recorded as fired"
-    assert redis("LLEN", "eventd:history:MANY") == 2
+        mine = {f for f in fired if f.startswith(u + ":")}
+        assert mine == {f"{u}:{i}" for i in range(1000)}, f"{u}: {len(mine)} of its 1000 rules recorded as fired"
+    assert len(fired) == 10_000, f"{len(fired)} rules recorded as fired"
+    assert redis("LLEN", history_key("MANY")) == 2
     assert fx.amqp.depth("eventd.quotes.dlq") == 0 and fx.amqp.depth("eventd.alerts.dlq") == 0
 
 
@@ -401,14 +413,121 @@ def test_stopped_monitor_triggers_nothing(fx):
     send_quote(fx, "STP", 190, ts=base)
     rc, out, err = fx.eventctl("monitor", "stop", "stop-a")
     assert rc == 0, err
-    index = redis("HGETALL", "eventd:rules:STP")
-    assert index[::2] == ["stop-b:1"], f"eventd:rules:STP after stopping stop-a: {index}"
+    index = redis("HGETALL", rules_key("STP"))
+    assert index[::2] == ["stop-b:1"], f"the rules of STP after stopping stop-a: {index}"
     send_quote(fx, "STP", 250, ts=base + 1000)
     wait_until(lambda: len(alerts("stop-b")) == 1, 15, what="the running monitor's alert")
     settle(fx)
     assert alerts("stop-a") == [], f"a stopped monitor fired: {alerts('stop-a')}"
     assert stream("stop-a") == [], "a stopped monitor was notified"
     assert len(stream("stop-b")) == 1
+
+
+def user_rules(user, symbol):
+    """What is indexed for `user` under `symbol`: {rule specs..., index of each condition: members..., owners}."""
+    mine = lambda members: sorted(m for m in members if m.startswith(user + ":"))  # noqa: E731
+    out = {"specs": mine(redis("HKEYS", rules_key(symbol))), "owners": redis("HGET", rule_owners_key(symbol), user),
+           "state": mine(redis("HKEYS", rule_state_key(symbol)))}
+    for c in CONDITIONS:
+        out[c] = mine(redis("ZRANGE", rule_index_key(symbol, c), 0, -1))
+    return out
+
+
+def indexed(user, *alert_ids, condition="price_above"):
+    """user_rules() of a user with exactly these rules (and no cooldown state) under a symbol."""
+    members = sorted(f"{user}:{i}" for i in alert_ids)
+    out = {"specs": members, "owners": json.dumps(list(alert_ids), separators=(",", ":")) if alert_ids else None,
+           "state": []}
+    for c in CONDITIONS:
+        out[c] = members if c == condition else []
+    return out
+
+
+def test_interrupted_monitor_start_and_stop_are_repaired_by_a_rerun(fx):
+    # start and stop write to one slot per call (the user's keys, eventd:monitors, each
+    # symbol's rules): a failure halfway leaves some symbols done. Running the same
+    # command again must leave exactly what one clean run leaves.
+    fx.start_daemon(domain_config(fx))
+    old = {"rules": [rule(1, "HAA", "price_above", 100, 0), rule(2, "HCC", "price_above", 100, 0)],
+           "channels": ["push"]}
+    new = {"rules": [rule(1, "HAA", "price_above", 200, 0), rule(3, "HBB", "price_above", 100, 0),
+                     rule(4, "HDD", "price_above", 100, 0)], "channels": ["push"]}
+    monitor_start(fx, "fix", old)
+    monitor_start(fx, "fix-other", {"rules": [rule(7, "HCC", "price_above", 100, 0)], "channels": ["push"]})
+    # What an earlier interrupted start could have left: a rule under a symbol the user's
+    # monitorsyms lists but no spec has.
+    redis("HSET", rules_key("HEE"), "fix:9", '0 {"userId":"fix","alertId":9,"condition":"price_above","threshold":100}')
+    redis("ZADD", rule_index_key("HEE", "price_above"), 100, "fix:9")
+    redis("HSET", rule_owners_key("HEE"), "fix", "[9]")
+    redis("HSET", rule_state_key("HEE"), "fix:9", 1)
+    redis("SADD", monitor_symbols_key("fix"), "HEE")
+
+    # The per-symbol step fails for HBB (symbols go in order: HAA is done, HCC, HDD, HEE not).
+    redis("SET", rules_key("HBB"), "not a hash")
+    rc, out, err = fx.eventctl("monitor", "start", "fix", json.dumps(new))
+    assert rc == 1, f"monitor start with a broken key exited {rc}: {err!r}"
+    assert out == "" and len(err.splitlines()) == 1, (out, err)
+    assert "WRONGTYPE" in err and "run it again" in err, err
+    assert user_rules("fix", "HAA") == indexed("fix", 1), "HAA, before the failure, was not done"
+    assert user_rules("fix", "HCC") == indexed("fix", 2), "HCC, after the failure, was touched"
+    assert user_rules("fix", "HEE") == dict(indexed("fix", 9), state=["fix:9"]), "HEE, after the failure, was touched"
+    assert sorted(redis("SMEMBERS", monitor_symbols_key("fix"))) == ["HAA", "HBB", "HCC", "HDD", "HEE"]
+    st = json.loads(fx.eventctl("monitor", "status", "fix")[1])
+    assert st["spec"]["rules"] == old["rules"], "the monitor was written before its rules"
+
+    # Fixed and run again: exactly the new spec, nothing of the old one or the leftover.
+    redis("DEL", rules_key("HBB"))
+    out = monitor_start(fx, "fix", new)
+    assert out == "monitor for fix running: 3 rule(s)\n", out
+    assert user_rules("fix", "HAA") == indexed("fix", 1)
+    assert float(redis("ZSCORE", rule_index_key("HAA", "price_above"), "fix:1")) == 200
+    assert user_rules("fix", "HBB") == indexed("fix", 3)
+    assert user_rules("fix", "HDD") == indexed("fix", 4)
+    assert user_rules("fix", "HCC") == indexed("fix"), "the rule the new spec dropped is still indexed"
+    assert user_rules("fix", "HEE") == indexed("fix"), "the leftover rule is still indexed"
+    assert user_rules("fix-other", "HCC") == indexed("fix-other", 7), "another user's rule was touched"
+    assert sorted(redis("SMEMBERS", monitor_symbols_key("fix"))) == ["HAA", "HBB", "HDD"]
+    assert "fix" in redis("SMEMBERS", MONITORS_KEY)
+    st = json.loads(fx.eventctl("monitor", "status", "fix")[1])
+    assert st["status"] == "running" and st["spec"]["rules"] == new["rules"], st
+
+    # Quotes: only the new rules fire.
+    base = now_ms() - 60_000
+    for i, symbol in enumerate(("HAA", "HBB", "HCC", "HDD", "HEE")):
+        send_quote(fx, symbol, 99, ts=base + i)
+        send_quote(fx, symbol, 101, ts=base + 1000 + i)
+    send_quote(fx, "HAA", 250, ts=base + 2000)
+    wait_until(lambda: len(alerts("fix")) >= 3 and alerts("fix-other"), 15, what="the alerts of the new rules")
+    settle(fx)
+    fired = sorted((a["symbol"], a["alertId"], a["currentValue"]) for a in alerts("fix"))
+    assert fired == [("HAA", 1, 250), ("HBB", 3, 101), ("HDD", 4, 101)], fired
+    assert [(a["symbol"], a["alertId"]) for a in alerts("fix-other")] == [("HCC", 7)], alerts("fix-other")
+
+    # stop fails halfway too (HDD's rule state is not a hash): HAA and HBB done, HDD not,
+    # the monitor still running. The rerun finishes it.
+    redis("SET", rule_state_key("HDD"), "not a hash")
+    rc, out, err = fx.eventctl("monitor", "stop", "fix")
+    assert rc == 1 and out == "" and len(err.splitlines()) == 1 and "run it again" in err, (rc, out, err)
+    assert user_rules("fix", "HAA") == indexed("fix") and user_rules("fix", "HBB") == indexed("fix")
+    assert redis("HGET", rules_key("HDD"), "fix:4"), "HDD, after the failure, was touched"
+    assert json.loads(fx.eventctl("monitor", "status", "fix")[1])["status"] == "running"
+    redis("DEL", rule_state_key("HDD"))
+    rc, out, err = fx.eventctl("monitor", "stop", "fix")
+    assert rc == 0 and out == "monitor for fix stopped\n", (rc, out, err)
+    for symbol in ("HAA", "HBB", "HCC", "HDD", "HEE"):
+        assert user_rules("fix", symbol) == indexed("fix"), f"a rule of the stopped monitor is left under {symbol}"
+    assert redis("EXISTS", monitor_symbols_key("fix")) == 0
+    st = json.loads(fx.eventctl("monitor", "status", "fix")[1])
+    assert st["status"] == "stopped" and st["spec"]["rules"] == new["rules"], st
+
+    # Crossing every threshold again fires nothing for fix; fix-other still fires.
+    for i, symbol in enumerate(("HAA", "HBB", "HCC", "HDD", "HEE")):
+        send_quote(fx, symbol, 90, ts=base + 3000 + i)
+        send_quote(fx, symbol, 300, ts=base + 4000 + i)
+    wait_until(lambda: len(alerts("fix-other")) == 2, 15, what="fix-other's second alert")
+    settle(fx)
+    assert len(alerts("fix")) == 3, f"the stopped monitor fired: {alerts('fix')[3:]}"
+    assert len(stream("fix")) == 3, "the stopped monitor was notified"
 
 
 # ---------------------------------------------------------------- alert -> notifications
@@ -429,7 +548,7 @@ def test_alert_reaches_every_channel_once(fx):
     assert alert["alertId"] == 3 and alert["currentValue"] == 101.5, alert
 
     entries = stream("chain")
-    assert len(entries) == 1, f"{len(entries)} entries in eventd:notifications:chain"
+    assert len(entries) == 1, f"{len(entries)} entries in the stream of chain"
     push = entries[0][1]
     assert push.get("channel") == "push" and push.get("kind") == "alert", push
     assert "CHN" in push.get("title", "") and push.get("body"), push
@@ -479,7 +598,7 @@ def test_webhook_500_is_retried_then_dead_lettered(fx):
     assert [r.get("retry") for r in retries] == [1, 2], retries
     assert all(r.get("code") == "DOWNSTREAM_ERROR" for r in retries), retries
     assert [r.get("delay_ms") for r in retries] == [200, 400], retries
-    assert redis("EXISTS", "eventd:idem:n500") == 0, "a failed notification was recorded as delivered"
+    assert redis("EXISTS", idem_key("hook500", "n500")) == 0, "a failed notification was recorded as delivered"
     assert fx.amqp.depth("eventd.notify.discord") == 0
 
 
@@ -542,7 +661,7 @@ def test_circuit_breaker_defers_then_delivers_everything(fx):
     assert sorted(got) == sorted(expected), f"delivered {sorted(got)}: some twice or unknown"
     assert fx.amqp.depth("eventd.notify.discord.dlq") == 0, "a notification was dead-lettered"
     for i in range(1, 7):
-        assert processed(f"cb-{i}"), f"cb-{i} not recorded as delivered"
+        assert processed("cb", f"cb-{i}"), f"cb-{i} not recorded as delivered"
 
 
 def test_rate_limit_defers_without_dropping(fx):
@@ -578,8 +697,8 @@ def test_analysis_request_reply(fx):
     for i in range(60):
         price = round(100 + 8 * math.sin(i / 4) + 0.15 * i, 4)
         fx.amqp.publish("market.quotes", "ANL", quote("ANL", price), message_id=f"anl-{i}")
-    wait_until(lambda: redis("LLEN", "eventd:history:ANL") == 60, 20, what="60 quotes of ANL applied")
-    prices = [float(p) for p in redis("LRANGE", "eventd:history:ANL", 0, -1)]
+    wait_until(lambda: redis("LLEN", history_key("ANL")) == 60, 20, what="60 quotes of ANL applied")
+    prices = [float(p) for p in redis("LRANGE", history_key("ANL"), 0, -1)]
 
     rc, out, err = d.eventctl("publish", "analysis_request",
                               '{"userId":"ana","symbol":"ANL","analysisType":"full"}',
@@ -607,7 +726,7 @@ def test_analysis_request_reply(fx):
     assert math.isclose(a["historicalVolatility"], hv, rel_tol=1e-6), (a["historicalVolatility"], hv)
 
     # analysis_complete also went to analysis.complete.<user>, where eventd stores it.
-    key = "eventd:analysis:ana:ANL"
+    key = analysis_key("ana", "ANL")
     stored = wait_until(lambda: redis("GET", key), 15, what=key)
     stored = json.loads(stored)
     assert stored.get("workflowId") == a["workflowId"] and stored.get("recommendation") == a["recommendation"], stored
@@ -619,7 +738,7 @@ def test_analysis_with_too_little_history_is_dead_lettered(fx):
     d = fx.start_daemon(domain_config(fx))
     for i in range(5):
         fx.amqp.publish("market.quotes", "SHRT", quote("SHRT", 10 + i), message_id=f"shrt-{i}")
-    wait_until(lambda: redis("LLEN", "eventd:history:SHRT") == 5, 15, what="5 quotes of SHRT applied")
+    wait_until(lambda: redis("LLEN", history_key("SHRT")) == 5, 15, what="5 quotes of SHRT applied")
     rc, out, err = d.eventctl("publish", "analysis_request", '{"userId":"ana2","symbol":"SHRT","analysisType":"full"}',
                               "--message-id", "short-1")
     assert rc == 0, err
@@ -630,7 +749,7 @@ def test_analysis_with_too_little_history_is_dead_lettered(fx):
     msg = h.get("x-error-message", "")
     assert "50" in msg and "5" in msg.replace("50", ""), f"the error does not say how many prices are needed: {msg!r}"
     assert h.get("x-retry-count") == 0, h
-    assert redis("EXISTS", "eventd:analysis:ana2:SHRT") == 0
+    assert redis("EXISTS", analysis_key("ana2", "SHRT")) == 0
 
 
 # ---------------------------------------------------------------- exactly-once of derived messages
@@ -646,7 +765,7 @@ def test_duplicate_crossing_quote_notifies_once(fx):
     # Twice back to back (the second may arrive while the first is in flight) ...
     fx.amqp.publish("market.quotes", "ONCE", body, message_id="cross-1", type="quote_update")
     fx.amqp.publish("market.quotes", "ONCE", body, message_id="cross-1", type="quote_update")
-    wait_until(lambda: processed("cross-1"), 15, what="the crossing quote processed")
+    wait_until(lambda: processed("ONCE", "cross-1"), 15, what="the crossing quote processed")
     wait_until(lambda: stream("once") and email_lines(fx) and hook.count(), 20, what="the notifications")
     settle(fx)
     # ... and once more after everything settled.
@@ -657,7 +776,7 @@ def test_duplicate_crossing_quote_notifies_once(fx):
     assert len(stream("once")) == 1, f"{len(stream('once'))} push notifications"
     assert len(email_lines(fx)) == 1, f"{len(email_lines(fx))} email lines"
     assert hook.count() == 1, f"{hook.count()} webhook POSTs"
-    assert redis("LLEN", "eventd:history:ONCE") == 2, "the duplicate quote was applied twice"
+    assert redis("LLEN", history_key("ONCE")) == 2, "the duplicate quote was applied twice"
 
 
 # ---------------------------------------------------------------- found while testing
@@ -687,13 +806,13 @@ def test_reply_to_a_missing_queue_is_settled_by_the_retry_policy(fx):
                                                            "maxAttempts": 3}}))
     for i in range(60):
         fx.amqp.publish("market.quotes", "", quote("RPL", 100 + i % 7), message_id=f"rpl-{i}")
-    wait_until(lambda: redis("LLEN", "eventd:history:RPL") == 60, 20, what="60 quotes of RPL applied")
+    wait_until(lambda: redis("LLEN", history_key("RPL")) == 60, 20, what="60 quotes of RPL applied")
     rc, out, err = d.eventctl("publish", "analysis_request", '{"userId":"rpl","symbol":"RPL","analysisType":"chart"}',
                               "--reply-to", "no-such-reply-queue", "--message-id", "rpl-req")
     assert rc == 0, err
 
     def settled():
-        if processed("rpl-req"):
+        if processed("RPL", "rpl-req"):
             return "acked"
         if fx.amqp.depth("eventd.analysis.dlq"):
             return "dead-lettered"
@@ -703,7 +822,7 @@ def test_reply_to_a_missing_queue_is_settled_by_the_retry_policy(fx):
     except AssertionError:
         unconfirmed = len(d.logged("derived message not confirmed"))
         raise AssertionError(f"the request with a missing reply queue is still unsettled after 10 s (idempotency "
-                             f"key {redis('GET', 'eventd:idem:rpl-req')!r}, {unconfirmed} unconfirmed publishes "
+                             f"key {redis('GET', idem_key('RPL', 'rpl-req'))!r}, {unconfirmed} unconfirmed publishes "
                              f"logged): redelivered in a loop outside the retry policy")
     if outcome == "dead-lettered":
         [dead] = fx.amqp.get_all("eventd.analysis.dlq")
@@ -720,11 +839,11 @@ def test_analysis_of_extreme_prices_never_emits_invalid_json(fx):
     fx.amqp.channel().queue_declare("extreme-replies", durable=True)
     for i in range(60):
         fx.amqp.publish("market.quotes", "", quote("XTR", 1.5e308 if i % 2 else 1.7e308), message_id=f"xtr-{i}")
-    wait_until(lambda: redis("LLEN", "eventd:history:XTR") == 60, 20, what="60 quotes of XTR applied")
+    wait_until(lambda: redis("LLEN", history_key("XTR")) == 60, 20, what="60 quotes of XTR applied")
     rc, out, err = d.eventctl("publish", "analysis_request", '{"userId":"xtr","symbol":"XTR","analysisType":"full"}',
                               "--reply-to", "extreme-replies", "--message-id", "xtr-req")
     assert rc == 0, err
-    wait_until(lambda: processed("xtr-req") or fx.amqp.depth("eventd.analysis.dlq")
+    wait_until(lambda: processed("XTR", "xtr-req") or fx.amqp.depth("eventd.analysis.dlq")
                or fx.amqp.depth("extreme-replies"), 15, what="a reply or a dead letter")
     time.sleep(2.5)  # long enough for a redelivery loop (1 s) to show
     replies = fx.amqp.get_all("extreme-replies")
@@ -738,7 +857,7 @@ def test_analysis_of_extreme_prices_never_emits_invalid_json(fx):
         [dead] = fx.amqp.get_all("eventd.analysis.dlq")
         assert dead.headers.get("x-error-code"), dead.headers
     else:
-        assert processed("xtr-req") and len(replies) == 1, "the request neither answered nor dead-lettered"
+        assert processed("XTR", "xtr-req") and len(replies) == 1, "the request neither answered nor dead-lettered"
 
 
 def test_file_sink_line_has_one_message_id_even_if_the_producer_sent_one(fx):

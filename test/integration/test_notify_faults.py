@@ -1,7 +1,7 @@
 """Notification sinks when Redis fails around a delivery: never delivered twice by eventd itself."""
 import time
 
-from harness import dev_services, holds_for, redis, redis_up, wait_until
+from harness import dev_services, holds_for, lease_key, redis, redis_up, wait_until
 from test_domain import domain_config, processed, publish_notification
 from webhook_server import WebhookServer
 
@@ -24,12 +24,12 @@ def test_webhook_delivered_then_redis_down_posts_once(fx):
     hook.wait_posts(1)
     d.wait_log("redis unavailable: consumption paused", timeout=15)
     dev_services("start-redis")
-    wait_until(lambda: processed("once-1"), 30, 0.2, what="the delivery recorded once Redis is back")
+    wait_until(lambda: processed("once", "once-1"), 30, 0.2, what="the delivery recorded once Redis is back")
     # A second POST would come when the lease expires (webhookTimeoutMs + 10 s after it was taken).
     lease_expired_by = stopped[0] + 3 + 10 + 2
     assert holds_for(lambda: hook.count() == 1, max(lease_expired_by - time.monotonic(), 2)), \
         f"{hook.count()} POSTs: the notification was delivered again"
-    assert redis("EXISTS", "eventd:lease:once-1") == 0, "the lease was not freed"
+    assert redis("EXISTS", lease_key("once", "once-1")) == 0, "the lease was not freed"
     wait_until(lambda: fx.amqp.depth("eventd.notify.discord") == 0, 10, what="eventd.notify.discord drained")
     assert fx.amqp.depth("eventd.notify.discord.dlq") == 0
     assert d.running() and d.stop() == 0

@@ -10,8 +10,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from harness import (BUILD_DIR, EVENTD, SOURCE_DIR, WORK_QUEUES, closed_port, dev_services, mgmt, now_ms, quote,
-                     redis, redis_up, wait_until)
+from harness import (BUILD_DIR, EVENTD, MONITORS_KEY, SOURCE_DIR, WORK_QUEUES, analysis_key, closed_port,
+                     dev_services, history_key, idem_key, mgmt, notifications_key, now_ms, quote, quote_key, redis,
+                     redis_up, wait_until)
 from webhook_server import WebhookServer
 
 DLQS = [q + ".dlq" for q in WORK_QUEUES]
@@ -133,28 +134,28 @@ def test_metrics_follow_the_messages(fx):
     s = scrape(port)
     assert metric(s, "eventd_messages_consumed_total", **q) == n, metric(s, "eventd_messages_consumed_total", **q)
     assert metric(s, "eventd_messages_acked_total", **q) == n
-    assert redis("LLEN", "eventd:history:MET") == n
+    assert redis("LLEN", history_key("MET")) == n
 
     # A message that fails schema validation is dead-lettered and counted.
     fx.amqp.publish("market.quotes", "", quote("MET", -1.0), message_id="met-bad")
     wait_metric(port, "eventd_messages_dead_lettered_total", 1, **q)
     # A duplicate is counted, not applied.
     fx.amqp.publish("market.quotes", "", quote("MET", 4.0), message_id="met-dup")
-    wait_until(lambda: redis("GET", "eventd:idem:met-dup") == "1", 10, what="met-dup processed")
+    wait_until(lambda: redis("GET", idem_key("MET", "met-dup")) == "1", 10, what="met-dup processed")
     fx.amqp.publish("market.quotes", "", quote("MET", 4.0), message_id="met-dup")
     wait_metric(port, "eventd_messages_duplicate_total", 1, **q)
     # A retryable failure is counted as a retry (history of METR is not a list for a moment).
-    redis("SET", "eventd:history:METR", "x")
+    redis("SET", history_key("METR"), "x")
     fx.amqp.publish("market.quotes", "", quote("METR", 5.0), message_id="met-retry")
     wait_metric(port, "eventd_messages_retried_total", 1, **q)
-    redis("DEL", "eventd:history:METR")
-    wait_until(lambda: redis("LLEN", "eventd:history:METR") == 1, 15, what="the retried quote applied")
+    redis("DEL", history_key("METR"))
+    wait_until(lambda: redis("LLEN", history_key("METR")) == 1, 15, what="the retried quote applied")
 
     s = scrape(port)
     assert metric(s, "eventd_messages_consumed_total", **q) >= n + 4, s
     assert metric(s, "eventd_messages_dead_lettered_total", **q) == 1
     assert metric(s, "eventd_messages_duplicate_total", **q) == 1
-    assert redis("LLEN", "eventd:history:MET") == n + 1, "the duplicate was applied"
+    assert redis("LLEN", history_key("MET")) == n + 1, "the duplicate was applied"
     count = metric(s, "eventd_handler_duration_seconds_count", type="quote_update")
     assert count is not None and count >= n, f"handler duration count {count}, expected >= {n}"
     buckets = sorted(((float(dict(labels)["le"]), v) for (name, labels), v in s.items()
@@ -192,7 +193,7 @@ def test_health_and_readiness_follow_redis(fx):
     wait_until(lambda: http_get(port, "/readyz")[0] == 200, 30, 0.2, what="/readyz 200 again after Redis is back")
     assert metric(scrape(port), "eventd_redis_up") == 1
     fx.amqp.publish("market.quotes", "", quote("RDY", 1.0), message_id="rdy-1")
-    wait_until(lambda: redis("LLEN", "eventd:history:RDY") == 1, 15, what="a quote applied after the outage")
+    wait_until(lambda: redis("LLEN", history_key("RDY")) == 1, 15, what="a quote applied after the outage")
     assert d.stop() == 0
 
 
@@ -248,7 +249,7 @@ def test_metrics_show_deferrals_and_the_sink_circuit(fx):
 def test_dlq_list_show_replay_purge(fx):
     # maxAttempts 1: a failing quote goes straight to eventd.quotes.dlq with MAX_ATTEMPTS.
     d = fx.start_daemon({"retry": {"maxAttempts": 1}})
-    redis("SET", "eventd:history:DLQA", "not a list")
+    redis("SET", history_key("DLQA"), "not a list")
     prices = {"r1": 11.0, "r2": 22.0, "r3": 33.0}
     bodies = {}
     for mid, price in prices.items():
@@ -284,7 +285,7 @@ def test_dlq_list_show_replay_purge(fx):
 
     # Replay one by id, with eventd stopped, to see what is republished.
     assert d.stop() == 0
-    redis("DEL", "eventd:history:DLQA")
+    redis("DEL", history_key("DLQA"))
     rc, out, err = d.eventctl("dlq", "replay", "eventd.quotes.dlq", "--id", "r2")
     assert rc == 0, err
     assert "r2" in out, out
@@ -296,12 +297,12 @@ def test_dlq_list_show_replay_purge(fx):
     assert not leftovers, f"the replayed message still carries {leftovers}: {headers}"
     assert headers.get("x-custom") == "keep-me", f"replay dropped the producer's headers: {headers}"
     d.start().wait_ready()
-    wait_until(lambda: redis("LRANGE", "eventd:history:DLQA", 0, -1) == ["22"], 15, what="r2 applied")
+    wait_until(lambda: redis("LRANGE", history_key("DLQA"), 0, -1) == ["22"], 15, what="r2 applied")
 
     rc, out, err = d.eventctl("dlq", "replay", "eventd.quotes.dlq", "--all")
     assert rc == 0, err
-    wait_until(lambda: redis("LLEN", "eventd:history:DLQA") == 3, 15, what="all three applied")
-    assert sorted(float(p) for p in redis("LRANGE", "eventd:history:DLQA", 0, -1)) == [11, 22, 33]
+    wait_until(lambda: redis("LLEN", history_key("DLQA")) == 3, 15, what="all three applied")
+    assert sorted(float(p) for p in redis("LRANGE", history_key("DLQA"), 0, -1)) == [11, 22, 33]
     assert fx.amqp.depth("eventd.quotes.dlq") == 0, "replay --all left dead letters"
     rc, out, err = d.eventctl("dlq", "replay", "eventd.quotes.dlq", "--id", "nope")
     assert rc == 1, f"replay of a missing id exited {rc}"
@@ -321,7 +322,7 @@ def test_dlq_list_show_replay_purge(fx):
         assert rc == 2, f"dlq {args} exited {rc}"
         assert len(err.splitlines()) == 1, f"dlq {args}: stderr {err!r}"
     assert d.running() and d.stop() == 0
-    assert redis("LLEN", "eventd:history:DLQA") == 3, "a replayed message was applied twice"
+    assert redis("LLEN", history_key("DLQA")) == 3, "a replayed message was applied twice"
 
 
 def test_dlq_show_prints_valid_json_for_binary_dead_letters(fx):
@@ -454,10 +455,10 @@ def test_invalid_utf8_is_rejected_and_logged_as_valid_json(fx):
     fx.amqp.publish("market.quotes", "", b'{"type":"quote_update","timestamp":%d,"symbol":"\xc3","price":1,'
                     b'"change":0}' % now_ms(), message_id="utf8-2")
     fx.amqp.publish("market.quotes", "", quote("UTFOK", 1.0), message_id="utf8-ok")
-    wait_until(lambda: redis("GET", "eventd:idem:utf8-ok") == "1", 15, what="the valid quote processed")
+    wait_until(lambda: redis("GET", idem_key("UTFOK", "utf8-ok")) == "1", 15, what="the valid quote processed")
     wait_until(lambda: fx.amqp.depth("eventd.quotes") == 0, 15, what="eventd.quotes drained")
-    stored = [k for k in redis("KEYS", "eventd:quote:*") if k.startswith("eventd:quote:AB")]
-    assert not stored, f"a symbol with invalid UTF-8 was stored: {stored!r}"
+    stored = redis("KEYS", "eventd:quote:*")
+    assert stored == [quote_key("UTFOK")], f"a symbol with invalid UTF-8 was stored: {stored!r}"
     dead = wait_until(lambda: fx.amqp.depth("eventd.quotes.dlq") == 2 and fx.amqp.get_all("eventd.quotes.dlq"), 10,
                       what="both invalid messages dead-lettered")
     for m in dead:
@@ -578,16 +579,20 @@ def test_readme_documents_every_redis_key(fx):
         fx.amqp.publish("market.quotes", "", quote("KEYS", 90 + i % 5), message_id=f"keys-{i}")
     fx.amqp.publish("market.quotes", "", b'{"type":"quote_update","timestamp":%d,"symbol":"KEYS","price":99,'
                     b'"change":0}' % now_ms())  # no message_id: hashed idempotency key
-    wait_until(lambda: (collect() or True) and redis("LLEN", "eventd:history:KEYS") == 56, 20, what="56 quotes")
+    wait_until(lambda: (collect() or True) and redis("LLEN", history_key("KEYS")) == 56, 20, what="56 quotes")
     fx.amqp.publish("market.quotes", "", quote("KEYS", 150), message_id="keys-cross")
-    wait_until(lambda: (collect() or True) and redis("EXISTS", "eventd:notifications:keys"), 20,
+    wait_until(lambda: (collect() or True) and redis("EXISTS", notifications_key("keys")), 20,
                what="the alert's push notification")
     rc, out, err = d.eventctl("publish", "analysis_request", '{"userId":"keys","symbol":"KEYS","analysisType":"full"}')
     assert rc == 0, err
-    wait_until(lambda: (collect() or True) and redis("EXISTS", "eventd:analysis:keys:KEYS"), 20, what="the analysis")
+    wait_until(lambda: (collect() or True) and redis("EXISTS", analysis_key("keys", "KEYS")), 20, what="the analysis")
     collect()
     families = {":".join(k.split(":")[:2]) for k in seen}
-    assert {"eventd:monitor", "eventd:alerts", "eventd:notifications", "eventd:analysis"} <= families, families
+    assert {"eventd:monitor", "eventd:monitorsyms", "eventd:rules", "eventd:ruleidx", "eventd:ruleowners",
+            "eventd:rulestate", "eventd:alerts", "eventd:notifications", "eventd:analysis"} <= families, families
+    # Redis Cluster: every key but eventd:monitors carries a hash tag.
+    untagged = sorted(k for k in seen if k != MONITORS_KEY and not re.search(r"\{[^}]+\}", k))
+    assert not untagged, f"keys without a hash tag: {untagged}"
     with open(os.path.join(SOURCE_DIR, "README.md")) as f:
         readme = f.read()
     undocumented = sorted(f for f in families if not re.search(re.escape(f) + r"(?![A-Za-z0-9_-])", readme))

@@ -1,7 +1,7 @@
 """quote_update: what lands in Redis, and duplicates applied once."""
 import json
 
-from harness import history, history_len, latest_quote, now_ms, quote, redis, wait_until
+from harness import history, history_len, idem_key, latest_quote, now_ms, quote, redis, wait_until
 
 
 def wait_applied(symbol, n, timeout=15):
@@ -22,8 +22,8 @@ def test_quote_is_stored(fx):
     wait_applied("AAPL", 1)
     assert latest_quote("AAPL") == {"price": "187.25", "change": "-1.5", "timestamp": str(ts)}, latest_quote("AAPL")
     assert history("AAPL") == [187.25]
-    assert redis("TYPE", "eventd:idem:q-1") == "string", "no idempotency key for the message id"
-    ttl = redis("TTL", "eventd:idem:q-1")
+    assert redis("TYPE", idem_key("AAPL", "q-1")) == "string", "no idempotency key for the message id"
+    ttl = redis("TTL", idem_key("AAPL", "q-1"))
     assert 0 < ttl <= 86400, f"idempotency key TTL {ttl}"
     drained(fx, d)
 
@@ -42,7 +42,7 @@ def test_history_is_capped(fx):
     for i in range(1, 61):
         fx.amqp.publish("market.quotes", "", quote("CAP", float(i)), message_id=f"cap-{i}")
     wait_until(lambda: latest_quote("CAP").get("price") == "60", 20, what="the 60th quote")
-    wait_until(lambda: redis("EXISTS", "eventd:idem:cap-60") == 1, 10, what="the 60th quote recorded")
+    wait_until(lambda: redis("EXISTS", idem_key("CAP", "cap-60")) == 1, 10, what="the 60th quote recorded")
     h = history("CAP")
     assert len(h) == 50, f"history holds {len(h)} prices, expected 50"
     assert h == [float(i) for i in range(11, 61)], f"history is not the last 50 prices in order: {h[:3]}..{h[-3:]}"

@@ -1,14 +1,14 @@
 """Retryable failures: delayed retries through the TTL queues, then MAX_ATTEMPTS.
 
-The quote handler is made to fail for real: eventd:history:BAD holds a string, so
+The quote handler is made to fail for real: the history of BAD holds a string, so
 the handler's RPUSH fails with WRONGTYPE (a retryable error).
 """
 import datetime
 import json
 
-from harness import history, latest_quote, quote, redis, wait_until
+from harness import history, history_key, idem_key, latest_quote, quote, redis, wait_until
 
-BROKEN_KEY = "eventd:history:BAD"
+BROKEN_KEY = history_key("BAD")
 
 
 def log_time(line):
@@ -74,7 +74,7 @@ def test_max_attempts_then_dead_letter(fx):
     waited = (log_time(gave_up) - log_time(retries[0])).total_seconds()
     assert waited >= 0.9 * (0.4 + 0.8 + 1.6), f"only {waited:.2f} s between the first retry and giving up"
     assert redis("TYPE", BROKEN_KEY) == "string" and redis("GET", BROKEN_KEY) == "x", "the broken key changed"
-    assert redis("EXISTS", "eventd:idem:bad-2") == 0, "a failed message was recorded as processed"
+    assert redis("EXISTS", idem_key("BAD", "bad-2")) == 0, "a failed message was recorded as processed"
     assert d.stop() == 0
     assert fx.amqp.depth("eventd.quotes") == 0
     assert_no_leftovers(fx)

@@ -1,4 +1,4 @@
-// Topology description, idempotency keys, header capping, logging, backoff, metrics.
+// Topology description, header capping, logging, backoff, metrics.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -78,18 +78,6 @@ TEST_CASE("topology: a classic queue gets no delivery limit") {
   CHECK(arg(*q, "x-delivery-limit") == nullptr);
 }
 
-TEST_CASE("dispatcher: idempotency keys") {
-  CHECK(idempotency_key("abc-1", "quote_update", "{}") == "eventd:idem:abc-1");
-  SUBCASE("without a message id the key hashes type and body") {
-    std::string a = idempotency_key("", "quote_update", R"({"x":1})");
-    CHECK(a.rfind("eventd:idem:h:", 0) == 0);
-    CHECK(a.size() == std::string("eventd:idem:h:").size() + 32);
-    CHECK(a == idempotency_key("", "quote_update", R"({"x":1})"));
-    CHECK(a != idempotency_key("", "quote_update", R"({"x":2})"));
-    CHECK(a != idempotency_key("", "notification", R"({"x":1})"));
-  }
-}
-
 TEST_CASE("dispatcher: eventd's own headers, the publish tag included, are recognised") {
   CHECK(is_eventd_header("x-retry-count"));
   CHECK(is_eventd_header("x-error-code"));
@@ -114,8 +102,6 @@ TEST_CASE("quote_update: numbers are written in their shortest exact form") {
   CHECK(format_number(-1.5) == "-1.5");
   CHECK(format_number(400) == "400");
   CHECK(format_number(0.1 + 0.2) == "0.30000000000000004");
-  CHECK(quote_key("AAPL") == "eventd:quote:AAPL");
-  CHECK(history_key("AAPL") == "eventd:history:AAPL");
 }
 
 TEST_CASE("log: one JSON object a line with escaped fields") {

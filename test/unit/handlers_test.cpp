@@ -1,9 +1,8 @@
-// Pure parts of the handlers: texts, payloads, keys, the analysis body.
+// Pure parts of the handlers: texts, payloads, the analysis body.
 #include <doctest/doctest.h>
 
 #include <rapidjson/document.h>
 
-#include "eventd/dispatcher.hpp"
 #include "eventd/handlers/alert_triggered.hpp"
 #include "eventd/handlers/analysis.hpp"
 #include "eventd/handlers/notification.hpp"
@@ -28,15 +27,6 @@ TEST_CASE("alert_triggered: notification title and text say what crossed what") 
   auto pct = parse(R"({"symbol":"MSFT","condition":"change_pct_below","threshold":-5,"currentValue":-6.25,"alertId":2})");
   CHECK(alert_title(pct) == "MSFT change pct below -5");
   CHECK(alert_text(pct) == "MSFT changed -6.25%, below -5% (alert 2)");
-}
-
-TEST_CASE("keys of the domain") {
-  CHECK(alerts_key("alice") == "eventd:alerts:alice");
-  CHECK(analysis_key("alice", "AAPL") == "eventd:analysis:alice:AAPL");
-  CHECK(notifications_stream_key("bob") == "eventd:notifications:bob");
-  CHECK(rate_limit_key("bob", "push") == "eventd:ratelimit:bob:push");
-  CHECK(outbox_key("eventd:idem:abc") == "eventd:outbox:abc");
-  CHECK(outbox_key("eventd:idem:h:ff00") == "eventd:outbox:h:ff00");
 }
 
 TEST_CASE("webhook: Discord-compatible body, content capped at 2000 characters") {

@@ -12,9 +12,7 @@
 
 namespace eventd {
 
-// Redis keys written (README, "Redis key layout"):
-//   eventd:alerts:<userId>   list  alert_triggered bodies, newest first, last 100 kept
-std::string alerts_key(std::string_view user);
+// The alert history (keys::alerts) keeps the newest this many.
 constexpr int kAlertHistoryLength = 100;
 
 // The notification's title and text for an alert body, e.g.

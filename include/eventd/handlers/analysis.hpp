@@ -15,10 +15,6 @@
 
 namespace eventd {
 
-// Redis keys written (README, "Redis key layout"):
-//   eventd:analysis:<userId>:<SYMBOL>  string  the latest analysis_complete body
-std::string analysis_key(std::string_view user, std::string_view symbol);
-
 // The analysis_complete body (JSON) for a request and its result.
 std::string analysis_complete_json(const rapidjson::Value& request, const Analysis& analysis,
                                    std::string_view workflow_id, int64_t now_ms);

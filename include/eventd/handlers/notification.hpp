@@ -2,13 +2,12 @@
 // token bucket (in Redis) and a circuit breaker per sink (in memory).
 //
 // redis sink: one Lua script checks the idempotency key and the bucket, XADDs to
-// eventd:notifications:<userId> and writes the key: effectively once.
-// file and webhook sinks act outside Redis, so a short lease
-// (eventd:lease:<message id>) is taken with the bucket check first; the key is
-// written after the sink succeeds. A crash in between means the notification is
-// delivered again after the lease expires (at least once), never skipped. A Redis
-// failure in between does not: the handler remembers the delivery and its rerun
-// only writes the key.
+// the user's stream (keys::notifications) and writes the key: effectively once.
+// file and webhook sinks act outside Redis, so a short lease (keys::lease) is taken
+// with the bucket check first; the key is written after the sink succeeds. A crash
+// in between means the notification is delivered again after the lease expires (at
+// least once), never skipped. A Redis failure in between does not: the handler
+// remembers the delivery and its rerun only writes the key.
 #pragma once
 
 #include <cstddef>
@@ -25,9 +24,6 @@
 #include "eventd/sinks.hpp"
 
 namespace eventd {
-
-std::string notifications_stream_key(std::string_view user);  // eventd:notifications:<userId>
-std::string rate_limit_key(std::string_view user, std::string_view channel);  // eventd:ratelimit:<userId>:<channel>
 
 // Idempotency keys of notifications a sink delivered but Redis has not recorded yet
 // (the SET failed or could not be sent). Bounded: past `capacity` the oldest is

@@ -1,5 +1,6 @@
 // quote_update: latest quote per symbol and a capped price history, written
-// together with the idempotency key in one Lua script (one Redis round trip).
+// together with the idempotency key in one Lua script (one Redis round trip), which
+// also evaluates the symbol's alert rules. Its keys: keys.hpp, all under {<SYMBOL>}.
 #pragma once
 
 #include "eventd/config.hpp"
@@ -8,15 +9,6 @@
 #include "eventd/redis_client.hpp"
 
 namespace eventd {
-
-// Redis keys written (README, "Redis key layout"):
-//   eventd:quote:<SYMBOL>    hash  price, change, timestamp (newest by timestamp wins)
-//   eventd:history:<SYMBOL>  list  prices, oldest first, capped at quotes.historyLength
-std::string quote_key(std::string_view symbol);
-std::string history_key(std::string_view symbol);
-//   eventd:rules:<SYMBOL>    hash  "<userId>:<alertId>" -> "<cooldownSec> <alert fields JSON>"
-//                            of running monitors (index: eventd:ruleidx:<condition>:<SYMBOL>)
-std::string rules_key(std::string_view symbol);
 
 // Shortest text that reads back as the same double ("187.12", not "187.1200000001").
 std::string format_number(double value);
