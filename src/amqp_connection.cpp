@@ -70,7 +70,7 @@ struct AmqpConnection::ConnectJob {
 
 AmqpConnection::AmqpConnection(uv_loop_t* loop, const Config& config, Topology topology, Handlers handlers)
     : loop_(loop),
-      endpoint_(config.amqp.endpoint),
+      endpoint_(config.amqp.endpoint()),
       prefetch_(config.amqp.prefetch),
       heartbeat_sec_(config.amqp.heartbeat_sec),
       connect_timeout_ms_(config.amqp.connect_timeout_ms),

@@ -74,9 +74,10 @@ class Daemon {
       watchdog_ = true;
     }
     uv_timer_start(state_timer_.get(), on_state_timer, tick, tick);
-    log::info("eventd starting", {{"version", EVENTD_VERSION}, {"amqp_host", config_.amqp.endpoint.host},
-                                  {"amqp_port", config_.amqp.endpoint.port},
-                                  {"vhost", config_.amqp.endpoint.vhost},
+    std::string amqp_nodes;
+    for (const auto& ep : config_.amqp.endpoints) amqp_nodes += (amqp_nodes.empty() ? "" : ",") + ep.node();
+    log::info("eventd starting", {{"version", EVENTD_VERSION}, {"amqp_nodes", amqp_nodes},
+                                  {"vhost", config_.amqp.endpoint().vhost},
                                   {"redis_host", config_.redis.endpoint.host},
                                   {"redis_port", config_.redis.endpoint.port}});
     redis_.start();

@@ -158,7 +158,7 @@ std::unique_ptr<AmqpSession> open_session(const Config& config) {
   options.heartbeat_sec = 0;
   options.connect_timeout_ms = config.amqp.connect_timeout_ms;
   options.connection_name = "eventctl";
-  return std::make_unique<AmqpSession>(config.amqp.endpoint, options);
+  return std::make_unique<AmqpSession>(config.amqp.endpoint(), options);
 }
 
 // Parses, normalises and validates a message body of `type`; fills in `type` and
@@ -308,7 +308,7 @@ std::optional<std::string> management_get(const Config& config, const std::strin
   }
   std::string url = config.amqp.management_url + path;
   std::string body;
-  std::string user = config.amqp.endpoint.user + ":" + config.amqp.endpoint.password;
+  std::string user = config.amqp.endpoint().user + ":" + config.amqp.endpoint().password;
   curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_USERPWD, user.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(config.amqp.connect_timeout_ms));
@@ -342,7 +342,7 @@ std::string argument_text(const rapidjson::Value& v) {
 // Names each missing or different exchange, queue and binding on stderr; 0 when all
 // match, 1 otherwise.
 int verify_topology(const Config& config, const Topology& topology) {
-  const std::string vhost = escape(config.amqp.endpoint.vhost);
+  const std::string vhost = escape(config.amqp.endpoint().vhost);
   int problems = 0;
   auto report = [&problems](const std::string& line) {
     std::fprintf(stderr, "%s\n", line.c_str());
@@ -356,7 +356,7 @@ int verify_topology(const Config& config, const Topology& topology) {
       throw AmqpError("cannot reach the RabbitMQ management API at " + config.amqp.management_url + ": " + error +
                       " (set amqp.managementUrl or EVENTD_MANAGEMENT_URL)");
     }
-    if (status == 401) throw AmqpError("the management API refused user '" + config.amqp.endpoint.user + "' (401)");
+    if (status == 401) throw AmqpError("the management API refused user '" + config.amqp.endpoint().user + "' (401)");
     if (status == 404) return false;
     if (status != 200) throw AmqpError("management API answered HTTP " + std::to_string(status) + " for " + path);
     return !parse_json(doc, *body);

@@ -28,6 +28,12 @@ struct AmqpEndpoint {
   std::string user = "guest";
   std::string password = "guest";
   std::string vhost = "/";
+
+  // "host:port" ("[::1]:5672"): how logs, metrics and errors name the node. Never
+  // the credentials.
+  std::string node() const {
+    return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  }
 };
 
 // redis://[[user:]password@]host:port[/db] (as redis-cli: "secret@" is a password,
@@ -41,8 +47,12 @@ struct RedisEndpoint {
 };
 
 struct AmqpConfig {
+  // One amqp:// URI, or several separated by commas: the nodes of one cluster, in
+  // the order given; all on the same vhost.
   std::string url = "amqp://guest:guest@127.0.0.1:5672/%2f";
-  AmqpEndpoint endpoint;
+  std::vector<AmqpEndpoint> endpoints{AmqpEndpoint{}};  // never empty
+  // The first node: the one eventctl tries first and the management API's default host.
+  const AmqpEndpoint& endpoint() const { return endpoints.front(); }
   uint16_t prefetch = 500;
   uint16_t heartbeat_sec = 30;
   uint32_t connect_timeout_ms = 5000;
@@ -148,6 +158,10 @@ Config parse_config(std::string_view text, const std::string& source,
 
 // Throw ConfigError("<what>: ...") when the URL is malformed.
 AmqpEndpoint parse_amqp_url(const std::string& url);
+// One URI or several separated by commas (whitespace around them ignored): one
+// endpoint each, in order. A bad one is named by position ("URI 2 of 3: ..."); an
+// empty element, a node listed twice or a vhost other than the first URI's is an error.
+std::vector<AmqpEndpoint> parse_amqp_urls(const std::string& urls);
 RedisEndpoint parse_redis_url(const std::string& url);
 
 // The default queue set of DESIGN.md for the given exchanges.
