@@ -109,6 +109,9 @@ class Daemon {
     metrics_.consuming = amqp_.consuming();
     metrics_.amqp_up = amqp_.state() == AmqpState::Connected;
     metrics_.redis_up = redis_.up();
+    const AmqpEndpoint* connected = amqp_.connected_node();
+    metrics_.amqp_nodes.clear();
+    for (const auto& node : amqp_.nodes()) metrics_.amqp_nodes.emplace_back(node.node(), &node == connected);
     metrics_.amqp_reconnects = amqp_.reconnects();
     metrics_.redis_reconnects = redis_.reconnects();
     metrics_.sink_circuits = notifications_->circuit_states(static_cast<int64_t>(uv_now(loop_)));

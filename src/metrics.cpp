@@ -107,6 +107,13 @@ std::string Metrics::render() const {
   gauge(out, "eventd_amqp_up", "1 while the AMQP connection is open.", amqp_up ? "1" : "0");
   gauge(out, "eventd_redis_up", "1 while Redis is connected.", redis_up ? "1" : "0");
   gauge(out, "eventd_consuming", "1 while every consumer is active.", consuming ? "1" : "0");
+  // One series per configured node, 1 for the connected one (none while down): the
+  // set of series stays fixed, so "which node" and "on none" are both plain queries.
+  out += "# HELP eventd_amqp_connected_node The broker node the AMQP connection is on (1), per configured node.\n"
+         "# TYPE eventd_amqp_connected_node gauge\n";
+  for (const auto& [node, connected] : amqp_nodes) {
+    out += "eventd_amqp_connected_node{node=\"" + label(node) + "\"} " + (connected ? "1" : "0") + '\n';
+  }
   out += "# HELP eventd_reconnects_total Reconnect attempts by peer.\n# TYPE eventd_reconnects_total counter\n";
   out += "eventd_reconnects_total{peer=\"amqp\"} " + std::to_string(amqp_reconnects) + '\n';
   out += "eventd_reconnects_total{peer=\"redis\"} " + std::to_string(redis_reconnects) + '\n';

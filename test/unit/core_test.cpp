@@ -219,3 +219,14 @@ TEST_CASE("metrics: deferrals apart from retries; one series per breaker state, 
   CHECK(text.find("eventd_sink_circuit_state{channel=\"email\",state=\"closed\"} 1\n") != std::string::npos);
   CHECK(text.find("# TYPE eventd_sink_circuit_state gauge\n") != std::string::npos);
 }
+
+TEST_CASE("metrics: one series per configured broker node, 1 for the connected one") {
+  Metrics m;
+  CHECK(m.render().find("eventd_amqp_connected_node{") == std::string::npos);
+  m.amqp_nodes = {{"10.0.0.1:5672", false}, {"10.0.0.2:5672", true}, {"[::1]:5672", false}};
+  std::string text = m.render();
+  CHECK(text.find("# TYPE eventd_amqp_connected_node gauge\n") != std::string::npos);
+  CHECK(text.find("eventd_amqp_connected_node{node=\"10.0.0.1:5672\"} 0\n") != std::string::npos);
+  CHECK(text.find("eventd_amqp_connected_node{node=\"10.0.0.2:5672\"} 1\n") != std::string::npos);
+  CHECK(text.find("eventd_amqp_connected_node{node=\"[::1]:5672\"} 0\n") != std::string::npos);
+}
