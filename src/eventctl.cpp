@@ -153,12 +153,24 @@ Config load_cli_config(const std::string& path) {
   return parse_config("{}", "built-in defaults", [](const char* name) -> const char* { return std::getenv(name); });
 }
 
+// A session on the first broker node that answers, in config order (any node of a
+// cluster serves the vhost). When none does, one line with each node's reason.
 std::unique_ptr<AmqpSession> open_session(const Config& config) {
   SessionOptions options;
   options.heartbeat_sec = 0;
   options.connect_timeout_ms = config.amqp.connect_timeout_ms;
   options.connection_name = "eventctl";
-  return std::make_unique<AmqpSession>(config.amqp.endpoint(), options);
+  const auto& nodes = config.amqp.endpoints;
+  if (nodes.size() == 1) return std::make_unique<AmqpSession>(nodes.front(), options);
+  std::string reasons;
+  for (const auto& node : nodes) {
+    try {
+      return std::make_unique<AmqpSession>(node, options);
+    } catch (const AmqpError& e) {
+      reasons += (reasons.empty() ? "" : "; ") + std::string(e.what());
+    }
+  }
+  throw AmqpError("none of the " + std::to_string(nodes.size()) + " RabbitMQ nodes answered: " + reasons);
 }
 
 // Parses, normalises and validates a message body of `type`; fills in `type` and
