@@ -66,6 +66,7 @@ struct AmqpConnection::ConnectJob {
   uint16_t prefetch = 0;
   amqp_connection_state_t conn = nullptr;
   std::string error;
+  std::vector<KeptGroupSize> kept;  // logged on the loop
 };
 
 AmqpConnection::AmqpConnection(uv_loop_t* loop, const Config& config, Topology topology, Handlers handlers)
@@ -119,7 +120,7 @@ void AmqpConnection::on_work(uv_work_t* req) {
   auto* job = static_cast<ConnectJob*>(req->data);
   try {
     AmqpSession session(job->endpoint, job->options);
-    declare_topology(session, *job->topology);
+    job->kept = declare_topology(session, *job->topology);
     session.qos(job->prefetch);
     session.confirm_select();
     job->conn = session.release();
@@ -147,6 +148,9 @@ void AmqpConnection::on_work_done(uv_work_t* req, int status) {
                                       {"vhost", job->endpoint.vhost}});
     self->schedule_reconnect();
     return;
+  }
+  if (!job->kept.empty()) {
+    log::warn("quorum queues keep the initial group size they were created with", {{"detail", describe(job->kept)}});
   }
   self->adopt(job->conn);
 }

@@ -434,6 +434,8 @@ Config parse_config(std::string_view text, const std::string& source, const char
     fail(source, "/topology/exchanges/events/name",
          "must differ from the quotes exchange name, got " + quoted(topo.events_exchange.name));
   topo.delivery_limit = uint_at(doc, "/topology/deliveryLimit", topo.delivery_limit);
+  if (find(doc, "/topology/quorumInitialGroupSize"))
+    topo.quorum_initial_group_size = uint_at(doc, "/topology/quorumInitialGroupSize", uint32_t{0});
   parse_queues(doc, cfg);
 
   auto& retry = cfg.retry;

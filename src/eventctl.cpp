@@ -298,8 +298,9 @@ int cmd_topology(const Config& config, const std::vector<std::string>& argv) {
   Topology topology = build_topology(config);
   auto session = open_session(config);
   if (a.positional[0] == "apply") {
-    declare_topology(*session, topology);
+    const std::vector<KeptGroupSize> kept = declare_topology(*session, topology);
     session->close();
+    if (!kept.empty()) std::printf("note: %s\n", describe(kept).c_str());
     std::printf("topology applied: %zu exchanges, %zu queues, %zu bindings\n", topology.exchanges.size(),
                 topology.queues.size(), topology.bindings.size());
     return 0;
@@ -360,6 +361,8 @@ int verify_topology(const Config& config, const Topology& topology) {
     std::fprintf(stderr, "%s\n", line.c_str());
     ++problems;
   };
+  // Differs, but apply cannot change it and eventd works with it: said, not counted.
+  std::vector<KeptGroupSize> kept;
   auto fetch = [&](const std::string& path, rapidjson::Document& doc) -> bool {
     long status = 0;
     std::string error;
@@ -398,7 +401,13 @@ int verify_topology(const Config& config, const Topology& topology) {
         if (a.key == "x-queue-type" && d.HasMember("type") && d["type"].IsString() && want == d["type"].GetString()) {
           continue;
         }
+        if (a.key == kQuorumInitialGroupSize) {
+          kept.push_back({q.name, std::nullopt, std::get<int64_t>(a.value)});
+          continue;
+        }
         report("queue '" + q.name + "' lacks argument " + a.key + " = " + want);
+      } else if (a.key == kQuorumInitialGroupSize && m->value.IsInt64() && argument_text(m->value) != want) {
+        kept.push_back({q.name, m->value.GetInt64(), std::get<int64_t>(a.value)});
       } else if (argument_text(m->value) != want) {
         report("queue '" + q.name + "' has " + a.key + " = " + argument_text(m->value) + ", expected " + want);
       }
@@ -419,6 +428,7 @@ int verify_topology(const Config& config, const Topology& topology) {
              "'");
     }
   }
+  if (!kept.empty()) std::printf("note: %s\n", describe(kept).c_str());
   if (problems > 0) {
     std::fprintf(stderr, "topology verify: %d problem(s) (eventctl topology apply declares what is missing; a queue "
                          "with other arguments must be deleted first)\n", problems);

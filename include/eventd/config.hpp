@@ -89,6 +89,9 @@ struct TopologyConfig {
   // x-delivery-limit on quorum queues: the broker's backstop for a message that
   // crashes eventd over and over. Above retry.max_attempts on purpose.
   uint32_t delivery_limit = 20;
+  // x-quorum-initial-group-size on quorum queues (work queues and their .dlq): how
+  // many nodes a new queue is replicated to. Absent: the broker's default.
+  std::optional<uint32_t> quorum_initial_group_size;
 };
 
 struct RetryConfig {

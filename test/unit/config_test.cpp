@@ -634,6 +634,16 @@ TEST_CASE("config: amqp.url with several nodes") {
   }
 }
 
+TEST_CASE("config: topology.quorumInitialGroupSize") {
+  EnvGuard env;
+  CHECK_FALSE(parse("{}").topology.quorum_initial_group_size);
+  CHECK(parse(R"({"topology": {"quorumInitialGroupSize": 3}})").topology.quorum_initial_group_size == 3u);
+  CHECK(error_of(R"({"topology": {"quorumInitialGroupSize": 0}})") ==
+        "test.jsonc: /topology/quorumInitialGroupSize: must be >= 1, got 0");
+  CHECK(error_of(R"({"topology": {"quorumInitialGroupSize": "3"}})") ==
+        "test.jsonc: /topology/quorumInitialGroupSize: expected integer, got string");
+}
+
 TEST_CASE("config: parse_redis_url") {
   SUBCASE("defaults") {
     const auto e = eventd::parse_redis_url("redis://cache");

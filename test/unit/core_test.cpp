@@ -78,6 +78,65 @@ TEST_CASE("topology: a classic queue gets no delivery limit") {
   CHECK(arg(*q, "x-delivery-limit") == nullptr);
 }
 
+TEST_CASE("topology: quorumInitialGroupSize on quorum work queues and their dlq only") {
+  SUBCASE("absent: no argument, the broker's default") {
+    Topology t = build_topology(default_config());
+    for (const auto& q : t.queues) CHECK(arg(q, kQuorumInitialGroupSize) == nullptr);
+  }
+  SUBCASE("set") {
+    Config c = parse_config(R"({"topology":{"quorumInitialGroupSize":3,"queues":[
+        {"name":"q1","exchange":"events","bindingKey":"a.#"},
+        {"name":"q2","exchange":"events","bindingKey":"b.#","type":"classic"}]}})", "test");
+    Topology t = build_topology(c);
+    for (const char* name : {"q1", "q1.dlq"}) {
+      const QueueSpec* q = t.find_queue(name);
+      REQUIRE(q != nullptr);
+      REQUIRE(arg(*q, kQuorumInitialGroupSize) != nullptr);
+      CHECK(std::get<int64_t>(arg(*q, kQuorumInitialGroupSize)->value) == 3);
+    }
+    for (const char* name : {"q1.retry.1000ms", "q2", "q2.dlq"}) {
+      const QueueSpec* q = t.find_queue(name);
+      REQUIRE(q != nullptr);
+      CHECK(arg(*q, kQuorumInitialGroupSize) == nullptr);
+    }
+  }
+}
+
+TEST_CASE("topology: reading RabbitMQ's refusal of another initial group size") {
+  const std::string prefix = "cannot declare queue 'eventd.quotes': channel closed by broker: 406 PRECONDITION_FAILED - "
+                             "inequivalent arg 'x-quorum-initial-group-size' for queue 'eventd.quotes' in vhost '/': ";
+  SUBCASE("the queue was created without one") {
+    auto r = refused_group_size(prefix + "received the value '3' of type 'long' but current is none");
+    REQUIRE(r);
+    CHECK_FALSE(r->existing);
+  }
+  SUBCASE("the queue was created with another") {
+    auto r = refused_group_size(prefix + "received '2' but current is '3'");
+    REQUIRE(r);
+    CHECK(r->existing == 3);
+  }
+  SUBCASE("the config sets none, the queue has one") {
+    auto r = refused_group_size(prefix + "received none but current is the value '5' of type 'signedint'");
+    REQUIRE(r);
+    CHECK(r->existing == 5);
+  }
+  SUBCASE("anything else is not such a refusal") {
+    CHECK_FALSE(refused_group_size("406 PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'q' in "
+                                   "vhost '/': received the value '3' of type 'long' but current is none"));
+    CHECK_FALSE(refused_group_size("cannot declare queue 'q': a socket error occurred"));
+    CHECK_FALSE(refused_group_size(prefix + "received '2' but current is 'three'"));
+    CHECK_FALSE(refused_group_size(prefix + "received '2' but current is '0'"));
+    CHECK_FALSE(refused_group_size(prefix + "received '2'"));
+  }
+  SUBCASE("described in one line with what to do") {
+    const std::string line = describe({{"eventd.quotes", std::nullopt, 3}, {"eventd.quotes.dlq", 5, 3}});
+    CHECK(line.starts_with("2 existing queue(s) keep the x-quorum-initial-group-size they were created with "
+                           "(configured: 3): eventd.quotes (none), eventd.quotes.dlq (5); "));
+    CHECK(line.find("rabbitmq-queues add_member") != std::string::npos);
+    CHECK(line.find('\n') == std::string::npos);
+  }
+}
+
 TEST_CASE("dispatcher: idempotency keys") {
   CHECK(idempotency_key("abc-1", "quote_update", "{}") == "eventd:idem:abc-1");
   SUBCASE("without a message id the key hashes type and body") {
