@@ -66,7 +66,7 @@ struct AmqpConnection::ConnectJob {
   uint16_t prefetch = 0;
   amqp_connection_state_t conn = nullptr;
   std::string error;
-  std::vector<KeptGroupSize> kept;  // logged on the loop
+  std::vector<KeptArgument> kept;  // logged on the loop
 };
 
 AmqpConnection::AmqpConnection(uv_loop_t* loop, const Config& config, Topology topology, Handlers handlers)
@@ -149,9 +149,7 @@ void AmqpConnection::on_work_done(uv_work_t* req, int status) {
     self->schedule_reconnect();
     return;
   }
-  if (!job->kept.empty()) {
-    log::warn("quorum queues keep the initial group size they were created with", {{"detail", describe(job->kept)}});
-  }
+  for (const auto& line : describe(job->kept)) log::warn("existing queues kept as they are", {{"detail", line}});
   self->adopt(job->conn);
 }
 

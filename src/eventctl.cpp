@@ -298,9 +298,9 @@ int cmd_topology(const Config& config, const std::vector<std::string>& argv) {
   Topology topology = build_topology(config);
   auto session = open_session(config);
   if (a.positional[0] == "apply") {
-    const std::vector<KeptGroupSize> kept = declare_topology(*session, topology);
+    const std::vector<KeptArgument> kept = declare_topology(*session, topology);
     session->close();
-    if (!kept.empty()) std::printf("note: %s\n", describe(kept).c_str());
+    for (const auto& line : describe(kept)) std::printf("note: %s\n", line.c_str());
     std::printf("topology applied: %zu exchanges, %zu queues, %zu bindings\n", topology.exchanges.size(),
                 topology.queues.size(), topology.bindings.size());
     return 0;
@@ -362,7 +362,7 @@ int verify_topology(const Config& config, const Topology& topology) {
     ++problems;
   };
   // Differs, but apply cannot change it and eventd works with it: said, not counted.
-  std::vector<KeptGroupSize> kept;
+  std::vector<KeptArgument> kept;
   auto fetch = [&](const std::string& path, rapidjson::Document& doc) -> bool {
     long status = 0;
     std::string error;
@@ -392,24 +392,24 @@ int verify_topology(const Config& config, const Topology& topology) {
       continue;
     }
     const rapidjson::Value* args = d.HasMember("arguments") && d["arguments"].IsObject() ? &d["arguments"] : nullptr;
+    bool kept_classic = false;  // then no quorum-only argument is expected either
     for (const auto& a : q.arguments) {
+      if (kept_classic && a.key == kQuorumInitialGroupSize) continue;
       std::string want = std::holds_alternative<std::string>(a.value) ? std::get<std::string>(a.value)
                                                                       : std::to_string(std::get<int64_t>(a.value));
       auto m = args != nullptr ? args->FindMember(a.key.c_str()) : rapidjson::Value::ConstMemberIterator();
-      if (args == nullptr || m == args->MemberEnd()) {
-        // RabbitMQ reports a classic queue declared without x-queue-type as "classic" in "type".
-        if (a.key == "x-queue-type" && d.HasMember("type") && d["type"].IsString() && want == d["type"].GetString()) {
-          continue;
-        }
-        if (a.key == kQuorumInitialGroupSize) {
-          kept.push_back({q.name, std::nullopt, std::get<int64_t>(a.value)});
-          continue;
-        }
+      const bool absent = args == nullptr || m == args->MemberEnd();
+      std::string have = absent ? "none" : argument_text(m->value);
+      // RabbitMQ reports a classic queue declared without x-queue-type as "classic" in "type".
+      if (absent && a.key == kQueueType && d.HasMember("type") && d["type"].IsString()) have = d["type"].GetString();
+      if (have == want) continue;
+      if (keepable(q, a.key, have)) {
+        kept.push_back({q.name, a.key, have, want});
+        kept_classic = kept_classic || a.key == kQueueType;
+      } else if (have == "none") {
         report("queue '" + q.name + "' lacks argument " + a.key + " = " + want);
-      } else if (a.key == kQuorumInitialGroupSize && m->value.IsInt64() && argument_text(m->value) != want) {
-        kept.push_back({q.name, m->value.GetInt64(), std::get<int64_t>(a.value)});
-      } else if (argument_text(m->value) != want) {
-        report("queue '" + q.name + "' has " + a.key + " = " + argument_text(m->value) + ", expected " + want);
+      } else {
+        report("queue '" + q.name + "' has " + a.key + " = " + have + ", expected " + want);
       }
     }
   }
@@ -428,7 +428,7 @@ int verify_topology(const Config& config, const Topology& topology) {
              "'");
     }
   }
-  if (!kept.empty()) std::printf("note: %s\n", describe(kept).c_str());
+  for (const auto& line : describe(kept)) std::printf("note: %s\n", line.c_str());
   if (problems > 0) {
     std::fprintf(stderr, "topology verify: %d problem(s) (eventctl topology apply declares what is missing; a queue "
                          "with other arguments must be deleted first)\n", problems);
