@@ -74,9 +74,10 @@ class Daemon {
       watchdog_ = true;
     }
     uv_timer_start(state_timer_.get(), on_state_timer, tick, tick);
-    log::info("eventd starting", {{"version", EVENTD_VERSION}, {"amqp_host", config_.amqp.endpoint.host},
-                                  {"amqp_port", config_.amqp.endpoint.port},
-                                  {"vhost", config_.amqp.endpoint.vhost},
+    std::string amqp_nodes;
+    for (const auto& ep : config_.amqp.endpoints) amqp_nodes += (amqp_nodes.empty() ? "" : ",") + ep.node();
+    log::info("eventd starting", {{"version", EVENTD_VERSION}, {"amqp_nodes", amqp_nodes},
+                                  {"vhost", config_.amqp.endpoint().vhost},
                                   {"redis_host", config_.redis.endpoint.nodes.front().host},
                                   {"redis_port", config_.redis.endpoint.nodes.front().port},
                                   {"redis_nodes", static_cast<uint64_t>(config_.redis.endpoint.nodes.size())}});
@@ -109,6 +110,9 @@ class Daemon {
     metrics_.consuming = amqp_.consuming();
     metrics_.amqp_up = amqp_.state() == AmqpState::Connected;
     metrics_.redis_up = redis_.up();
+    const AmqpEndpoint* connected = amqp_.connected_node();
+    metrics_.amqp_nodes.clear();
+    for (const auto& node : amqp_.nodes()) metrics_.amqp_nodes.emplace_back(node.node(), &node == connected);
     metrics_.amqp_reconnects = amqp_.reconnects();
     metrics_.redis_reconnects = redis_.reconnects();
     metrics_.redis_nodes = redis_.nodes_known();

@@ -156,12 +156,24 @@ Config load_cli_config(const std::string& path) {
   return parse_config("{}", "built-in defaults", [](const char* name) -> const char* { return std::getenv(name); });
 }
 
+// A session on the first broker node that answers, in config order (any node of a
+// cluster serves the vhost). When none does, one line with each node's reason.
 std::unique_ptr<AmqpSession> open_session(const Config& config) {
   SessionOptions options;
   options.heartbeat_sec = 0;
   options.connect_timeout_ms = config.amqp.connect_timeout_ms;
   options.connection_name = "eventctl";
-  return std::make_unique<AmqpSession>(config.amqp.endpoint, options);
+  const auto& nodes = config.amqp.endpoints;
+  if (nodes.size() == 1) return std::make_unique<AmqpSession>(nodes.front(), options);
+  std::string reasons;
+  for (const auto& node : nodes) {
+    try {
+      return std::make_unique<AmqpSession>(node, options);
+    } catch (const AmqpError& e) {
+      reasons += (reasons.empty() ? "" : "; ") + std::string(e.what());
+    }
+  }
+  throw AmqpError("none of the " + std::to_string(nodes.size()) + " RabbitMQ nodes answered: " + reasons);
 }
 
 // Parses, normalises and validates a message body of `type`; fills in `type` and
@@ -289,8 +301,9 @@ int cmd_topology(const Config& config, const std::vector<std::string>& argv) {
   Topology topology = build_topology(config);
   auto session = open_session(config);
   if (a.positional[0] == "apply") {
-    declare_topology(*session, topology);
+    const std::vector<KeptArgument> kept = declare_topology(*session, topology);
     session->close();
+    for (const auto& line : describe(kept)) std::printf("note: %s\n", line.c_str());
     std::printf("topology applied: %zu exchanges, %zu queues, %zu bindings\n", topology.exchanges.size(),
                 topology.queues.size(), topology.bindings.size());
     return 0;
@@ -311,7 +324,7 @@ std::optional<std::string> management_get(const Config& config, const std::strin
   }
   std::string url = config.amqp.management_url + path;
   std::string body;
-  std::string user = config.amqp.endpoint.user + ":" + config.amqp.endpoint.password;
+  std::string user = config.amqp.endpoint().user + ":" + config.amqp.endpoint().password;
   curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_USERPWD, user.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(config.amqp.connect_timeout_ms));
@@ -345,12 +358,14 @@ std::string argument_text(const rapidjson::Value& v) {
 // Names each missing or different exchange, queue and binding on stderr; 0 when all
 // match, 1 otherwise.
 int verify_topology(const Config& config, const Topology& topology) {
-  const std::string vhost = escape(config.amqp.endpoint.vhost);
+  const std::string vhost = escape(config.amqp.endpoint().vhost);
   int problems = 0;
   auto report = [&problems](const std::string& line) {
     std::fprintf(stderr, "%s\n", line.c_str());
     ++problems;
   };
+  // Differs, but apply cannot change it and eventd works with it: said, not counted.
+  std::vector<KeptArgument> kept;
   auto fetch = [&](const std::string& path, rapidjson::Document& doc) -> bool {
     long status = 0;
     std::string error;
@@ -359,7 +374,7 @@ int verify_topology(const Config& config, const Topology& topology) {
       throw AmqpError("cannot reach the RabbitMQ management API at " + config.amqp.management_url + ": " + error +
                       " (set amqp.managementUrl or EVENTD_MANAGEMENT_URL)");
     }
-    if (status == 401) throw AmqpError("the management API refused user '" + config.amqp.endpoint.user + "' (401)");
+    if (status == 401) throw AmqpError("the management API refused user '" + config.amqp.endpoint().user + "' (401)");
     if (status == 404) return false;
     if (status != 200) throw AmqpError("management API answered HTTP " + std::to_string(status) + " for " + path);
     return !parse_json(doc, *body);
@@ -380,18 +395,24 @@ int verify_topology(const Config& config, const Topology& topology) {
       continue;
     }
     const rapidjson::Value* args = d.HasMember("arguments") && d["arguments"].IsObject() ? &d["arguments"] : nullptr;
+    bool kept_classic = false;  // then no quorum-only argument is expected either
     for (const auto& a : q.arguments) {
+      if (kept_classic && a.key == kQuorumInitialGroupSize) continue;
       std::string want = std::holds_alternative<std::string>(a.value) ? std::get<std::string>(a.value)
                                                                       : std::to_string(std::get<int64_t>(a.value));
       auto m = args != nullptr ? args->FindMember(a.key.c_str()) : rapidjson::Value::ConstMemberIterator();
-      if (args == nullptr || m == args->MemberEnd()) {
-        // RabbitMQ reports a classic queue declared without x-queue-type as "classic" in "type".
-        if (a.key == "x-queue-type" && d.HasMember("type") && d["type"].IsString() && want == d["type"].GetString()) {
-          continue;
-        }
+      const bool absent = args == nullptr || m == args->MemberEnd();
+      std::string have = absent ? "none" : argument_text(m->value);
+      // RabbitMQ reports a classic queue declared without x-queue-type as "classic" in "type".
+      if (absent && a.key == kQueueType && d.HasMember("type") && d["type"].IsString()) have = d["type"].GetString();
+      if (have == want) continue;
+      if (keepable(q, a.key, have)) {
+        kept.push_back({q.name, a.key, have, want});
+        kept_classic = kept_classic || a.key == kQueueType;
+      } else if (have == "none") {
         report("queue '" + q.name + "' lacks argument " + a.key + " = " + want);
-      } else if (argument_text(m->value) != want) {
-        report("queue '" + q.name + "' has " + a.key + " = " + argument_text(m->value) + ", expected " + want);
+      } else {
+        report("queue '" + q.name + "' has " + a.key + " = " + have + ", expected " + want);
       }
     }
   }
@@ -410,6 +431,7 @@ int verify_topology(const Config& config, const Topology& topology) {
              "'");
     }
   }
+  for (const auto& line : describe(kept)) std::printf("note: %s\n", line.c_str());
   if (problems > 0) {
     std::fprintf(stderr, "topology verify: %d problem(s) (eventctl topology apply declares what is missing; a queue "
                          "with other arguments must be deleted first)\n", problems);
