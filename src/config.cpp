@@ -506,6 +506,7 @@ Config parse_config(std::string_view text, const std::string& source, const char
   cfg.redis.url = string_at(doc, "/redis/url", cfg.redis.url);
   cfg.redis.connect_timeout_ms = uint_at(doc, "/redis/connectTimeoutMs", cfg.redis.connect_timeout_ms);
   cfg.redis.min_replicas = uint_at(doc, "/redis/minReplicas", cfg.redis.min_replicas);
+  cfg.redis.batch_size = uint_at(doc, "/redis/batchSize", cfg.redis.batch_size);
   cfg.redis.replica_timeout_ms = uint_at(doc, "/redis/replicaTimeoutMs", cfg.redis.replica_timeout_ms);
   // A WAIT holds its connection: past connectTimeoutMs the PING behind it counts as a hung Redis.
   if (cfg.redis.min_replicas > 0 && cfg.redis.replica_timeout_ms >= cfg.redis.connect_timeout_ms)

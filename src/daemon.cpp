@@ -38,10 +38,10 @@ class Daemon {
                [this](const std::string&) { on_amqp_lost(); }}),
         dispatcher_(loop, config, amqp_, redis_, schemas_, metrics_),
         http_(loop, [this](std::string_view method, std::string_view path) { return serve(method, path); }) {
-    dispatcher_.register_handler("quote_update", std::make_unique<QuoteUpdateHandler>(redis_, config));
-    dispatcher_.register_handler("alert_triggered", std::make_unique<AlertTriggeredHandler>(redis_, config));
-    dispatcher_.register_handler("analysis_request", std::make_unique<AnalysisRequestHandler>(redis_, config));
-    dispatcher_.register_handler("analysis_complete", std::make_unique<AnalysisCompleteHandler>(redis_, config));
+    dispatcher_.register_handler("quote_update", std::make_unique<QuoteUpdateHandler>(loop, redis_, config));
+    dispatcher_.register_handler("alert_triggered", std::make_unique<AlertTriggeredHandler>(loop, redis_, config));
+    dispatcher_.register_handler("analysis_request", std::make_unique<AnalysisRequestHandler>(loop, redis_, config));
+    dispatcher_.register_handler("analysis_complete", std::make_unique<AnalysisCompleteHandler>(loop, redis_, config));
     auto notifications = std::make_unique<NotificationHandler>(loop, redis_, config);
     notifications_ = notifications.get();  // owned by the dispatcher, which outlives every use here
     dispatcher_.register_handler("notification", std::move(notifications));

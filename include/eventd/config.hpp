@@ -85,6 +85,8 @@ struct RedisConfig {
   // effects (0: no WAIT). replica_timeout_ms is WAIT's timeout.
   uint32_t min_replicas = 0;
   uint32_t replica_timeout_ms = 1000;
+  // At most this many messages of one type go to one Redis node in one call.
+  uint32_t batch_size = 100;
 };
 
 struct ExchangeConfig {
