@@ -30,6 +30,7 @@
 #include "eventd/amqp_session.hpp"
 #include "eventd/amqp_table.hpp"
 #include "eventd/dispatcher.hpp"
+#include "eventd/eventctl_usage.hpp"
 #include "eventd/json_case.hpp"
 #include "eventd/json_parse.hpp"
 #include "eventd/retry_policy.hpp"
@@ -40,26 +41,6 @@
 
 namespace eventd {
 namespace {
-
-constexpr const char* kUsage =
-    "usage: eventctl [--config FILE] COMMAND ...\n"
-    "  publish TYPE [JSON|@FILE|-] [--count N] [--rate MSG_PER_S] [--message-id ID]\n"
-    "                              [--correlation-id ID] [--reply-to QUEUE]\n"
-    "      validate and publish one message (or N) with publisher confirms\n"
-    "  topology apply              declare exchanges, queues and bindings\n"
-    "  topology verify             check they exist; non-zero exit names what is missing\n"
-    "  dlq list                    every dead-letter queue with its depth\n"
-    "  dlq show QUEUE [--count N]  print dead letters (JSON lines), leaving them in place\n"
-    "  dlq replay QUEUE --count N|--all|--id MESSAGE_ID\n"
-    "                              republish to the original exchange and routing key, retry\n"
-    "                              count reset; each is confirmed before its dead letter is acked\n"
-    "  dlq purge QUEUE             delete every dead letter in QUEUE\n"
-    "  monitor start USER SPEC     start (or replace) USER's monitor; SPEC is JSON, @FILE or -\n"
-    "  monitor stop USER           stop it (rules stop firing; the spec is kept)\n"
-    "  monitor status USER         the monitor as JSON\n"
-    "  monitor list                every user with a monitor, its status and rule count\n"
-    "FILE defaults to $EVENTD_CONFIG, then /etc/eventd/eventd.jsonc if present, else built-in\n"
-    "defaults; EVENTD_AMQP_URL and EVENTD_REDIS_URL override the URLs.\n";
 
 // One clear line, a distinct exit code.
 struct UsageError : std::runtime_error {
@@ -818,7 +799,7 @@ int eventctl_main(int argc, char** argv) {
     args.erase(args.begin(), args.begin() + (separate ? 2 : 1));
   }
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::fputs(kUsage, args.empty() ? stderr : stdout);
+    std::fputs(usage::full_help().c_str(), args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;
   }
   if (args[0] == "--version") {
@@ -827,6 +808,12 @@ int eventctl_main(int argc, char** argv) {
   }
   const std::string command = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (std::find(rest.begin(), rest.end(), "--help") != rest.end()) {
+    if (const usage::CommandHelp* help = usage::find_command(command)) {
+      std::fputs(usage::command_help(*help).c_str(), stdout);
+      return 0;
+    }
+  }
   try {
     Config config = load_cli_config(config_path);
     if (command == "publish") return cmd_publish(config, rest);
