@@ -1,15 +1,20 @@
-"""The man pages and the CLI's help: eventctl(1)'s and eventd(8)'s SYNOPSIS equal what
-`--help` prints (one source: include/eventd/eventctl_usage.hpp), the pages render
-without groff warnings, and they name every command, option and environment variable."""
+"""The man pages, the CLI's help and its bash completion: eventctl(1)'s and eventd(8)'s
+SYNOPSIS equal what `--help` prints (one source: include/eventd/eventctl_usage.hpp), the
+pages render without groff warnings and name every command, option and environment
+variable; completion/eventctl completes commands, subcommands, options, types, queues."""
 import glob
 import os
 import re
 import subprocess
 
+import harness
 from harness import EVENTCTL, EVENTD, SOURCE_DIR, run
 
 MAN_EVENTCTL = os.path.join(SOURCE_DIR, "man", "eventctl.1")
 MAN_EVENTD = os.path.join(SOURCE_DIR, "man", "eventd.8")
+COMPLETION = os.path.join(SOURCE_DIR, "completion", "eventctl")
+TYPES = ["quote_update", "analysis_request", "analysis_complete", "alert_triggered", "notification"]
+WORK_QUEUES = list(harness.WORK_QUEUES)  # the default topology's
 
 
 def unroff(line):
@@ -123,3 +128,57 @@ def test_man_pages_render_cleanly_and_name_everything(fx):
 def unroff_all(path):
     with open(path) as f:
         return re.sub(r"\\f[BIRP]", "", f.read()).replace("\\-", "-")
+
+
+# ---------------------------------------------------------------- bash completion
+
+COMPLETE = r"""
+source "$1"; shift
+complete -p eventctl
+fn=$(complete -p eventctl | sed -E 's/.*-F ([^ ]+) .*/\1/')
+COMP_WORDS=(eventctl "$@"); COMP_CWORD=$#; COMP_LINE="eventctl $*"; COMP_POINT=${#COMP_LINE}
+"$fn" eventctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}"
+"""
+
+
+def complete(*words, cwd=None):
+    """What bash offers for `eventctl WORDS...` (the last word is the one being completed)."""
+    p = subprocess.run(["bash", "--norc", "--noprofile", "-c", COMPLETE, "complete", COMPLETION, *words],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, cwd=cwd)
+    assert p.returncode == 0 and p.stderr == "", f"completion of {words} failed: {p.stderr.strip()[:300]}"
+    lines = p.stdout.split("\n")
+    assert lines[0] == "complete -F _eventctl eventctl", f"complete -p eventctl says {lines[0]!r}"
+    return sorted(l for l in lines[1:] if l)
+
+
+def test_bash_completion(fx):
+    assert complete("") == sorted(["publish", "topology", "dlq", "monitor"])
+    assert complete("-") == ["--config", "--help", "--version"]
+    assert complete("d") == ["dlq"]
+    assert complete("publish", "") == sorted(TYPES)
+    assert complete("publish", "a") == ["alert_triggered", "analysis_complete", "analysis_request"]
+    assert complete("publish", "quote_update", "--c") == ["--correlation-id", "--count"]
+    assert complete("publish", "quote_update", "--count", "") == [], "--count N has no completion"
+    assert complete("topology", "") == ["apply", "verify"]
+    assert complete("dlq", "") == sorted(["list", "show", "replay", "purge"])
+    all_queues = sorted(WORK_QUEUES + [q + ".dlq" for q in WORK_QUEUES])
+    for sub in ("show", "replay", "purge"):
+        assert complete("dlq", sub, "") == all_queues, sub
+    assert complete("dlq", "purge", "eventd.notify.") == sorted(
+        q for q in all_queues if q.startswith("eventd.notify."))
+    assert complete("dlq", "replay", "eventd.alerts", "--") == ["--all", "--count", "--help", "--id"]
+    assert complete("dlq", "list", "") == []
+    assert complete("monitor", "") == sorted(["start", "stop", "status", "list"])
+    # The global --config FILE is skipped; its value completes as a file name.
+    assert complete("--config", "x.jsonc", "dlq", "") == sorted(["list", "show", "replay", "purge"])
+    files = os.path.join(fx.tmp, "files")
+    os.mkdir(files)
+    with open(os.path.join(files, "spec.json"), "w") as f:
+        f.write("{}")
+    assert complete("--config", "sp", cwd=files) == ["spec.json"]
+    assert complete("monitor", "start", "alice", "@s", cwd=files) == ["@spec.json"]
+    assert complete("publish", "notification", "@", cwd=files) == ["@spec.json"]
+    # The message types and queue names are eventctl's own.
+    p = run([EVENTCTL, "publish", "nope", "{}"], check=False)
+    assert p.returncode == 2 and all(t in p.stderr for t in TYPES), p.stderr
