@@ -33,6 +33,7 @@
 #include "eventd/eventctl_usage.hpp"
 #include "eventd/json_case.hpp"
 #include "eventd/json_parse.hpp"
+#include "eventd/progress.hpp"
 #include "eventd/retry_policy.hpp"
 #include "eventd/routing.hpp"
 #include "eventd/schema_registry.hpp"
@@ -208,6 +209,7 @@ int cmd_publish(const Config& config, const std::vector<std::string>& argv) {
   uint64_t last_seq = 0;
   std::string last_id;
   constexpr uint64_t kWindow = 512;  // unconfirmed publishes in flight before we wait
+  Progress progress("publish", count);
   for (uint64_t i = 0; i < count; ++i) {
     if (rate > 0) {
       auto due = started + std::chrono::microseconds(i * 1000000 / rate);
@@ -224,12 +226,14 @@ int cmd_publish(const Config& config, const std::vector<std::string>& argv) {
       tally.nacked += t.nacked;
       tally.returned += t.returned;
     }
+    if (count > 1) progress.update(i + 1);
   }
   auto t = session->wait_confirms(last_seq);
   tally.acked += t.acked;
   tally.nacked += t.nacked;
   tally.returned += t.returned;
   session->close();
+  progress.clear();
 
   if (tally.returned > 0) {
     std::fprintf(stderr,
@@ -530,12 +534,14 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
   uint64_t replayed = 0;
   uint64_t seen = 0;
   uint64_t last_skipped = 0;
+  Progress progress("replay", only_id.empty() ? std::min<uint64_t>(want, *depth) : *depth);
   while (replayed < want && seen < *depth) {
     auto m = session->get(dlq.name);
     if (!m) break;
     ++seen;
     if (!only_id.empty() && m->properties.message_id() != only_id) {
       last_skipped = m->delivery_tag;  // given back below
+      progress.update(seen);
       continue;
     }
     Route route = replay_route(*m, dlq);
@@ -555,10 +561,13 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
     session->publish_confirmed(route.exchange, route.routing_key, props, m->body);
     session->ack(m->delivery_tag);
     ++replayed;
+    progress.before_stdout();
     std::printf("replayed message_id=%s to exchange=%s routing_key=%s\n",
                 std::string(m->properties.message_id()).c_str(),
                 route.exchange.empty() ? "(default)" : route.exchange.c_str(), route.routing_key.c_str());
+    progress.update(only_id.empty() ? replayed : seen);
   }
+  progress.clear();
   return_and_settle(*session, dlq.name, last_skipped, static_cast<uint32_t>(*depth - replayed));
   session->close();
   if (!only_id.empty() && replayed == 0) {
