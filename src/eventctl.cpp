@@ -31,10 +31,12 @@
 #include "eventd/amqp_session.hpp"
 #include "eventd/amqp_table.hpp"
 #include "eventd/dispatcher.hpp"
+#include "eventd/eventctl_usage.hpp"
 #include "eventd/json_case.hpp"
 #include "eventd/json_parse.hpp"
 #include "eventd/keys.hpp"
 #include "eventd/redis/blocking_client.hpp"
+#include "eventd/progress.hpp"
 #include "eventd/retry_policy.hpp"
 #include "eventd/routing.hpp"
 #include "eventd/schema_registry.hpp"
@@ -43,26 +45,6 @@
 
 namespace eventd {
 namespace {
-
-constexpr const char* kUsage =
-    "usage: eventctl [--config FILE] COMMAND ...\n"
-    "  publish TYPE [JSON|@FILE|-] [--count N] [--rate MSG_PER_S] [--message-id ID]\n"
-    "                              [--correlation-id ID] [--reply-to QUEUE]\n"
-    "      validate and publish one message (or N) with publisher confirms\n"
-    "  topology apply              declare exchanges, queues and bindings\n"
-    "  topology verify             check they exist; non-zero exit names what is missing\n"
-    "  dlq list                    every dead-letter queue with its depth\n"
-    "  dlq show QUEUE [--count N]  print dead letters (JSON lines), leaving them in place\n"
-    "  dlq replay QUEUE --count N|--all|--id MESSAGE_ID\n"
-    "                              republish to the original exchange and routing key, retry\n"
-    "                              count reset; each is confirmed before its dead letter is acked\n"
-    "  dlq purge QUEUE             delete every dead letter in QUEUE\n"
-    "  monitor start USER SPEC     start (or replace) USER's monitor; SPEC is JSON, @FILE or -\n"
-    "  monitor stop USER           stop it (rules stop firing; the spec is kept)\n"
-    "  monitor status USER         the monitor as JSON\n"
-    "  monitor list                every user with a monitor, its status and rule count\n"
-    "FILE defaults to $EVENTD_CONFIG, then /etc/eventd/eventd.jsonc if present, else built-in\n"
-    "defaults; EVENTD_AMQP_URL and EVENTD_REDIS_URL override the URLs.\n";
 
 // One clear line, a distinct exit code.
 struct UsageError : std::runtime_error {
@@ -242,6 +224,7 @@ int cmd_publish(const Config& config, const std::vector<std::string>& argv) {
   uint64_t last_seq = 0;
   std::string last_id;
   constexpr uint64_t kWindow = 512;  // unconfirmed publishes in flight before we wait
+  Progress progress("publish", count);
   for (uint64_t i = 0; i < count; ++i) {
     if (rate > 0) {
       auto due = started + std::chrono::microseconds(i * 1000000 / rate);
@@ -258,12 +241,14 @@ int cmd_publish(const Config& config, const std::vector<std::string>& argv) {
       tally.nacked += t.nacked;
       tally.returned += t.returned;
     }
+    if (count > 1) progress.update(i + 1);
   }
   auto t = session->wait_confirms(last_seq);
   tally.acked += t.acked;
   tally.nacked += t.nacked;
   tally.returned += t.returned;
   session->close();
+  progress.clear();
 
   if (tally.returned > 0) {
     std::fprintf(stderr,
@@ -574,12 +559,14 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
   uint64_t replayed = 0;
   uint64_t seen = 0;
   uint64_t last_skipped = 0;
+  Progress progress("replay", only_id.empty() ? std::min<uint64_t>(want, *depth) : *depth);
   while (replayed < want && seen < *depth) {
     auto m = session->get(dlq.name);
     if (!m) break;
     ++seen;
     if (!only_id.empty() && m->properties.message_id() != only_id) {
       last_skipped = m->delivery_tag;  // given back below
+      progress.update(seen);
       continue;
     }
     Route route = replay_route(*m, dlq);
@@ -599,10 +586,13 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
     session->publish_confirmed(route.exchange, route.routing_key, props, m->body);
     session->ack(m->delivery_tag);
     ++replayed;
+    progress.before_stdout();
     std::printf("replayed message_id=%s to exchange=%s routing_key=%s\n",
                 std::string(m->properties.message_id()).c_str(),
                 route.exchange.empty() ? "(default)" : route.exchange.c_str(), route.routing_key.c_str());
+    progress.update(only_id.empty() ? replayed : seen);
   }
+  progress.clear();
   return_and_settle(*session, dlq.name, last_skipped, static_cast<uint32_t>(*depth - replayed));
   session->close();
   if (!only_id.empty() && replayed == 0) {
@@ -879,7 +869,7 @@ int eventctl_main(int argc, char** argv) {
     args.erase(args.begin(), args.begin() + (separate ? 2 : 1));
   }
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::fputs(kUsage, args.empty() ? stderr : stdout);
+    std::fputs(usage::full_help().c_str(), args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;
   }
   if (args[0] == "--version") {
@@ -888,6 +878,12 @@ int eventctl_main(int argc, char** argv) {
   }
   const std::string command = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (std::find(rest.begin(), rest.end(), "--help") != rest.end()) {
+    if (const usage::CommandHelp* help = usage::find_command(command)) {
+      std::fputs(usage::command_help(*help).c_str(), stdout);
+      return 0;
+    }
+  }
   try {
     Config config = load_cli_config(config_path);
     if (command == "publish") return cmd_publish(config, rest);
