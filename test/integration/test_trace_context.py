@@ -45,14 +45,21 @@ def fire_alert(fx, user, symbol, headers=None):
     settle(fx)
 
 
-def test_trace_id_goes_from_quote_to_alert_to_notification(fx):
+def alert_and_notification(fx, user, symbol, headers=None):
+    """Fires one alert with a quote carrying `headers`: the alert and notification eventd published."""
     fx.start_daemon(domain_config(fx))
     queue = tap(fx)
-    fire_alert(fx, "tr-a", "TRC", {"traceparent": TRACEPARENT, "tracestate": "congo=t61rcWkgMzE"})
+    fire_alert(fx, user, symbol, headers)
     wait_until(lambda: fx.amqp.depth(queue) >= 2, 15, what="the alert and its notification")
     got = derived(fx, queue)
     [alert] = got["alert_triggered"]
     [note] = got["notification"]
+    return alert, note
+
+
+def test_trace_id_goes_from_quote_to_alert_to_notification(fx):
+    alert, note = alert_and_notification(fx, "tr-a", "TRC",
+                                         {"traceparent": TRACEPARENT, "tracestate": "congo=t61rcWkgMzE"})
     a_trace, a_parent, a_flags = parse(alert.headers["traceparent"])
     n_trace, n_parent, _ = parse(note.headers["traceparent"])
     assert a_trace == TRACE and n_trace == TRACE, (alert.headers, note.headers)
@@ -63,13 +70,7 @@ def test_trace_id_goes_from_quote_to_alert_to_notification(fx):
 
 
 def test_a_message_without_traceparent_starts_a_trace(fx):
-    fx.start_daemon(domain_config(fx))
-    queue = tap(fx)
-    fire_alert(fx, "tr-b", "TRS")
-    wait_until(lambda: fx.amqp.depth(queue) >= 2, 15, what="the alert and its notification")
-    got = derived(fx, queue)
-    [alert] = got["alert_triggered"]
-    [note] = got["notification"]
+    alert, note = alert_and_notification(fx, "tr-b", "TRS")
     a_trace, _, _ = parse(alert.headers["traceparent"])
     n_trace, _, _ = parse(note.headers["traceparent"])
     assert a_trace == n_trace, "the notification is in the trace its alert started"
