@@ -66,16 +66,18 @@ struct AmqpConnection::ConnectJob {
   uint16_t prefetch = 0;
   amqp_connection_state_t conn = nullptr;
   std::string error;
+  std::vector<KeptArgument> kept;  // logged on the loop
 };
 
 AmqpConnection::AmqpConnection(uv_loop_t* loop, const Config& config, Topology topology, Handlers handlers)
     : loop_(loop),
-      endpoint_(config.amqp.endpoint),
+      endpoints_(config.amqp.endpoints),
       prefetch_(config.amqp.prefetch),
       heartbeat_sec_(config.amqp.heartbeat_sec),
       connect_timeout_ms_(config.amqp.connect_timeout_ms),
       topology_(std::move(topology)),
-      handlers_(std::move(handlers)) {
+      handlers_(std::move(handlers)),
+      rotation_(endpoints_.size()) {
   heartbeat_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   reconnect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   close_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
@@ -96,7 +98,7 @@ void AmqpConnection::connect() {
   state_ = AmqpState::Connecting;
   auto job = std::make_unique<ConnectJob>();
   job->owner = this;
-  job->endpoint = endpoint_;
+  job->endpoint = endpoints_[rotation_.current()];
   job->options.heartbeat_sec = heartbeat_sec_;
   job->options.connect_timeout_ms = connect_timeout_ms_;
   job->options.connection_name = "eventd";
@@ -118,7 +120,7 @@ void AmqpConnection::on_work(uv_work_t* req) {
   auto* job = static_cast<ConnectJob*>(req->data);
   try {
     AmqpSession session(job->endpoint, job->options);
-    declare_topology(session, *job->topology);
+    job->kept = declare_topology(session, *job->topology);
     session.qos(job->prefetch);
     session.confirm_select();
     job->conn = session.release();
@@ -142,11 +144,12 @@ void AmqpConnection::on_work_done(uv_work_t* req, int status) {
   }
   if (job->conn == nullptr) {
     self->state_ = AmqpState::Closed;
-    log::warn("amqp connect failed", {{"error", job->error}, {"host", self->endpoint_.host},
-                                      {"port", self->endpoint_.port}, {"vhost", self->endpoint_.vhost}});
+    log::warn("amqp connect failed", {{"error", job->error}, {"node", job->endpoint.node()},
+                                      {"vhost", job->endpoint.vhost}});
     self->schedule_reconnect();
     return;
   }
+  for (const auto& line : describe(job->kept)) log::warn("existing queues kept as they are", {{"detail", line}});
   self->adopt(job->conn);
 }
 
@@ -177,8 +180,9 @@ void AmqpConnection::adopt(amqp_connection_state_t conn) {
   const uint64_t hb = negotiated_heartbeat_sec_;
   uint64_t tick = hb > 0 ? std::max<uint64_t>(hb * 1000ull / 2, 500) : 5000;
   uv_timer_start(heartbeat_timer_.get(), on_heartbeat_timer, tick, tick);
-  log::info("amqp connected", {{"host", endpoint_.host}, {"port", endpoint_.port}, {"vhost", endpoint_.vhost},
-                               {"generation", generation_}});
+  const AmqpEndpoint& node = endpoints_[rotation_.current()];
+  log::info("amqp connected", {{"node", node.node()}, {"host", node.host}, {"port", node.port},
+                               {"vhost", node.vhost}, {"generation", generation_}});
   if (handlers_.on_connected) handlers_.on_connected();
   if (state_ == AmqpState::Connected && consume_requested_) consume();
   if (state_ == AmqpState::Connected) pump();  // frames may already be buffered
@@ -454,7 +458,7 @@ bool AmqpConnection::handle_method(amqp_channel_t channel, const amqp_method_t& 
     case AMQP_BASIC_CONSUME_OK_METHOD:
       ++consumers_active_;
       if (consumers_active_ == topology_.consumed.size()) {
-        backoff_.reset();  // only a connection that got this far counts as recovered
+        rotation_.succeeded();  // only a connection that got this far counts as recovered
         log::info("consuming", {{"queues", static_cast<uint64_t>(consumers_active_)}});
       }
       return true;
@@ -597,17 +601,18 @@ void AmqpConnection::fail(const std::string& reason) {
     finish_stop();
     return;
   }
-  log::warn("amqp connection lost", {{"reason", reason}});
+  log::warn("amqp connection lost", {{"reason", reason}, {"node", endpoints_[rotation_.current()].node()}});
   if (handlers_.on_disconnected) handlers_.on_disconnected(reason);
   schedule_reconnect();
 }
 
 void AmqpConnection::schedule_reconnect() {
   if (stopping_) return;
-  uint32_t delay = backoff_.next();
+  const NodeRotation::Next next = rotation_.failed();
   ++reconnects_;
-  log::info("amqp reconnect scheduled", {{"delay_ms", delay}, {"attempt", backoff_.attempts()}});
-  uv_timer_start(reconnect_timer_.get(), on_reconnect_timer, delay, 0);
+  log::info("amqp reconnect scheduled", {{"delay_ms", next.delay_ms}, {"attempt", rotation_.failures()},
+                                         {"node", endpoints_[next.node].node()}});
+  uv_timer_start(reconnect_timer_.get(), on_reconnect_timer, next.delay_ms, 0);
 }
 
 void AmqpConnection::on_reconnect_timer(uv_timer_t* handle) {

@@ -367,6 +367,53 @@ RedisEndpoint parse_redis_unix_url(const std::string& url) {
 
 }  // namespace
 
+std::vector<AmqpEndpoint> parse_amqp_urls(const std::string& urls) {
+  std::vector<std::string_view> parts;
+  for (std::string_view rest = urls;;) {
+    const auto comma = rest.find(',');
+    std::string_view part = rest.substr(0, comma);
+    while (!part.empty() && std::isspace(static_cast<unsigned char>(part.front()))) part.remove_prefix(1);
+    while (!part.empty() && std::isspace(static_cast<unsigned char>(part.back()))) part.remove_suffix(1);
+    parts.push_back(part);
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  const std::size_t n = parts.size();
+  // With one URI, messages stay as they were; with several they say which one.
+  const auto at = [n](std::size_t i) { return "URI " + std::to_string(i + 1) + " of " + std::to_string(n); };
+  // Shape first: a comma inside a password splits its URI, and parsing the first
+  // half would quote a piece of the password as a "port".
+  for (std::size_t i = 0; i < n; ++i) {
+    if (parts[i].empty()) {
+      throw ConfigError(n == 1 ? std::string("empty AMQP URL")
+                               : at(i) + " is empty (one amqp:// URI per node, separated by commas)");
+    }
+    if (n > 1 && parts[i].find("://") == std::string_view::npos) {
+      throw ConfigError(at(i) + ": missing scheme in the AMQP URL; expected amqp://host:port/... (percent-encode "
+                                "a comma inside a URI as %2C)");
+    }
+  }
+  std::vector<AmqpEndpoint> endpoints;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string_view part = parts[i];
+    AmqpEndpoint ep;
+    try {
+      ep = parse_amqp_url(std::string(part));
+    } catch (const ConfigError& e) {
+      throw ConfigError(n == 1 ? std::string(e.what()) : at(i) + ": " + e.what());
+    }
+    for (std::size_t j = 0; j < endpoints.size(); ++j) {
+      if (lower(endpoints[j].host) == lower(ep.host) && endpoints[j].port == ep.port)
+        throw ConfigError(at(i) + ": names the same node as URI " + std::to_string(j + 1) + " (" + ep.node() + ")");
+    }
+    if (!endpoints.empty() && ep.vhost != endpoints.front().vhost)
+      throw ConfigError(at(i) + ": vhost " + quoted(ep.vhost) + " differs from URI 1's " +
+                        quoted(endpoints.front().vhost) + "; the nodes of one cluster share the vhost");
+    endpoints.push_back(std::move(ep));
+  }
+  return endpoints;
+}
+
 RedisEndpoint parse_redis_url(const std::string& url) {
   const std::string kind = "Redis";
   const auto scheme_end = url.find("://");
@@ -459,6 +506,7 @@ Config parse_config(std::string_view text, const std::string& source, const char
   cfg.redis.url = string_at(doc, "/redis/url", cfg.redis.url);
   cfg.redis.connect_timeout_ms = uint_at(doc, "/redis/connectTimeoutMs", cfg.redis.connect_timeout_ms);
   cfg.redis.min_replicas = uint_at(doc, "/redis/minReplicas", cfg.redis.min_replicas);
+  cfg.redis.batch_size = uint_at(doc, "/redis/batchSize", cfg.redis.batch_size);
   cfg.redis.replica_timeout_ms = uint_at(doc, "/redis/replicaTimeoutMs", cfg.redis.replica_timeout_ms);
   // A WAIT holds its connection: past connectTimeoutMs the PING behind it counts as a hung Redis.
   if (cfg.redis.min_replicas > 0 && cfg.redis.replica_timeout_ms >= cfg.redis.connect_timeout_ms)
@@ -477,6 +525,8 @@ Config parse_config(std::string_view text, const std::string& source, const char
     fail(source, "/topology/exchanges/events/name",
          "must differ from the quotes exchange name, got " + quoted(topo.events_exchange.name));
   topo.delivery_limit = uint_at(doc, "/topology/deliveryLimit", topo.delivery_limit);
+  if (find(doc, "/topology/quorumInitialGroupSize"))
+    topo.quorum_initial_group_size = uint_at(doc, "/topology/quorumInitialGroupSize", uint32_t{0});
   parse_queues(doc, cfg);
 
   auto& retry = cfg.retry;
@@ -545,7 +595,7 @@ Config parse_config(std::string_view text, const std::string& source, const char
       throw ConfigError(where + ": " + e.what());
     }
   };
-  cfg.amqp.endpoint = endpoint("EVENTD_AMQP_URL", "/amqp/url", cfg.amqp.url, parse_amqp_url);
+  cfg.amqp.endpoints = endpoint("EVENTD_AMQP_URL", "/amqp/url", cfg.amqp.url, parse_amqp_urls);
   cfg.redis.endpoint = endpoint("EVENTD_REDIS_URL", "/redis/url", cfg.redis.url, parse_redis_url);
   // Several instances on one host: each its own port (a unit's Environment=).
   if (const char* value = env("EVENTD_HTTP_LISTEN")) {
@@ -562,7 +612,7 @@ Config parse_config(std::string_view text, const std::string& source, const char
     cfg.amqp.management_url = value;
   }
   if (cfg.amqp.management_url.empty()) {
-    const std::string& h = cfg.amqp.endpoint.host;
+    const std::string& h = cfg.amqp.endpoint().host;
     cfg.amqp.management_url = "http://" + (h.find(':') != std::string::npos ? "[" + h + "]" : h) + ":15672";
   }
   while (cfg.amqp.management_url.ends_with('/')) cfg.amqp.management_url.pop_back();

@@ -38,10 +38,10 @@ class Daemon {
                [this](const std::string&) { on_amqp_lost(); }}),
         dispatcher_(loop, config, amqp_, redis_, schemas_, metrics_),
         http_(loop, [this](std::string_view method, std::string_view path) { return serve(method, path); }) {
-    dispatcher_.register_handler("quote_update", std::make_unique<QuoteUpdateHandler>(redis_, config));
-    dispatcher_.register_handler("alert_triggered", std::make_unique<AlertTriggeredHandler>(redis_, config));
-    dispatcher_.register_handler("analysis_request", std::make_unique<AnalysisRequestHandler>(redis_, config));
-    dispatcher_.register_handler("analysis_complete", std::make_unique<AnalysisCompleteHandler>(redis_, config));
+    dispatcher_.register_handler("quote_update", std::make_unique<QuoteUpdateHandler>(loop, redis_, config));
+    dispatcher_.register_handler("alert_triggered", std::make_unique<AlertTriggeredHandler>(loop, redis_, config));
+    dispatcher_.register_handler("analysis_request", std::make_unique<AnalysisRequestHandler>(loop, redis_, config));
+    dispatcher_.register_handler("analysis_complete", std::make_unique<AnalysisCompleteHandler>(loop, redis_, config));
     auto notifications = std::make_unique<NotificationHandler>(loop, redis_, config);
     notifications_ = notifications.get();  // owned by the dispatcher, which outlives every use here
     dispatcher_.register_handler("notification", std::move(notifications));
@@ -74,9 +74,10 @@ class Daemon {
       watchdog_ = true;
     }
     uv_timer_start(state_timer_.get(), on_state_timer, tick, tick);
-    log::info("eventd starting", {{"version", EVENTD_VERSION}, {"amqp_host", config_.amqp.endpoint.host},
-                                  {"amqp_port", config_.amqp.endpoint.port},
-                                  {"vhost", config_.amqp.endpoint.vhost},
+    std::string amqp_nodes;
+    for (const auto& ep : config_.amqp.endpoints) amqp_nodes += (amqp_nodes.empty() ? "" : ",") + ep.node();
+    log::info("eventd starting", {{"version", EVENTD_VERSION}, {"amqp_nodes", amqp_nodes},
+                                  {"vhost", config_.amqp.endpoint().vhost},
                                   {"redis_host", config_.redis.endpoint.nodes.front().host},
                                   {"redis_port", config_.redis.endpoint.nodes.front().port},
                                   {"redis_nodes", static_cast<uint64_t>(config_.redis.endpoint.nodes.size())}});
@@ -109,6 +110,9 @@ class Daemon {
     metrics_.consuming = amqp_.consuming();
     metrics_.amqp_up = amqp_.state() == AmqpState::Connected;
     metrics_.redis_up = redis_.up();
+    const AmqpEndpoint* connected = amqp_.connected_node();
+    metrics_.amqp_nodes.clear();
+    for (const auto& node : amqp_.nodes()) metrics_.amqp_nodes.emplace_back(node.node(), &node == connected);
     metrics_.amqp_reconnects = amqp_.reconnects();
     metrics_.redis_reconnects = redis_.reconnects();
     metrics_.redis_nodes = redis_.nodes_known();

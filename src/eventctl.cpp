@@ -31,10 +31,12 @@
 #include "eventd/amqp_session.hpp"
 #include "eventd/amqp_table.hpp"
 #include "eventd/dispatcher.hpp"
+#include "eventd/eventctl_usage.hpp"
 #include "eventd/json_case.hpp"
 #include "eventd/json_parse.hpp"
 #include "eventd/keys.hpp"
 #include "eventd/redis/blocking_client.hpp"
+#include "eventd/progress.hpp"
 #include "eventd/retry_policy.hpp"
 #include "eventd/routing.hpp"
 #include "eventd/schema_registry.hpp"
@@ -43,26 +45,6 @@
 
 namespace eventd {
 namespace {
-
-constexpr const char* kUsage =
-    "usage: eventctl [--config FILE] COMMAND ...\n"
-    "  publish TYPE [JSON|@FILE|-] [--count N] [--rate MSG_PER_S] [--message-id ID]\n"
-    "                              [--correlation-id ID] [--reply-to QUEUE]\n"
-    "      validate and publish one message (or N) with publisher confirms\n"
-    "  topology apply              declare exchanges, queues and bindings\n"
-    "  topology verify             check they exist; non-zero exit names what is missing\n"
-    "  dlq list                    every dead-letter queue with its depth\n"
-    "  dlq show QUEUE [--count N]  print dead letters (JSON lines), leaving them in place\n"
-    "  dlq replay QUEUE --count N|--all|--id MESSAGE_ID\n"
-    "                              republish to the original exchange and routing key, retry\n"
-    "                              count reset; each is confirmed before its dead letter is acked\n"
-    "  dlq purge QUEUE             delete every dead letter in QUEUE\n"
-    "  monitor start USER SPEC     start (or replace) USER's monitor; SPEC is JSON, @FILE or -\n"
-    "  monitor stop USER           stop it (rules stop firing; the spec is kept)\n"
-    "  monitor status USER         the monitor as JSON\n"
-    "  monitor list                every user with a monitor, its status and rule count\n"
-    "FILE defaults to $EVENTD_CONFIG, then /etc/eventd/eventd.jsonc if present, else built-in\n"
-    "defaults; EVENTD_AMQP_URL and EVENTD_REDIS_URL override the URLs.\n";
 
 // One clear line, a distinct exit code.
 struct UsageError : std::runtime_error {
@@ -156,12 +138,24 @@ Config load_cli_config(const std::string& path) {
   return parse_config("{}", "built-in defaults", [](const char* name) -> const char* { return std::getenv(name); });
 }
 
+// A session on the first broker node that answers, in config order (any node of a
+// cluster serves the vhost). When none does, one line with each node's reason.
 std::unique_ptr<AmqpSession> open_session(const Config& config) {
   SessionOptions options;
   options.heartbeat_sec = 0;
   options.connect_timeout_ms = config.amqp.connect_timeout_ms;
   options.connection_name = "eventctl";
-  return std::make_unique<AmqpSession>(config.amqp.endpoint, options);
+  const auto& nodes = config.amqp.endpoints;
+  if (nodes.size() == 1) return std::make_unique<AmqpSession>(nodes.front(), options);
+  std::string reasons;
+  for (const auto& node : nodes) {
+    try {
+      return std::make_unique<AmqpSession>(node, options);
+    } catch (const AmqpError& e) {
+      reasons += (reasons.empty() ? "" : "; ") + std::string(e.what());
+    }
+  }
+  throw AmqpError("none of the " + std::to_string(nodes.size()) + " RabbitMQ nodes answered: " + reasons);
 }
 
 // Parses, normalises and validates a message body of `type`; fills in `type` and
@@ -230,6 +224,7 @@ int cmd_publish(const Config& config, const std::vector<std::string>& argv) {
   uint64_t last_seq = 0;
   std::string last_id;
   constexpr uint64_t kWindow = 512;  // unconfirmed publishes in flight before we wait
+  Progress progress("publish", count);
   for (uint64_t i = 0; i < count; ++i) {
     if (rate > 0) {
       auto due = started + std::chrono::microseconds(i * 1000000 / rate);
@@ -246,12 +241,14 @@ int cmd_publish(const Config& config, const std::vector<std::string>& argv) {
       tally.nacked += t.nacked;
       tally.returned += t.returned;
     }
+    if (count > 1) progress.update(i + 1);
   }
   auto t = session->wait_confirms(last_seq);
   tally.acked += t.acked;
   tally.nacked += t.nacked;
   tally.returned += t.returned;
   session->close();
+  progress.clear();
 
   if (tally.returned > 0) {
     std::fprintf(stderr,
@@ -289,8 +286,9 @@ int cmd_topology(const Config& config, const std::vector<std::string>& argv) {
   Topology topology = build_topology(config);
   auto session = open_session(config);
   if (a.positional[0] == "apply") {
-    declare_topology(*session, topology);
+    const std::vector<KeptArgument> kept = declare_topology(*session, topology);
     session->close();
+    for (const auto& line : describe(kept)) std::printf("note: %s\n", line.c_str());
     std::printf("topology applied: %zu exchanges, %zu queues, %zu bindings\n", topology.exchanges.size(),
                 topology.queues.size(), topology.bindings.size());
     return 0;
@@ -311,7 +309,7 @@ std::optional<std::string> management_get(const Config& config, const std::strin
   }
   std::string url = config.amqp.management_url + path;
   std::string body;
-  std::string user = config.amqp.endpoint.user + ":" + config.amqp.endpoint.password;
+  std::string user = config.amqp.endpoint().user + ":" + config.amqp.endpoint().password;
   curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_USERPWD, user.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(config.amqp.connect_timeout_ms));
@@ -345,12 +343,14 @@ std::string argument_text(const rapidjson::Value& v) {
 // Names each missing or different exchange, queue and binding on stderr; 0 when all
 // match, 1 otherwise.
 int verify_topology(const Config& config, const Topology& topology) {
-  const std::string vhost = escape(config.amqp.endpoint.vhost);
+  const std::string vhost = escape(config.amqp.endpoint().vhost);
   int problems = 0;
   auto report = [&problems](const std::string& line) {
     std::fprintf(stderr, "%s\n", line.c_str());
     ++problems;
   };
+  // Differs, but apply cannot change it and eventd works with it: said, not counted.
+  std::vector<KeptArgument> kept;
   auto fetch = [&](const std::string& path, rapidjson::Document& doc) -> bool {
     long status = 0;
     std::string error;
@@ -359,7 +359,7 @@ int verify_topology(const Config& config, const Topology& topology) {
       throw AmqpError("cannot reach the RabbitMQ management API at " + config.amqp.management_url + ": " + error +
                       " (set amqp.managementUrl or EVENTD_MANAGEMENT_URL)");
     }
-    if (status == 401) throw AmqpError("the management API refused user '" + config.amqp.endpoint.user + "' (401)");
+    if (status == 401) throw AmqpError("the management API refused user '" + config.amqp.endpoint().user + "' (401)");
     if (status == 404) return false;
     if (status != 200) throw AmqpError("management API answered HTTP " + std::to_string(status) + " for " + path);
     return !parse_json(doc, *body);
@@ -380,18 +380,24 @@ int verify_topology(const Config& config, const Topology& topology) {
       continue;
     }
     const rapidjson::Value* args = d.HasMember("arguments") && d["arguments"].IsObject() ? &d["arguments"] : nullptr;
+    bool kept_classic = false;  // then no quorum-only argument is expected either
     for (const auto& a : q.arguments) {
+      if (kept_classic && a.key == kQuorumInitialGroupSize) continue;
       std::string want = std::holds_alternative<std::string>(a.value) ? std::get<std::string>(a.value)
                                                                       : std::to_string(std::get<int64_t>(a.value));
       auto m = args != nullptr ? args->FindMember(a.key.c_str()) : rapidjson::Value::ConstMemberIterator();
-      if (args == nullptr || m == args->MemberEnd()) {
-        // RabbitMQ reports a classic queue declared without x-queue-type as "classic" in "type".
-        if (a.key == "x-queue-type" && d.HasMember("type") && d["type"].IsString() && want == d["type"].GetString()) {
-          continue;
-        }
+      const bool absent = args == nullptr || m == args->MemberEnd();
+      std::string have = absent ? "none" : argument_text(m->value);
+      // RabbitMQ reports a classic queue declared without x-queue-type as "classic" in "type".
+      if (absent && a.key == kQueueType && d.HasMember("type") && d["type"].IsString()) have = d["type"].GetString();
+      if (have == want) continue;
+      if (keepable(q, a.key, have)) {
+        kept.push_back({q.name, a.key, have, want});
+        kept_classic = kept_classic || a.key == kQueueType;
+      } else if (have == "none") {
         report("queue '" + q.name + "' lacks argument " + a.key + " = " + want);
-      } else if (argument_text(m->value) != want) {
-        report("queue '" + q.name + "' has " + a.key + " = " + argument_text(m->value) + ", expected " + want);
+      } else {
+        report("queue '" + q.name + "' has " + a.key + " = " + have + ", expected " + want);
       }
     }
   }
@@ -410,6 +416,7 @@ int verify_topology(const Config& config, const Topology& topology) {
              "'");
     }
   }
+  for (const auto& line : describe(kept)) std::printf("note: %s\n", line.c_str());
   if (problems > 0) {
     std::fprintf(stderr, "topology verify: %d problem(s) (eventctl topology apply declares what is missing; a queue "
                          "with other arguments must be deleted first)\n", problems);
@@ -552,12 +559,14 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
   uint64_t replayed = 0;
   uint64_t seen = 0;
   uint64_t last_skipped = 0;
+  Progress progress("replay", only_id.empty() ? std::min<uint64_t>(want, *depth) : *depth);
   while (replayed < want && seen < *depth) {
     auto m = session->get(dlq.name);
     if (!m) break;
     ++seen;
     if (!only_id.empty() && m->properties.message_id() != only_id) {
       last_skipped = m->delivery_tag;  // given back below
+      progress.update(seen);
       continue;
     }
     Route route = replay_route(*m, dlq);
@@ -577,10 +586,13 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
     session->publish_confirmed(route.exchange, route.routing_key, props, m->body);
     session->ack(m->delivery_tag);
     ++replayed;
+    progress.before_stdout();
     std::printf("replayed message_id=%s to exchange=%s routing_key=%s\n",
                 std::string(m->properties.message_id()).c_str(),
                 route.exchange.empty() ? "(default)" : route.exchange.c_str(), route.routing_key.c_str());
+    progress.update(only_id.empty() ? replayed : seen);
   }
+  progress.clear();
   return_and_settle(*session, dlq.name, last_skipped, static_cast<uint32_t>(*depth - replayed));
   session->close();
   if (!only_id.empty() && replayed == 0) {
@@ -857,7 +869,7 @@ int eventctl_main(int argc, char** argv) {
     args.erase(args.begin(), args.begin() + (separate ? 2 : 1));
   }
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::fputs(kUsage, args.empty() ? stderr : stdout);
+    std::fputs(usage::full_help().c_str(), args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;
   }
   if (args[0] == "--version") {
@@ -866,6 +878,12 @@ int eventctl_main(int argc, char** argv) {
   }
   const std::string command = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (std::find(rest.begin(), rest.end(), "--help") != rest.end()) {
+    if (const usage::CommandHelp* help = usage::find_command(command)) {
+      std::fputs(usage::command_help(*help).c_str(), stdout);
+      return 0;
+    }
+  }
   try {
     Config config = load_cli_config(config_path);
     if (command == "publish") return cmd_publish(config, rest);

@@ -113,6 +113,13 @@ std::string Metrics::render() const {
          "message waited and ran again.\n# TYPE eventd_redis_replica_waits_failed_total counter\n"
          "eventd_redis_replica_waits_failed_total " + std::to_string(replica_waits_failed) + '\n';
   gauge(out, "eventd_consuming", "1 while every consumer is active.", consuming ? "1" : "0");
+  // One series per configured node, 1 for the connected one (none while down): the
+  // set of series stays fixed, so "which node" and "on none" are both plain queries.
+  out += "# HELP eventd_amqp_connected_node The broker node the AMQP connection is on (1), per configured node.\n"
+         "# TYPE eventd_amqp_connected_node gauge\n";
+  for (const auto& [node, connected] : amqp_nodes) {
+    out += "eventd_amqp_connected_node{node=\"" + label(node) + "\"} " + (connected ? "1" : "0") + '\n';
+  }
   out += "# HELP eventd_reconnects_total Reconnect attempts by peer.\n# TYPE eventd_reconnects_total counter\n";
   out += "eventd_reconnects_total{peer=\"amqp\"} " + std::to_string(amqp_reconnects) + '\n';
   out += "eventd_reconnects_total{peer=\"redis\"} " + std::to_string(redis_reconnects) + '\n';

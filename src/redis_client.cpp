@@ -30,8 +30,7 @@ std::vector<std::string_view> views(const std::vector<std::string>& v) { return 
 
 // A cluster request, kept whole so that a redirect can send it again.
 struct RedisClient::Request {
-  std::optional<ScriptId> script;  // set: EVALSHA of that script with `keys` and `args`
-  std::string function;            // not empty: FCALL of that function
+  std::string function;            // not empty: FCALL of that function with `keys` and `args`
   std::vector<std::string> keys;
   std::vector<std::string> args;   // a command: its arguments, the command first
   Callback done;
@@ -50,11 +49,6 @@ RedisClient::RedisClient(uv_loop_t* loop, const RedisConfig& config, Handlers ha
 }
 
 RedisClient::~RedisClient() = default;
-
-RedisClient::ScriptId RedisClient::add_script(std::string source) {
-  scripts_.push_back({std::move(source), {}});
-  return scripts_.size() - 1;
-}
 
 std::string RedisClient::add_library(std::string_view code) {
   char name[32];
@@ -99,8 +93,7 @@ RedisClient::Node& RedisClient::node(const redis::NodeAddress& address) {
   auto it = nodes_.find(name);
   if (it != nodes_.end()) return it->second;
   Node& n = nodes_[name];
-  n.conn = std::make_unique<redis::Connection>(loop_, address, config_, scripts_, libraries_,
-                                               redis::Connection::Handlers{});
+  n.conn = std::make_unique<redis::Connection>(loop_, address, config_, libraries_, redis::Connection::Handlers{});
   redis::Connection* conn = n.conn.get();
   conn->set_handlers({[this, conn] { on_node_up(conn); },
                       [this, conn](const std::string& why) { on_node_down(conn, why); }});
@@ -264,24 +257,6 @@ bool RedisClient::command(const std::vector<std::string_view>& args, Callback do
   return route(req);
 }
 
-bool RedisClient::eval(ScriptId script, const std::vector<std::string_view>& keys,
-                       const std::vector<std::string_view>& args, Callback done) {
-  if (stopping_ || script >= scripts_.size()) return false;
-  const std::string_view key = keys.empty() ? std::string_view() : keys.front();
-  if (mode_ == Mode::Standalone) {
-    redis::Connection* conn = connection_for_key(key);
-    return conn != nullptr && conn->eval(script, keys, args, std::move(done));
-  }
-  if (mode_ != Mode::Cluster) return false;
-  auto req = std::make_shared<Request>();
-  req->script = script;
-  req->keys.assign(keys.begin(), keys.end());
-  req->args.assign(args.begin(), args.end());
-  req->done = std::move(done);
-  req->slot = redis::key_slot(key);
-  return route(req);
-}
-
 const void* RedisClient::node_for(std::string_view key) {
   redis::Connection* conn = connection_for_key(key);
   return conn != nullptr && conn->up() ? conn : nullptr;
@@ -299,7 +274,6 @@ bool RedisClient::send(const std::shared_ptr<Request>& req, redis::Connection& c
   if (req->asking && !conn.command({"ASKING"}, [](const redisReply*) {})) return false;
   redis::Connection* c = &conn;
   auto on_reply = [this, req, c](const redisReply* r) { on_request_reply(req, c, r); };
-  if (req->script) return conn.eval(*req->script, views(req->keys), views(req->args), on_reply);
   if (!req->function.empty()) return conn.fcall(req->function, views(req->keys), views(req->args), on_reply);
   return conn.command(views(req->args), on_reply);
 }

@@ -13,8 +13,10 @@
 // heartbeat, at least 10 s) fails the write in bounded time.
 //
 // On any failure the connection is torn down, every unconfirmed publish is failed,
-// and a reconnect is scheduled with capped exponential backoff and jitter; after
-// reconnecting the topology is declared again and consumers resume.
+// and a reconnect is scheduled to the next of the configured broker nodes (a short
+// hop, or capped exponential backoff with jitter once every node has failed in a
+// row: see node_rotation.hpp); after reconnecting, on whichever node, the topology is
+// declared again and consumers resume.
 #pragma once
 
 #include <uv.h>
@@ -24,10 +26,11 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "eventd/amqp_message.hpp"
-#include "eventd/backoff.hpp"
 #include "eventd/config.hpp"
+#include "eventd/node_rotation.hpp"
 #include "eventd/topology.hpp"
 #include "eventd/uv_handle.hpp"
 
@@ -67,6 +70,12 @@ class AmqpConnection {
   // basic.consume acknowledged for every consumed queue.
   bool consuming() const { return state_ == AmqpState::Connected && consumers_active_ == topology_.consumed.size(); }
   uint64_t reconnects() const { return reconnects_; }
+  // The configured broker nodes, in config order, and the one the open connection is
+  // on (nullptr while not connected).
+  const std::vector<AmqpEndpoint>& nodes() const { return endpoints_; }
+  const AmqpEndpoint* connected_node() const {
+    return state_ == AmqpState::Connected ? &endpoints_[rotation_.current()] : nullptr;
+  }
   uint64_t acks_sent() const { return acks_sent_; }
 
   // Drops the connection as after a failure (pending publishes fail) and reconnects,
@@ -142,7 +151,7 @@ class AmqpConnection {
   void release_held();
 
   uv_loop_t* loop_;
-  AmqpEndpoint endpoint_;
+  std::vector<AmqpEndpoint> endpoints_;  // never empty
   uint16_t prefetch_;
   uint16_t heartbeat_sec_;             // asked for; the broker may lower it
   uint16_t negotiated_heartbeat_sec_ = 0;  // of the current connection; 0: none
@@ -173,7 +182,7 @@ class AmqpConnection {
   std::size_t acks_waiting_ = 0;
   UvHandle<uv_check_t> ack_check_;
   Inbound inbound_;
-  Backoff backoff_;
+  NodeRotation rotation_;  // which node, how long to wait
   std::function<void()> stop_done_;
 
   UvHandle<uv_poll_t> poll_;

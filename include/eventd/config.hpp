@@ -28,6 +28,12 @@ struct AmqpEndpoint {
   std::string user = "guest";
   std::string password = "guest";
   std::string vhost = "/";
+
+  // "host:port" ("[::1]:5672"): how logs, metrics and errors name the node. Never
+  // the credentials.
+  std::string node() const {
+    return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  }
 };
 
 // host:port of one Redis node, or the path of its unix socket.
@@ -59,8 +65,12 @@ struct RedisEndpoint {
 };
 
 struct AmqpConfig {
+  // One amqp:// URI, or several separated by commas: the nodes of one cluster, in
+  // the order given; all on the same vhost.
   std::string url = "amqp://guest:guest@127.0.0.1:5672/%2f";
-  AmqpEndpoint endpoint;
+  std::vector<AmqpEndpoint> endpoints{AmqpEndpoint{}};  // never empty
+  // The first node: the one eventctl tries first and the management API's default host.
+  const AmqpEndpoint& endpoint() const { return endpoints.front(); }
   uint16_t prefetch = 500;
   uint16_t heartbeat_sec = 30;
   uint32_t connect_timeout_ms = 5000;
@@ -75,6 +85,8 @@ struct RedisConfig {
   // effects (0: no WAIT). replica_timeout_ms is WAIT's timeout.
   uint32_t min_replicas = 0;
   uint32_t replica_timeout_ms = 1000;
+  // At most this many messages of one type go to one Redis node in one call.
+  uint32_t batch_size = 100;
 };
 
 struct ExchangeConfig {
@@ -101,6 +113,9 @@ struct TopologyConfig {
   // x-delivery-limit on quorum queues: the broker's backstop for a message that
   // crashes eventd over and over. Above retry.max_attempts on purpose.
   uint32_t delivery_limit = 20;
+  // x-quorum-initial-group-size on quorum queues (work queues and their .dlq): how
+  // many nodes a new queue is replicated to. Absent: the broker's default.
+  std::optional<uint32_t> quorum_initial_group_size;
 };
 
 struct RetryConfig {
@@ -170,6 +185,10 @@ Config parse_config(std::string_view text, const std::string& source,
 
 // Throw ConfigError("<what>: ...") when the URL is malformed.
 AmqpEndpoint parse_amqp_url(const std::string& url);
+// One URI or several separated by commas (whitespace around them ignored): one
+// endpoint each, in order. A bad one is named by position ("URI 2 of 3: ..."); an
+// empty element, a node listed twice or a vhost other than the first URI's is an error.
+std::vector<AmqpEndpoint> parse_amqp_urls(const std::string& urls);
 RedisEndpoint parse_redis_url(const std::string& url);
 
 // The default queue set of DESIGN.md for the given exchanges.

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "eventd/circuit_breaker.hpp"
 
@@ -47,6 +48,9 @@ class Metrics {
   bool amqp_up = false;
   bool redis_up = false;
   bool consuming = false;
+  // Every configured broker node ("host:port", config order); true for the one
+  // the AMQP connection is on.
+  std::vector<std::pair<std::string, bool>> amqp_nodes;
   uint64_t amqp_reconnects = 0;
   uint64_t redis_reconnects = 0;
   // Masters eventd routes to (1 for a standalone Redis) and how many it reaches.

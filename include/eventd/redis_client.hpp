@@ -5,7 +5,7 @@
 // (INFO cluster) which it is. Standalone: that one connection carries everything.
 // Cluster: the slot map is read with CLUSTER SLOTS, each master gets a connection of
 // its own (redis::Connection, with its own reconnect backoff), and every request goes
-// to the master of its key's slot: a command's first argument, a script's first key
+// to the master of its key's slot: a command's first argument, a function's first key
 // (a message's keys share one hash tag, so one slot). MOVED updates the map and
 // resends; ASK resends once with ASKING; TRYAGAIN resends a moment later; a redirect,
 // CLUSTERDOWN or a lost node refreshes the map, and so does a timer (every second
@@ -25,7 +25,6 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,7 +39,6 @@ namespace eventd {
 class RedisClient {
  public:
   using Callback = redis::Connection::Callback;
-  using ScriptId = std::size_t;
   struct Handlers {
     std::function<void()> on_up;                             // a node became reachable: waiting work may go
     std::function<void(const std::string& reason)> on_down;  // no node is reachable any more
@@ -51,8 +49,6 @@ class RedisClient {
   RedisClient(const RedisClient&) = delete;
   RedisClient& operator=(const RedisClient&) = delete;
 
-  // Register scripts before start(); every node loads them on every connect.
-  ScriptId add_script(std::string source);
   // Registers a Redis Functions library before start(): Lua that registers its
   // functions with redis.register_function, each named "@lib_<name>". "@lib" is
   // replaced by the library's name, eventd_<hash of the code>, which is returned: a
@@ -76,10 +72,6 @@ class RedisClient {
   // Routed by the command's first argument (its key).
   bool command(std::initializer_list<std::string_view> args, Callback done);
   bool command(const std::vector<std::string_view>& args, Callback done);
-  // EVALSHA routed by keys[0] (EVAL when the node has not loaded it; NOSCRIPT makes the
-  // node reconnect and load its scripts, and the call is reported lost).
-  bool eval(ScriptId script, const std::vector<std::string_view>& keys, const std::vector<std::string_view>& args,
-            Callback done);
 
   // FCALL routed by keys[0]. Every key of one call must be on one node (a cluster
   // allows keys of several slots only to functions flagged allow-cross-slot-keys).
@@ -135,7 +127,6 @@ class RedisClient {
   uv_loop_t* loop_;
   RedisConfig config_;
   Handlers handlers_;
-  std::vector<redis::Script> scripts_;     // shared by every connection
   std::vector<redis::Library> libraries_;  // shared by every connection
   Mode mode_ = Mode::Discovering;
   bool stopping_ = false;

@@ -4,23 +4,26 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/quote_update.hpp"
 #include "eventd/keys.hpp"
 
 namespace eventd {
 namespace {
 
-// KEYS: idempotency, alert history, monitor hash, outbox: all under {<userId>}.
-// ARGV: ttl, alert JSON, history length, notification JSON up to its channel value.
+// One alert: K idempotency, alert history, monitor hash, outbox: all under {<userId>}.
+// A: alert JSON, notification JSON up to its channel value. S: ttl, history length.
 // Reads and decides first, then writes (see quote_update.cpp for why); the
 // notification is assembled around the alert as received, so nothing in it is re-encoded.
-constexpr const char* kScript = R"lua(
-local seen = already_seen(KEYS[4])
-if seen then return seen end
-local out = notify_channels(KEYS[3], ARGV[4])
-redis.call('LPUSH', KEYS[2], ARGV[2])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-return settle(KEYS[4], out)
+constexpr const char* kAlertLua = R"lua(
+local function alert(K, A, S)
+  local seen = already_seen(K[1], K[4])
+  if seen then return seen end
+  local out = notify_channels(K[3], A[2])
+  redis.call('LPUSH', K[2], A[1])
+  redis.call('LTRIM', K[2], 0, tonumber(S[2]) - 1)
+  return settle(K[1], K[4], S[1], out)
+end
 )lua";
 
 std::string str(const rapidjson::Value& v, const char* key) {
@@ -51,8 +54,10 @@ std::string alert_text(const rapidjson::Value& alert) {
          str(alert, "alertId") + ")";
 }
 
-AlertTriggeredHandler::AlertTriggeredHandler(RedisClient& redis, const Config& config)
-    : ScriptHandler(redis, config, std::string(kNotifyChannelsLua) + kScript) {}
+AlertTriggeredHandler::AlertTriggeredHandler(uv_loop_t* loop, RedisClient& redis, const Config& config)
+    : ScriptHandler(loop, redis, config, {"alert", std::string(kOutboxLua) + kNotifyChannelsLua, kAlertLua, 4, 2, 2}) {
+  batch_->set_shared_args({ttl_, std::to_string(kAlertHistoryLength)});
+}
 
 void AlertTriggeredHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
@@ -70,11 +75,9 @@ void AlertTriggeredHandler::handle(const Message& message, HandlerDone done) {
                                               .body = text,
                                               .correlation_id = str(body, "correlationId"),
                                               .data_json = std::string_view(alert.GetString(), alert.GetSize())});
-  bool sent = redis_.eval(script_,
-                          {message.idempotency_key, keys::alerts(user), keys::monitor(user),
+  bool sent = batch_->add({std::string(message.idempotency_key), keys::alerts(user), keys::monitor(user),
                            keys::outbox(message.idempotency_key)},
-                          {ttl_, std::string_view(alert.GetString(), alert.GetSize()),
-                           std::to_string(kAlertHistoryLength), head},
+                          {std::string(alert.GetString(), alert.GetSize()), head},
                           [done](const redisReply* reply) { done(script_result(reply)); });
   if (!sent) done(HandlerResult::redis_unavailable());
 }

@@ -11,6 +11,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/quote_update.hpp"
 #include "eventd/keys.hpp"
 
@@ -20,22 +21,28 @@ namespace {
 using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
 
 // Records the computed result in the outbox; a redelivered request gets the stored
-// result back instead of a fresh one. KEYS: idempotency, outbox (under {<SYMBOL>}).
-// ARGV: ttl, entries...
-constexpr const char* kRequestScript = R"lua(
-local seen = already_seen(KEYS[2])
-if seen then return seen end
-return settle(KEYS[2], {unpack(ARGV, 2)})
+// result back instead of a fresh one. K: idempotency, outbox (under {<SYMBOL>}).
+// A: the analysis_complete entry, the reply entry ("" without reply_to). S: ttl.
+constexpr const char* kRequestLua = R"lua(
+local function analysis_request(K, A, S)
+  local seen = already_seen(K[1], K[2])
+  if seen then return seen end
+  local out = {A[1]}
+  if A[2] ~= '' then out[2] = A[2] end
+  return settle(K[1], K[2], S[1], out)
+end
 )lua";
 
-// KEYS: idempotency, analysis key, monitor hash, outbox: all under {<userId>}.
-// ARGV: ttl, analysis JSON, notification JSON up to its channel value.
-constexpr const char* kCompleteScript = R"lua(
-local seen = already_seen(KEYS[4])
-if seen then return seen end
-local out = notify_channels(KEYS[3], ARGV[3])
-redis.call('SET', KEYS[2], ARGV[2])  -- after every read (see quote_update.cpp)
-return settle(KEYS[4], out)
+// K: idempotency, analysis key, monitor hash, outbox: all under {<userId>}.
+// A: analysis JSON, notification JSON up to its channel value. S: ttl.
+constexpr const char* kCompleteLua = R"lua(
+local function analysis_complete(K, A, S)
+  local seen = already_seen(K[1], K[4])
+  if seen then return seen end
+  local out = notify_channels(K[3], A[2])
+  redis.call('SET', K[2], A[1])  -- after every read (see quote_update.cpp)
+  return settle(K[1], K[4], S[1], out)
+end
 )lua";
 
 std::string get_string(const rapidjson::Value& v, const char* key) {
@@ -133,8 +140,11 @@ std::string analysis_complete_json(const rapidjson::Value& request, const Analys
   return std::string(buf.GetString(), buf.GetSize());
 }
 
-AnalysisRequestHandler::AnalysisRequestHandler(RedisClient& redis, const Config& config)
-    : ScriptHandler(redis, config, kRequestScript) {}
+AnalysisRequestHandler::AnalysisRequestHandler(uv_loop_t* loop, RedisClient& redis, const Config& config)
+    : ScriptHandler(loop, redis, config, {"analysis_request", kOutboxLua, kRequestLua, 2, 2, 1}),
+      newest_(std::to_string(-static_cast<int64_t>(config.quote_history_length))) {
+  batch_->set_shared_args({ttl_});
+}
 
 void AnalysisRequestHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
@@ -144,8 +154,9 @@ void AnalysisRequestHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value* request = &message.body;
   const Delivery* delivery = &message.delivery;
   std::string idem(message.idempotency_key);
-  bool sent = redis_.command({"LRANGE", keys::history(symbol), "0", "-1"}, [this, request, delivery, idem, done, symbol,
-                                                                          kind](const redisReply* r) {
+  // The newest historyLength prices: the list may hold a few more (history_trim_at).
+  bool sent = redis_.command({"LRANGE", keys::history(symbol), newest_, "-1"}, [this, request, delivery, idem, done,
+                                                                              symbol, kind](const redisReply* r) {
     if (r == nullptr) return done(HandlerResult::redis_unavailable());
     if (r->type != REDIS_REPLY_ARRAY) {
       return done(HandlerResult::failed(ProcessingError::transient(
@@ -166,21 +177,22 @@ void AnalysisRequestHandler::handle(const Message& message, HandlerDone done) {
       workflow = std::string(id.substr(id.rfind(':') + 1));
     }
     std::string complete = analysis_complete_json(*request, std::get<Analysis>(result), workflow, now_ms());
-    std::vector<std::string> entries{complete};
+    std::string reply;
     if (std::string_view reply_to = delivery->properties.reply_to(); !reply_to.empty()) {
-      entries.push_back("@" + std::string(reply_to) + "\n" + complete);
+      reply = "@" + std::string(reply_to) + "\n" + complete;
     }
-    std::vector<std::string_view> args{ttl_};
-    args.insert(args.end(), entries.begin(), entries.end());
-    bool ok = redis_.eval(script_, {idem, keys::outbox(idem)}, args,
+    bool ok = batch_->add({idem, keys::outbox(idem)}, {std::move(complete), std::move(reply)},
                           [done](const redisReply* reply) { done(script_result(reply)); });
     if (!ok) done(HandlerResult::redis_unavailable());
   });
   if (!sent) done(HandlerResult::redis_unavailable());
 }
 
-AnalysisCompleteHandler::AnalysisCompleteHandler(RedisClient& redis, const Config& config)
-    : ScriptHandler(redis, config, std::string(kNotifyChannelsLua) + kCompleteScript) {}
+AnalysisCompleteHandler::AnalysisCompleteHandler(uv_loop_t* loop, RedisClient& redis, const Config& config)
+    : ScriptHandler(loop, redis, config,
+                    {"analysis_complete", std::string(kOutboxLua) + kNotifyChannelsLua, kCompleteLua, 4, 2, 1}) {
+  batch_->set_shared_args({ttl_});
+}
 
 void AnalysisCompleteHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
@@ -199,10 +211,9 @@ void AnalysisCompleteHandler::handle(const Message& message, HandlerDone done) {
     }
     if (!joined.empty()) text += ": " + joined;
   }
-  bool sent = redis_.eval(script_,
-                          {message.idempotency_key, keys::analysis(user, symbol), keys::monitor(user),
+  bool sent = batch_->add({std::string(message.idempotency_key), keys::analysis(user, symbol), keys::monitor(user),
                            keys::outbox(message.idempotency_key)},
-                          {ttl_, std::string_view(buf.GetString(), buf.GetSize()),
+                          {std::string(buf.GetString(), buf.GetSize()),
                            notification_head({.timestamp_ms = message.timestamp_ms,
                                               .user = user,
                                               .kind = "analysis",

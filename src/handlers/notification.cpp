@@ -10,6 +10,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "eventd/handlers/function_library.hpp"
 #include "eventd/handlers/rules_lua.hpp"
 #include "eventd/keys.hpp"
 #include "eventd/log.hpp"
@@ -30,28 +31,34 @@ local function take_token(key, now, per_minute, burst)
 end
 )lua";
 
-// KEYS: idempotency, bucket, stream, all under {<userId>}. ARGV: ttl, now, per minute,
-// burst, maxlen, then the stream entry's field/value pairs. Returns {1,0} added, {0,0}
-// duplicate, {-1,wait}.
-constexpr const char* kStreamScript = R"lua(
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
-local wait = take_token(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
-if wait > 0 then return {-1, wait} end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
-return {1, 0}
+// K: idempotency, bucket, stream, all under {<userId>}. A: now, then the stream entry's
+// values (messageId, channel, kind, title, body, data, timestamp). S: ttl, per minute,
+// burst, maxlen. Returns {1,0} added, {0,0} duplicate, {-1,wait} rate limited.
+constexpr const char* kStreamLua = R"lua(
+local function notify_stream(K, A, S)
+  if redis.call('EXISTS', K[1]) == 1 then return {0, 0} end
+  local wait = take_token(K[2], tonumber(A[1]), tonumber(S[2]), tonumber(S[3]))
+  if wait > 0 then return {-1, wait} end
+  redis.call('XADD', K[3], 'MAXLEN', '~', S[4], '*', 'messageId', A[2], 'channel', A[3], 'kind', A[4],
+             'title', A[5], 'body', A[6], 'data', A[7], 'timestamp', A[8])
+  redis.call('SET', K[1], '1', 'EX', S[1])
+  return {1, 0}
+end
 )lua";
 
-// KEYS: idempotency, bucket, lease, all under {<userId>}. ARGV: ttl, now, per minute,
-// burst, lease ms. Returns {1,0} go ahead, {0,0} duplicate, {-1,wait} rate limited, {-2,wait} leased.
-constexpr const char* kLeaseScript = R"lua(
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
-local held = redis.call('PTTL', KEYS[3])
-if held > 0 then return {-2, held} end
-local wait = take_token(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
-if wait > 0 then return {-1, wait} end
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
-return {1, 0}
+// K: idempotency, bucket, lease, all under {<userId>}. A: now. S: ttl, per minute,
+// burst, lease ms. Returns {1,0} go ahead, {0,0} duplicate, {-1,wait} rate limited,
+// {-2,wait} leased.
+constexpr const char* kLeaseLua = R"lua(
+local function notify_lease(K, A, S)
+  if redis.call('EXISTS', K[1]) == 1 then return {0, 0} end
+  local held = redis.call('PTTL', K[3])
+  if held > 0 then return {-2, held} end
+  local wait = take_token(K[2], tonumber(A[1]), tonumber(S[2]), tonumber(S[3]))
+  if wait > 0 then return {-1, wait} end
+  redis.call('SET', K[3], '1', 'PX', S[4])
+  return {1, 0}
+end
 )lua";
 
 int64_t wall_ms() {
@@ -72,7 +79,7 @@ std::string json_of(const rapidjson::Value& v) {
   return std::string(buf.GetString(), buf.GetSize());
 }
 
-// Reply {code, wait} of both scripts.
+// Result {code, wait} of both functions.
 bool script_pair(const redisReply* r, long long& code, long long& wait) {
   if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return false;
   code = r->element[0]->integer;
@@ -82,7 +89,7 @@ bool script_pair(const redisReply* r, long long& code, long long& wait) {
 
 HandlerResult script_failure(const redisReply* r) {
   if (r == nullptr) return HandlerResult::redis_unavailable();
-  std::string why = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "unexpected script reply";
+  std::string why = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "unexpected function reply";
   return HandlerResult::failed(ProcessingError::transient(ErrorCode::Internal, "redis: " + why));
 }
 
@@ -123,8 +130,14 @@ NotificationHandler::NotificationHandler(uv_loop_t* loop, RedisClient& redis, co
       notify_(config.notify),
       ttl_(std::to_string(config.idempotency_ttl_sec)),
       curl_(loop),
-      stream_script_(redis.add_script(std::string(kRulesLua) + kTakeToken + kStreamScript)),
-      lease_script_(redis.add_script(std::string(kRulesLua) + kTakeToken + kLeaseScript)) {
+      stream_(register_function(loop, redis, {"notify_stream", std::string(kRulesLua) + kTakeToken, kStreamLua, 3, 8, 4},
+                                config.redis.batch_size)),
+      lease_(register_function(loop, redis, {"notify_lease", std::string(kRulesLua) + kTakeToken, kLeaseLua, 3, 1, 4},
+                               config.redis.batch_size)) {
+  stream_->set_shared_args({ttl_, std::to_string(notify_.rate_per_minute), std::to_string(notify_.rate_burst),
+                            std::to_string(notify_.stream_length)});
+  lease_->set_shared_args({ttl_, std::to_string(notify_.rate_per_minute), std::to_string(notify_.rate_burst),
+                           std::to_string(notify_.webhook_timeout_ms + 10000)});
   CircuitBreakerConfig breaker{config.notify.breaker_failures, config.notify.breaker_open_ms, 1};
   for (const char* name : {"push", "email", "discord"}) {
     const ChannelSink* cfg = config.notify.sink_for(name);
@@ -171,21 +184,10 @@ void NotificationHandler::handle(const Message& message, HandlerDone done) {
   auto data = body.FindMember("data");
   std::string data_json = data != body.MemberEnd() ? json_of(data->value) : "{}";
   std::string id(message.delivery.properties.message_id());
-  std::vector<std::string> args{ttl_,
-                                std::to_string(wall_ms()),
-                                std::to_string(notify_.rate_per_minute),
-                                std::to_string(notify_.rate_burst),
-                                std::to_string(notify_.stream_length),
-                                "messageId", id,
-                                "channel", name,
-                                "kind", field(body, "kind"),
-                                "title", field(body, "title"),
-                                "body", field(body, "body"),
-                                "data", data_json,
-                                "timestamp", std::to_string(message.timestamp_ms)};
-  std::vector<std::string_view> argv(args.begin(), args.end());
-  bool sent = redis_.eval(stream_script_,
-                          {message.idempotency_key, keys::rate_limit(user, name), keys::notifications(user)}, argv,
+  bool sent = stream_->add({std::string(message.idempotency_key), keys::rate_limit(user, name),
+                            keys::notifications(user)},
+                           {std::to_string(wall_ms()), id, name, field(body, "kind"), field(body, "title"),
+                            field(body, "body"), data_json, std::to_string(message.timestamp_ms)},
                           [done](const redisReply* r) {
                             long long code = 0, wait = 0;
                             if (!script_pair(r, code, wait)) return done(script_failure(r));
@@ -224,11 +226,8 @@ void NotificationHandler::deliver_external(Channel& channel, const std::string& 
     line.AddMember("messageId", rapidjson::Value(id.c_str(), line.GetAllocator()), line.GetAllocator());
     payload = json_of(line);
   }
-  std::string lease_ms = std::to_string(notify_.webhook_timeout_ms + 10000);
-  bool sent = redis_.eval(
-      lease_script_, {idem, keys::rate_limit(user, name), lease},
-      {ttl_, std::to_string(wall_ms()), std::to_string(notify_.rate_per_minute), std::to_string(notify_.rate_burst),
-       lease_ms},
+  bool sent = lease_->add(
+      {idem, keys::rate_limit(user, name), lease}, {std::to_string(wall_ms())},
       [this, &channel, name, idem, lease, payload = std::move(payload), done](const redisReply* r) mutable {
         long long code = 0, wait = 0;
         if (!script_pair(r, code, wait)) return done(script_failure(r));

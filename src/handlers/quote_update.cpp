@@ -3,23 +3,26 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <charconv>
 
+#include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/rules_lua.hpp"
 #include "eventd/keys.hpp"
 
 namespace eventd {
 namespace {
 
-// KEYS: 1 idempotency, 2 quote hash, 3 history list, 4 rule specs, 5 outbox, 6-9 the rule
-// index of each condition (keys::kConditions order), 10 rule state: all under {<SYMBOL>}.
-// ARGV: ttl, price, change, timestamp, history length, symbol, correlation id.
+// One quote (K, A, S as in function_library.hpp):
+// K: 1 idempotency, 2 quote hash, 3 history list, 4 rule specs, 5 outbox, 6-9 the rule
+//    index of each condition (keys::kConditions order), 10 rule state: all under {<SYMBOL>}.
+// A: price, change, timestamp, symbol, correlation id. S: ttl, history length, trim at.
 //
-// Redis does not roll a script back when a command in it fails (e.g. WRONGTYPE), and a
+// Redis does not roll a function back when a command in it fails (e.g. WRONGTYPE), and a
 // retry of a half-applied quote would see itself as the previous quote and lose its
-// alerts. So the script reads and decides first, then writes, starting with the one
-// write whose key it has not read (the history list): a failed run has written nothing.
-// The idempotency key is written last.
+// alerts. So it reads and decides first, then writes, starting with the one write whose
+// key it has not read (the history list): a failed run has written nothing. The
+// idempotency key is written last.
 //
 // Rules of running monitors (written by `eventctl monitor start`) are indexed per
 // symbol and condition in sorted sets scored by threshold, member "<userId>:<alertId>",
@@ -30,56 +33,70 @@ namespace {
 // finds exactly the rules crossed, whatever the number of monitors. The first quote of
 // a symbol only sets the reference. A fired rule stays quiet for its cooldown (quote
 // time; the rule state hash, member -> last fired ms, lives under the symbol's tag so
-// that this script touches one slot). The alert is assembled from the stored fields as
+// that this function touches one slot). The alert is assembled from the stored fields as
 // eventctl wrote them, so ids and thresholds reach alert_triggered exactly.
-constexpr const char* kScript = R"lua(
-local seen = already_seen(KEYS[5])
-if seen then return seen end
-local price, change, ts = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local previous = redis.call('HMGET', KEYS[2], 'timestamp', 'price', 'change')
-local newest = (not previous[1]) or tonumber(previous[1]) <= ts
+//
+// The common case is cheap: most symbols have no rules (one EXISTS, no range query, no
+// JSON), and the history is trimmed only once it is `trim at` long, not on every push
+// (it holds between historyLength and `trim at` prices).
+constexpr const char* kQuoteLua = R"lua(
 -- Rules of the index whose threshold the move from `from` to `to` crossed into.
 local function crossed(index, from, to, upward)
   local min, max = crossed_range(from, to, upward)
   if not min then return {} end
   return redis.call('ZRANGEBYSCORE', index, min, max)
 end
-local fired, fired_rules = {}, {}
-if newest and previous[2] then
+-- The alerts of every rule the move crossed, and the rules that fired.
+local function fire(K, A, previous, price, change, ts)
+  local fired, fired_rules = {}, {}
   local before_price, before_change = tonumber(previous[2]), tonumber(previous[3])
-  local checks = {{KEYS[6], before_price, price, true, ARGV[2]},
-                  {KEYS[7], before_price, price, false, ARGV[2]}}
+  local checks = {{K[6], before_price, price, true, A[1]},
+                  {K[7], before_price, price, false, A[1]}}
   local before_pct, pct = change_percent(before_price, before_change), change_percent(price, change)
   if before_pct and pct then
-    checks[3] = {KEYS[8], before_pct, pct, true, cjson.encode(pct)}
-    checks[4] = {KEYS[9], before_pct, pct, false, cjson.encode(pct)}
+    checks[3] = {K[8], before_pct, pct, true, cjson.encode(pct)}
+    checks[4] = {K[9], before_pct, pct, false, cjson.encode(pct)}
   end
-  local head = '{"type":"alert_triggered","timestamp":' .. ARGV[4] .. ',"symbol":' .. cjson.encode(ARGV[6])
-  if ARGV[7] ~= '' then head = head .. ',"correlationId":' .. cjson.encode(ARGV[7]) end
+  local head = nil
   for _, c in ipairs(checks) do
     local members = crossed(c[1], c[2], c[3], c[4])
     for i = 1, #members, 1000 do
       local chunk = {unpack(members, i, math.min(i + 999, #members))}
-      local rules = redis.call('HMGET', KEYS[4], unpack(chunk))
-      local last_fired = redis.call('HMGET', KEYS[10], unpack(chunk))
+      local rules = redis.call('HMGET', K[4], unpack(chunk))
+      local last_fired = redis.call('HMGET', K[10], unpack(chunk))
       for j, rule in ipairs(rules) do
         local cooldown, fields = false, nil
         if rule then cooldown, fields = string.match(rule, '^(%d+) ({.+)$') end
         if cooldown and cooldown_over(tonumber(last_fired[j]), ts, tonumber(cooldown)) then
+          if not head then
+            head = '{"type":"alert_triggered","timestamp":' .. A[3] .. ',"symbol":' .. cjson.encode(A[4])
+            if A[5] ~= '' then head = head .. ',"correlationId":' .. cjson.encode(A[5]) end
+          end
           fired_rules[#fired_rules + 1] = chunk[j]
           fired[#fired + 1] = head .. ',"currentValue":' .. c[5] .. ',' .. string.sub(fields, 2)
         end
       end
     end
   end
+  return fired, fired_rules
 end
-redis.call('RPUSH', KEYS[3], ARGV[2])
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
-if newest then
-  redis.call('HSET', KEYS[2], 'price', ARGV[2], 'change', ARGV[3], 'timestamp', ARGV[4])
+local function quote(K, A, S)
+  local seen = already_seen(K[1], K[5])
+  if seen then return seen end
+  local price, change, ts = tonumber(A[1]), tonumber(A[2]), tonumber(A[3])
+  local previous = redis.call('HMGET', K[2], 'timestamp', 'price', 'change')
+  local newest = (not previous[1]) or tonumber(previous[1]) <= ts
+  local fired, fired_rules = {}, {}
+  if newest and previous[2] and redis.call('EXISTS', K[4]) == 1 then
+    fired, fired_rules = fire(K, A, previous, price, change, ts)
+  end
+  if redis.call('RPUSH', K[3], A[1]) > tonumber(S[3]) then redis.call('LTRIM', K[3], -tonumber(S[2]), -1) end
+  if newest then
+    redis.call('HSET', K[2], 'price', A[1], 'change', A[2], 'timestamp', A[3])
+  end
+  for _, member in ipairs(fired_rules) do redis.call('HSET', K[10], member, A[3]) end
+  return settle(K[1], K[5], S[1], fired)
 end
-for _, member in ipairs(fired_rules) do redis.call('HSET', KEYS[10], member, ARGV[4]) end
-return settle(KEYS[5], fired)
 )lua";
 
 }  // namespace
@@ -110,12 +127,17 @@ HandlerResult script_result(const redisReply* reply) {
     }
     return HandlerResult::applied(std::move(outbox));
   }
-  return HandlerResult::failed(ProcessingError::transient(ErrorCode::Internal, "redis: unexpected script reply"));
+  return HandlerResult::failed(ProcessingError::transient(ErrorCode::Internal, "redis: unexpected function reply"));
 }
 
-QuoteUpdateHandler::QuoteUpdateHandler(RedisClient& redis, const Config& config)
-    : ScriptHandler(redis, config, std::string(kRulesLua) + kScript),
-      history_length_(std::to_string(config.quote_history_length)) {}
+uint32_t history_trim_at(uint32_t history_length) { return history_length + std::max<uint32_t>(history_length / 16, 1); }
+
+QuoteUpdateHandler::QuoteUpdateHandler(uv_loop_t* loop, RedisClient& redis, const Config& config)
+    : ScriptHandler(loop, redis, config,
+                    {"quote", std::string(kOutboxLua) + kRulesLua, kQuoteLua, 10, 5, 3}) {
+  batch_->set_shared_args({ttl_, std::to_string(config.quote_history_length),
+                           std::to_string(history_trim_at(config.quote_history_length))});
+}
 
 void QuoteUpdateHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
@@ -128,15 +150,15 @@ void QuoteUpdateHandler::handle(const Message& message, HandlerDone done) {
   const auto index = keys::rule_indexes(symbol);
   static_assert(keys::kConditions[0] == "price_above" && keys::kConditions[1] == "price_below" &&
                     keys::kConditions[2] == "change_pct_above" && keys::kConditions[3] == "change_pct_below",
-                "the script takes the rule indexes as KEYS[6..9] in this order");
+                "the function takes the rule indexes as K[6..9] in this order");
   std::string_view correlation;
   if (auto c = body.FindMember("correlationId"); c != body.MemberEnd() && c->value.IsString()) {
     correlation = std::string_view(c->value.GetString(), c->value.GetStringLength());
   }
-  bool sent = redis_.eval(script_,
-                          {message.idempotency_key, quote, history, rules, outbox, index[0], index[1], index[2],
-                           index[3], state},
-                          {ttl_, price, change, timestamp, history_length_, symbol, correlation},
+  bool sent = batch_->add({std::string(message.idempotency_key), quote, history, rules, outbox, index[0], index[1],
+                           index[2], index[3], state},
+                          {std::move(price), std::move(change), std::move(timestamp), std::string(symbol),
+                           std::string(correlation)},
                           [done](const redisReply* reply) { done(script_result(reply)); });
   if (!sent) done(HandlerResult::redis_unavailable());
 }

@@ -4,13 +4,12 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
-#include "eventd/handlers/outbox_lua.hpp"
 
 namespace eventd {
 
-ScriptHandler::ScriptHandler(RedisClient& redis, const Config& config, std::string_view script)
+ScriptHandler::ScriptHandler(uv_loop_t* loop, RedisClient& redis, const Config& config, const FunctionSpec& function)
     : redis_(redis),
-      script_(redis.add_script(std::string(kOutboxLua) + std::string(script))),
+      batch_(register_function(loop, redis, function, config.redis.batch_size)),
       ttl_(std::to_string(config.idempotency_ttl_sec)) {}
 
 std::string notification_head(const NotificationText& n) {

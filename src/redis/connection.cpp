@@ -93,14 +93,9 @@ std::string reply_error(const redisReply* r) {
 
 }  // namespace
 
-Connection::Connection(uv_loop_t* loop, NodeAddress node, const RedisConfig& config, std::vector<Script>& scripts,
+Connection::Connection(uv_loop_t* loop, NodeAddress node, const RedisConfig& config,
                        const std::vector<Library>& libraries, Handlers handlers)
-    : loop_(loop),
-      node_(std::move(node)),
-      config_(config),
-      handlers_(std::move(handlers)),
-      scripts_(scripts),
-      libraries_(libraries) {
+    : loop_(loop), node_(std::move(node)), config_(config), handlers_(std::move(handlers)), libraries_(libraries) {
   connect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   reconnect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   ping_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
@@ -266,32 +261,43 @@ bool Connection::handshake_failed(const redisReply* r, const char* what) {
   return true;
 }
 
-// SELECT (standalone only) and SCRIPT LOAD are pipelined; the PING behind them marks us up.
+// SELECT (standalone only) and the library checks are pipelined; a PING behind them marks us up.
 void Connection::finish_handshake() {
   if (!cluster_) {
     std::string db = std::to_string(config_.endpoint.db);
     send({"SELECT", db}, [this](const redisReply* r) { handshake_failed(r, "SELECT"); }, true);
   }
-  for (std::size_t i = 0; i < scripts_.size(); ++i) {
-    send({"SCRIPT", "LOAD", scripts_[i].source},
-         [this, i](const redisReply* r) {
-           if (handshake_failed(r, "SCRIPT LOAD")) return;
-           if (r->type == REDIS_REPLY_STRING) scripts_[i].sha.assign(r->str, r->len);
-         },
-         true);
-  }
+  // FUNCTION LIST (a read) first and LOAD only what is missing: a connect writes
+  // nothing in the usual case, and comes up while Redis refuses writes (CLIENT PAUSE
+  // WRITE, a replica being promoted) as long as the libraries are there.
+  libraries_waiting_ = libraries_.size();
+  if (libraries_waiting_ == 0) return send_ready_ping();
   for (const Library& library : libraries_) {
-    send({"FUNCTION", "LOAD", library.code},
-         [this](const redisReply* r) {
-           // Loaded by an earlier connection or another instance: the name says it is this code.
-           if (r != nullptr && r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).find("already exists") !=
-                                                                   std::string_view::npos) {
-             return;
-           }
-           handshake_failed(r, "FUNCTION LOAD");
+    send({"FUNCTION", "LIST", "LIBRARYNAME", library.name},
+         [this, &library](const redisReply* r) {
+           if (handshake_failed(r, "FUNCTION LIST") || state_ != RedisState::Handshake) return;
+           if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) return library_ready();
+           send({"FUNCTION", "LOAD", library.code},
+                [this](const redisReply* loaded) {
+                  // Another connection or instance may have loaded it meanwhile: the name says it is this code.
+                  const bool exists = loaded != nullptr && loaded->type == REDIS_REPLY_ERROR &&
+                                      std::string_view(loaded->str, loaded->len).find("already exists") !=
+                                          std::string_view::npos;
+                  if (!exists && handshake_failed(loaded, "FUNCTION LOAD")) return;
+                  if (state_ == RedisState::Handshake) library_ready();
+                },
+                true);
          },
          true);
   }
+}
+
+void Connection::library_ready() {
+  if (--libraries_waiting_ == 0) send_ready_ping();
+}
+
+// The PING behind every handshake step: its answer marks the connection up.
+void Connection::send_ready_ping() {
   send({"PING"},
        [this](const redisReply* r) {
          if (r == nullptr || r->type == REDIS_REPLY_ERROR || state_ != RedisState::Handshake) return;
@@ -428,38 +434,6 @@ bool Connection::fcall(std::string_view function, const std::vector<std::string_
         std::string_view(r->str, r->len).starts_with("ERR Function not found")) {
       if (state_ == RedisState::Up && ac_ != nullptr) {
         log::warn("redis lost its functions; reconnecting to load them again", {{"node", node_.text()}});
-        close_gracefully();
-      }
-      done(nullptr);
-      return;
-    }
-    done(r);
-  });
-}
-
-bool Connection::eval(ScriptId id, const std::vector<std::string_view>& keys,
-                       const std::vector<std::string_view>& args, Callback done) {
-  if (id >= scripts_.size()) return false;
-  const Script& script = scripts_[id];
-  std::string numkeys = std::to_string(keys.size());
-  std::vector<std::string_view> argv;
-  argv.reserve(3 + keys.size() + args.size());
-  argv.push_back("EVALSHA");
-  argv.push_back(script.sha);
-  argv.push_back(numkeys);
-  argv.insert(argv.end(), keys.begin(), keys.end());
-  argv.insert(argv.end(), args.begin(), args.end());
-  if (script.sha.empty()) {
-    argv[0] = "EVAL";
-    argv[1] = script.source;
-    return send(argv, std::move(done));
-  }
-  // NOSCRIPT means Redis lost its script cache (restart, SCRIPT FLUSH): reconnect,
-  // which loads the scripts again, and report the call as lost so it is run again.
-  return send(argv, [this, done = std::move(done)](const redisReply* r) {
-    if (r != nullptr && r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).starts_with("NOSCRIPT")) {
-      if (state_ == RedisState::Up && ac_ != nullptr) {
-        log::warn("redis lost its scripts; reconnecting to load them again");
         close_gracefully();
       }
       done(nullptr);

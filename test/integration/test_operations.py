@@ -506,7 +506,10 @@ def test_meson_install_puts_everything_in_place(fx):
                        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, f"meson install exited {p.returncode}: {p.stderr[-800:]}"
     unit_path = os.path.join(dest, "usr/local/lib/systemd/system/eventd.service")
-    expected = ["usr/local/bin/eventd", "usr/local/bin/eventctl", "etc/eventd/eventd.jsonc", unit_path] + \
+    expected = ["usr/local/bin/eventd", "usr/local/bin/eventctl", "etc/eventd/eventd.jsonc", unit_path,
+                "usr/local/share/man/man8/eventd.8", "usr/local/share/man/man1/eventctl.1",
+                "usr/local/share/bash-completion/completions/eventctl",
+                "usr/local/share/eventd/prometheus/eventd-rules.yml"] + \
         [f"usr/local/share/eventd/schemas/{t}.schema.json"
          for t in ("config", "monitor", "quote_update", "alert_triggered", "analysis_request", "analysis_complete",
                    "notification")]

@@ -101,11 +101,11 @@ TEST_CASE("config: empty object gives the documented defaults") {
   const Config c = parse("{}");
   CHECK(c.source == "test.jsonc");
   CHECK(c.amqp.url == "amqp://guest:guest@127.0.0.1:5672/%2f");
-  CHECK(c.amqp.endpoint.host == "127.0.0.1");
-  CHECK(c.amqp.endpoint.port == 5672);
-  CHECK(c.amqp.endpoint.user == "guest");
-  CHECK(c.amqp.endpoint.password == "guest");
-  CHECK(c.amqp.endpoint.vhost == "/");
+  CHECK(c.amqp.endpoint().host == "127.0.0.1");
+  CHECK(c.amqp.endpoint().port == 5672);
+  CHECK(c.amqp.endpoint().user == "guest");
+  CHECK(c.amqp.endpoint().password == "guest");
+  CHECK(c.amqp.endpoint().vhost == "/");
   CHECK(c.amqp.prefetch == 500);
   CHECK(c.amqp.heartbeat_sec == 30);
   CHECK(c.amqp.connect_timeout_ms == 5000);
@@ -245,11 +245,11 @@ TEST_CASE("config: values are read") {
     "log": {"level": "warn"},
     "shutdown": {"drainTimeoutMs": 0}
   })");
-  CHECK(c.amqp.endpoint.host == "rabbit");
-  CHECK(c.amqp.endpoint.port == 5673);
-  CHECK(c.amqp.endpoint.user == "app");
-  CHECK(c.amqp.endpoint.password == "s3cret");
-  CHECK(c.amqp.endpoint.vhost == "prod");
+  CHECK(c.amqp.endpoint().host == "rabbit");
+  CHECK(c.amqp.endpoint().port == 5673);
+  CHECK(c.amqp.endpoint().user == "app");
+  CHECK(c.amqp.endpoint().password == "s3cret");
+  CHECK(c.amqp.endpoint().vhost == "prod");
   CHECK(c.amqp.prefetch == 50);
   CHECK(c.amqp.heartbeat_sec == 0);
   CHECK(c.amqp.connect_timeout_ms == 100);
@@ -439,11 +439,11 @@ TEST_CASE("config: environment overrides the URLs") {
     g_env["EVENTD_AMQP_URL"] = "amqp://bob:pa%40ss@mq.example:5673/%2f";
     const Config c = parse(R"({"amqp": {"url": "amqp://other/x"}})");
     CHECK(c.amqp.url == "amqp://bob:pa%40ss@mq.example:5673/%2f");
-    CHECK(c.amqp.endpoint.host == "mq.example");
-    CHECK(c.amqp.endpoint.port == 5673);
-    CHECK(c.amqp.endpoint.user == "bob");
-    CHECK(c.amqp.endpoint.password == "pa@ss");
-    CHECK(c.amqp.endpoint.vhost == "/");
+    CHECK(c.amqp.endpoint().host == "mq.example");
+    CHECK(c.amqp.endpoint().port == 5673);
+    CHECK(c.amqp.endpoint().user == "bob");
+    CHECK(c.amqp.endpoint().password == "pa@ss");
+    CHECK(c.amqp.endpoint().vhost == "/");
   }
   SUBCASE("EVENTD_HTTP_LISTEN: one port per instance") {
     g_env["EVENTD_HTTP_LISTEN"] = "127.0.0.1:9470";
@@ -457,9 +457,9 @@ TEST_CASE("config: environment overrides the URLs") {
   SUBCASE("EVENTD_AMQP_URL with a named vhost") {
     g_env["EVENTD_AMQP_URL"] = "amqp://mq/staging";
     const Config c = parse("{}");
-    CHECK(c.amqp.endpoint.vhost == "staging");
-    CHECK(c.amqp.endpoint.user == "guest");
-    CHECK(c.amqp.endpoint.port == 5672);
+    CHECK(c.amqp.endpoint().vhost == "staging");
+    CHECK(c.amqp.endpoint().user == "guest");
+    CHECK(c.amqp.endpoint().port == 5672);
   }
   SUBCASE("EVENTD_REDIS_URL with a db") {
     g_env["EVENTD_REDIS_URL"] = "redis://:secret@cache.example:6390/5";
@@ -473,7 +473,7 @@ TEST_CASE("config: environment overrides the URLs") {
   }
   SUBCASE("an empty variable counts as unset") {
     g_env["EVENTD_AMQP_URL"] = "";
-    CHECK(parse("{}").amqp.endpoint.host == "127.0.0.1");
+    CHECK(parse("{}").amqp.endpoint().host == "127.0.0.1");
   }
   SUBCASE("a bad variable is named in the error") {
     g_env["EVENTD_AMQP_URL"] = "amqps://mq:5671/";
@@ -488,7 +488,7 @@ TEST_CASE("config: environment overrides the URLs") {
   }
   SUBCASE("no getenv function: no overrides") {
     g_env["EVENTD_AMQP_URL"] = "amqp://elsewhere/";
-    CHECK(eventd::parse_config("{}", "x", nullptr).amqp.endpoint.host == "127.0.0.1");
+    CHECK(eventd::parse_config("{}", "x", nullptr).amqp.endpoint().host == "127.0.0.1");
   }
 }
 
@@ -545,6 +545,112 @@ TEST_CASE("config: parse_amqp_url") {
           "query parameters and fragments are not supported in the AMQP URL; set the options in the config file");
     CHECK(amqp_error("amqp://::1/") == "IPv6 addresses in the AMQP URL must be in brackets, e.g. [::1]");
   }
+}
+
+std::string amqp_list_error(const std::string& urls) {
+  try {
+    eventd::parse_amqp_urls(urls);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST_CASE("config: parse_amqp_urls") {
+  SUBCASE("one URI is one endpoint") {
+    const auto eps = eventd::parse_amqp_urls("amqp://u:p@mq:5673/v");
+    REQUIRE(eps.size() == 1);
+    CHECK(eps[0].host == "mq");
+    CHECK(eps[0].port == 5673);
+    CHECK(eps[0].node() == "mq:5673");
+  }
+  SUBCASE("several URIs, in order, whitespace around the commas ignored") {
+    const auto eps =
+        eventd::parse_amqp_urls(" amqp://u:p@10.0.0.1:5672/%2f ,\tamqp://u:q@10.0.0.2/%2F,amqp://w@[::1]:5674/%2f ");
+    REQUIRE(eps.size() == 3);
+    CHECK(eps[0].node() == "10.0.0.1:5672");
+    CHECK(eps[1].node() == "10.0.0.2:5672");
+    CHECK(eps[2].node() == "[::1]:5674");
+    CHECK(eps[1].password == "q");
+    CHECK(eps[2].user == "w");
+    for (const auto& e : eps) CHECK(e.vhost == "/");
+  }
+  SUBCASE("a comma inside a password is percent-encoded") {
+    const auto eps = eventd::parse_amqp_urls("amqp://u:a%2Cb@mq1/,amqp://u:a%2Cb@mq2/");
+    REQUIRE(eps.size() == 2);
+    CHECK(eps[1].password == "a,b");
+  }
+  SUBCASE("errors name the URI by position") {
+    CHECK(amqp_list_error("amqp://mq1/,amqp://mq2:abc/") ==
+          R"(URI 2 of 2: invalid port "abc" in the AMQP URL; expected 1..65535)");
+    CHECK(amqp_list_error("http://mq1/,amqp://mq2/,amqp://mq3/") ==
+          R"(URI 1 of 3: unsupported scheme "http" in the AMQP URL; expected amqp://)");
+    CHECK(amqp_list_error("amqp://mq1/,amqps://mq2/") ==
+          "URI 2 of 2: amqps:// (TLS) is not supported yet; use amqp://");
+    CHECK(amqp_list_error("amqp://mq1/, amqp:///") == "URI 2 of 2: missing host in the AMQP URL");
+  }
+  SUBCASE("an empty element is an error") {
+    CHECK(amqp_list_error("amqp://mq1/,,amqp://mq2/") ==
+          "URI 2 of 3 is empty (one amqp:// URI per node, separated by commas)");
+    CHECK(amqp_list_error("amqp://mq1/,") == "URI 2 of 2 is empty (one amqp:// URI per node, separated by commas)");
+    CHECK(amqp_list_error(", amqp://mq1/") == "URI 1 of 2 is empty (one amqp:// URI per node, separated by commas)");
+    CHECK(amqp_list_error("  ") == "empty AMQP URL");
+  }
+  SUBCASE("a comma inside a URI gets a hint, never the password") {
+    const std::string e = amqp_list_error("amqp://u:sec,ret@mq1/");
+    CHECK(e == "URI 2 of 2: missing scheme in the AMQP URL; expected amqp://host:port/... (percent-encode a comma "
+               "inside a URI as %2C)");
+    CHECK(e.find("ret") == std::string::npos);
+  }
+  SUBCASE("every node on the same vhost") {
+    CHECK(amqp_list_error("amqp://mq1/prod,amqp://mq2/prod,amqp://mq3/%2f") ==
+          R"(URI 3 of 3: vhost "/" differs from URI 1's "prod"; the nodes of one cluster share the vhost)");
+    CHECK(amqp_list_error("amqp://mq1,amqp://mq2/staging") ==
+          R"(URI 2 of 2: vhost "staging" differs from URI 1's "/"; the nodes of one cluster share the vhost)");
+  }
+  SUBCASE("a node listed twice") {
+    CHECK(amqp_list_error("amqp://mq1/,amqp://mq2/,amqp://u:p@MQ1:5672/") ==
+          "URI 3 of 3: names the same node as URI 1 (MQ1:5672)");
+    CHECK(eventd::parse_amqp_urls("amqp://mq1:5672/,amqp://mq1:5673/").size() == 2);
+  }
+}
+
+TEST_CASE("config: amqp.url with several nodes") {
+  EnvGuard env;
+  SUBCASE("from the file") {
+    const Config c = parse(R"({"amqp": {"url": "amqp://a:b@n1:5672/%2f, amqp://a:b@n2:5673/%2f"}})");
+    REQUIRE(c.amqp.endpoints.size() == 2);
+    CHECK(c.amqp.endpoint().node() == "n1:5672");
+    CHECK(c.amqp.endpoints[1].node() == "n2:5673");
+    CHECK(c.amqp.management_url == "http://n1:15672");  // from the first node
+  }
+  SUBCASE("from EVENTD_AMQP_URL") {
+    g_env["EVENTD_AMQP_URL"] = "amqp://n1/,amqp://n2/,amqp://n3/";
+    const Config c = parse("{}");
+    REQUIRE(c.amqp.endpoints.size() == 3);
+    CHECK(c.amqp.endpoints[2].host == "n3");
+  }
+  SUBCASE("errors name the source, the pointer and the position") {
+    CHECK(error_of(R"({"amqp": {"url": "amqp://n1/,amqp://n2:0/"}})") ==
+          R"(test.jsonc: /amqp/url: URI 2 of 2: invalid port "0" in the AMQP URL; expected 1..65535)");
+    g_env["EVENTD_AMQP_URL"] = "amqp://n1/,";
+    CHECK(error_of("{}") == "EVENTD_AMQP_URL: URI 2 of 2 is empty (one amqp:// URI per node, separated by commas)");
+  }
+  SUBCASE("the management URL override still wins") {
+    g_env["EVENTD_AMQP_URL"] = "amqp://n1/,amqp://n2/";
+    g_env["EVENTD_MANAGEMENT_URL"] = "http://mgmt:8080/";
+    CHECK(parse("{}").amqp.management_url == "http://mgmt:8080");
+  }
+}
+
+TEST_CASE("config: topology.quorumInitialGroupSize") {
+  EnvGuard env;
+  CHECK_FALSE(parse("{}").topology.quorum_initial_group_size);
+  CHECK(parse(R"({"topology": {"quorumInitialGroupSize": 3}})").topology.quorum_initial_group_size == 3u);
+  CHECK(error_of(R"({"topology": {"quorumInitialGroupSize": 0}})") ==
+        "test.jsonc: /topology/quorumInitialGroupSize: must be >= 1, got 0");
+  CHECK(error_of(R"({"topology": {"quorumInitialGroupSize": "3"}})") ==
+        "test.jsonc: /topology/quorumInitialGroupSize: expected integer, got string");
 }
 
 TEST_CASE("config: parse_redis_url") {

@@ -50,7 +50,7 @@ TEST_CASE("topology: default queues, their dead-letter and retry queues") {
       REQUIRE(r != nullptr);
       CHECK(std::get<int64_t>(arg(*r, "x-message-ttl")->value) == ms);
       CHECK(std::get<std::string>(arg(*r, "x-dead-letter-routing-key")->value) == "eventd.alerts");
-      CHECK(std::get<std::string>(arg(*r, "x-queue-type")->value) == "classic");
+      CHECK(std::get<std::string>(arg(*r, "x-queue-type")->value) == "quorum");  // as their work queue
     }
     CHECK(t.find_queue("eventd.alerts.retry.16000ms") == nullptr);
   }
@@ -76,6 +76,114 @@ TEST_CASE("topology: a classic queue gets no delivery limit") {
   REQUIRE(q != nullptr);
   CHECK(std::get<std::string>(arg(*q, "x-queue-type")->value) == "classic");
   CHECK(arg(*q, "x-delivery-limit") == nullptr);
+}
+
+TEST_CASE("topology: quorumInitialGroupSize on quorum queues only") {
+  SUBCASE("absent: no argument, the broker's default") {
+    Topology t = build_topology(default_config());
+    for (const auto& q : t.queues) CHECK(arg(q, kQuorumInitialGroupSize) == nullptr);
+  }
+  SUBCASE("set") {
+    Config c = parse_config(R"({"topology":{"quorumInitialGroupSize":3,"queues":[
+        {"name":"q1","exchange":"events","bindingKey":"a.#"},
+        {"name":"q2","exchange":"events","bindingKey":"b.#","type":"classic"}]}})", "test");
+    Topology t = build_topology(c);
+    for (const char* name : {"q1", "q1.dlq", "q1.retry.1000ms"}) {
+      const QueueSpec* q = t.find_queue(name);
+      REQUIRE(q != nullptr);
+      REQUIRE(arg(*q, kQuorumInitialGroupSize) != nullptr);
+      CHECK(std::get<int64_t>(arg(*q, kQuorumInitialGroupSize)->value) == 3);
+    }
+    for (const char* name : {"q2", "q2.dlq", "q2.retry.1000ms"}) {
+      const QueueSpec* q = t.find_queue(name);
+      REQUIRE(q != nullptr);
+      CHECK(arg(*q, kQuorumInitialGroupSize) == nullptr);
+    }
+  }
+}
+
+TEST_CASE("topology: retry queues have their work queue's type") {
+  Config c = parse_config(R"({"topology":{"quorumInitialGroupSize":5,"queues":[
+      {"name":"q1","exchange":"events","bindingKey":"a.#"},
+      {"name":"q2","exchange":"events","bindingKey":"b.#","type":"classic"}]}})", "test");
+  Topology t = build_topology(c);
+  const QueueSpec* quorum = t.find_queue("q1.retry.1000ms");
+  const QueueSpec* classic = t.find_queue("q2.retry.1000ms");
+  REQUIRE(quorum != nullptr);
+  REQUIRE(classic != nullptr);
+  CHECK(std::get<std::string>(arg(*quorum, kQueueType)->value) == "quorum");
+  CHECK(std::get<int64_t>(arg(*quorum, kQuorumInitialGroupSize)->value) == 5);
+  CHECK(arg(*quorum, "x-delivery-limit") == nullptr);  // nobody consumes it
+  CHECK(std::get<std::string>(arg(*classic, kQueueType)->value) == "classic");
+  CHECK(arg(*classic, kQuorumInitialGroupSize) == nullptr);
+}
+
+TEST_CASE("topology: reading RabbitMQ's refusal of a redeclare") {
+  const std::string prefix = "cannot declare queue 'eventd.quotes': channel closed by broker: 406 PRECONDITION_FAILED - "
+                             "inequivalent arg 'x-quorum-initial-group-size' for queue 'eventd.quotes' in vhost '/': ";
+  SUBCASE("the queue has none") {
+    auto r = refused_argument(prefix + "received the value '3' of type 'long' but current is none");
+    REQUIRE(r);
+    CHECK(r->key == kQuorumInitialGroupSize);
+    CHECK(r->existing == "none");
+  }
+  SUBCASE("the queue has another value") {
+    auto r = refused_argument(prefix + "received '2' but current is '3'");
+    REQUIRE(r);
+    CHECK(r->existing == "3");
+    r = refused_argument(prefix + "received none but current is the value '5' of type 'signedint'");
+    REQUIRE(r);
+    CHECK(r->existing == "5");
+  }
+  SUBCASE("another argument") {
+    auto r = refused_argument("406 PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q.retry.1000ms' "
+                              "in vhost '/': received the value 'quorum' of type 'longstr' but current is the value "
+                              "'classic' of type 'longstr'");
+    REQUIRE(r);
+    CHECK(r->key == "x-queue-type");
+    CHECK(r->existing == "classic");
+  }
+  SUBCASE("not such a refusal") {
+    CHECK_FALSE(refused_argument("cannot declare queue 'q': a socket error occurred"));
+    CHECK_FALSE(refused_argument("404 NOT_FOUND - home node 'n@h' of durable queue 'q' in vhost '/' is down"));
+    CHECK_FALSE(refused_argument(prefix + "received '2'"));
+    CHECK_FALSE(refused_argument(prefix + "received '2' but current is 'unterminated"));
+  }
+}
+
+TEST_CASE("topology: which differences of an existing queue eventd keeps") {
+  Topology t = build_topology(parse_config(R"({"topology":{"quorumInitialGroupSize":3}})", "test"));
+  const QueueSpec& work = *t.find_queue("eventd.quotes");
+  const QueueSpec& retry = *t.find_queue("eventd.quotes.retry.1000ms");
+  SUBCASE("the initial group size, of any queue") {
+    CHECK(keepable(work, kQuorumInitialGroupSize, "none"));
+    CHECK(keepable(work, kQuorumInitialGroupSize, "5"));
+    CHECK(keepable(retry, kQuorumInitialGroupSize, "1"));
+    CHECK_FALSE(keepable(work, kQuorumInitialGroupSize, "0"));
+    CHECK_FALSE(keepable(work, kQuorumInitialGroupSize, "three"));
+  }
+  SUBCASE("a classic retry queue, but no other type difference") {
+    CHECK(keepable(retry, kQueueType, "classic"));
+    CHECK_FALSE(keepable(work, kQueueType, "classic"));
+    CHECK_FALSE(keepable(*t.find_queue("eventd.quotes.dlq"), kQueueType, "classic"));
+    CHECK_FALSE(keepable(retry, kQueueType, "stream"));
+  }
+  SUBCASE("anything else is a real difference") {
+    CHECK_FALSE(keepable(work, "x-delivery-limit", "5"));
+    CHECK_FALSE(keepable(retry, "x-message-ttl", "500"));
+  }
+  SUBCASE("described one line per kind, with what to do") {
+    const auto lines = describe({{"eventd.quotes", kQuorumInitialGroupSize, "none", "3"},
+                                 {"eventd.quotes.retry.1000ms", kQueueType, "classic", "quorum"},
+                                 {"eventd.quotes.dlq", kQuorumInitialGroupSize, "5", "3"}});
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[0].starts_with("2 existing queue(s) keep the x-quorum-initial-group-size they were created with "
+                               "(configured: 3): eventd.quotes (none), eventd.quotes.dlq (5); "));
+    CHECK(lines[0].find("rabbitmq-queues add_member") != std::string::npos);
+    CHECK(lines[1].starts_with("1 retry queue(s) made classic by an older eventd are kept: eventd.quotes.retry.1000ms;"));
+    CHECK(lines[1].find("delete_queue --if-empty") != std::string::npos);
+    CHECK(describe({}).empty());
+  }
 }
 
 TEST_CASE("dispatcher: eventd's own headers, the publish tag included, are recognised") {
@@ -204,4 +312,15 @@ TEST_CASE("metrics: deferrals apart from retries; one series per breaker state, 
   CHECK(text.find("eventd_sink_circuit_state{channel=\"discord\",state=\"half_open\"} 0\n") != std::string::npos);
   CHECK(text.find("eventd_sink_circuit_state{channel=\"email\",state=\"closed\"} 1\n") != std::string::npos);
   CHECK(text.find("# TYPE eventd_sink_circuit_state gauge\n") != std::string::npos);
+}
+
+TEST_CASE("metrics: one series per configured broker node, 1 for the connected one") {
+  Metrics m;
+  CHECK(m.render().find("eventd_amqp_connected_node{") == std::string::npos);
+  m.amqp_nodes = {{"10.0.0.1:5672", false}, {"10.0.0.2:5672", true}, {"[::1]:5672", false}};
+  std::string text = m.render();
+  CHECK(text.find("# TYPE eventd_amqp_connected_node gauge\n") != std::string::npos);
+  CHECK(text.find("eventd_amqp_connected_node{node=\"10.0.0.1:5672\"} 0\n") != std::string::npos);
+  CHECK(text.find("eventd_amqp_connected_node{node=\"10.0.0.2:5672\"} 1\n") != std::string::npos);
+  CHECK(text.find("eventd_amqp_connected_node{node=\"[::1]:5672\"} 0\n") != std::string::npos);
 }

@@ -22,7 +22,7 @@ std::string alert_text(const rapidjson::Value& alert);
 
 class AlertTriggeredHandler : public ScriptHandler {
  public:
-  AlertTriggeredHandler(RedisClient& redis, const Config& config);
+  AlertTriggeredHandler(uv_loop_t* loop, RedisClient& redis, const Config& config);
   void handle(const Message& message, HandlerDone done) override;
 
 };

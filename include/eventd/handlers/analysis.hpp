@@ -21,14 +21,17 @@ std::string analysis_complete_json(const rapidjson::Value& request, const Analys
 
 class AnalysisRequestHandler : public ScriptHandler {
  public:
-  AnalysisRequestHandler(RedisClient& redis, const Config& config);
+  AnalysisRequestHandler(uv_loop_t* loop, RedisClient& redis, const Config& config);
   void handle(const Message& message, HandlerDone done) override;
+
+ private:
+  std::string newest_;  // LRANGE start of the newest historyLength prices
 
 };
 
 class AnalysisCompleteHandler : public ScriptHandler {
  public:
-  AnalysisCompleteHandler(RedisClient& redis, const Config& config);
+  AnalysisCompleteHandler(uv_loop_t* loop, RedisClient& redis, const Config& config);
   void handle(const Message& message, HandlerDone done) override;
 
 };

@@ -20,6 +20,7 @@
 #include "eventd/circuit_breaker.hpp"
 #include "eventd/config.hpp"
 #include "eventd/handler.hpp"
+#include "eventd/redis/batch.hpp"
 #include "eventd/redis_client.hpp"
 #include "eventd/sinks.hpp"
 
@@ -70,8 +71,8 @@ class NotificationHandler : public Handler {
   std::string ttl_;
   CurlMulti curl_;
   std::map<std::string, Channel, std::less<>> channels_;
-  RedisClient::ScriptId stream_script_;
-  RedisClient::ScriptId lease_script_;
+  std::unique_ptr<redis::Batcher> stream_;  // redis sink
+  std::unique_ptr<redis::Batcher> lease_;   // file and webhook sinks
   UnrecordedDeliveries unrecorded_;
 };
 

@@ -13,17 +13,19 @@ namespace eventd {
 // Shortest text that reads back as the same double ("187.12", not "187.1200000001").
 std::string format_number(double value);
 
+// The history is trimmed back to quotes.historyLength once it is this long: between
+// the two it holds a few more prices than asked for, and a push costs no LTRIM.
+uint32_t history_trim_at(uint32_t history_length);
+
 class QuoteUpdateHandler : public ScriptHandler {
  public:
-  // Registers its script with `redis`; construct before redis.start().
-  QuoteUpdateHandler(RedisClient& redis, const Config& config);
+  // Registers its function with `redis`; construct before redis.start().
+  QuoteUpdateHandler(uv_loop_t* loop, RedisClient& redis, const Config& config);
   void handle(const Message& message, HandlerDone done) override;
-
- private:
-  std::string history_length_;
 };
 
-// Maps a reply of a handler's Lua script (1 applied, 0 duplicate) or its failure.
+// Maps a message's result from a handler's function (1 applied, 0 duplicate, {1|2,
+// derived...}) or its failure.
 HandlerResult script_result(const redisReply* reply);
 
 }  // namespace eventd

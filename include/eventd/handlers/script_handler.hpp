@@ -1,25 +1,28 @@
-// What the handlers whose effects are one Lua script share: the script registered with
-// the outbox library in front of it, the idempotency TTL, and the notification every
-// such handler may derive for each channel of the user's monitor.
+// What the handlers whose effects are one Redis function share: the function
+// registered as a library and called in batches (function_library.hpp), the
+// idempotency TTL, and the notification every such handler may derive for each
+// channel of the user's monitor.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "eventd/config.hpp"
 #include "eventd/handler.hpp"
+#include "eventd/handlers/function_library.hpp"
 #include "eventd/redis_client.hpp"
 
 namespace eventd {
 
 class ScriptHandler : public Handler {
  protected:
-  // Registers kOutboxLua + `script` with `redis`; construct before redis.start().
-  ScriptHandler(RedisClient& redis, const Config& config, std::string_view script);
+  // Registers `function` with `redis`; construct before redis.start().
+  ScriptHandler(uv_loop_t* loop, RedisClient& redis, const Config& config, const FunctionSpec& function);
 
   RedisClient& redis_;
-  RedisClient::ScriptId script_;
-  std::string ttl_;  // ARGV[1] of every outbox script
+  std::unique_ptr<redis::Batcher> batch_;
+  std::string ttl_;  // the first shared argument of every outbox function
 };
 
 // Lua: notify_channels(monitor_key, head) -> one notification per channel listed in the

@@ -1,13 +1,13 @@
 // One async connection to one Redis node on the libuv loop (hiredis + a libuv
 // adapter), with reconnects, a connect timeout and a liveness check, and the Lua
-// scripts loaded on every connect. It finds out whether the node is part of a Redis
+// function libraries loaded on every connect. It finds out whether the node is part of a Redis
 // Cluster (INFO cluster) before it selects a database. RedisClient (redis_client.hpp)
 // routes requests over one or many of these.
 //
 // Ownership (hiredis's contract, restated): the redisAsyncContext is owned by
 // hiredis once connected and freed by it after the disconnect callback, where our
 // copy is cleared. A reply is borrowed: valid only inside the callback. Every
-// callback passed to command()/eval() runs exactly once: with the reply, or with
+// callback passed to command()/fcall() runs exactly once: with the reply, or with
 // nullptr when the connection fails first. A call made while Redis is not up
 // returns false and never calls back.
 #pragma once
@@ -33,13 +33,6 @@ enum class RedisState { Closed, Connecting, Handshake, Up, Closing };
 
 namespace redis {
 
-// A Lua script: its source, and its SHA once a node has loaded it (the same on every
-// node: it is the SHA1 of the source).
-struct Script {
-  std::string source;
-  std::string sha;
-};
-
 // A Redis Functions library: loaded by FUNCTION LOAD on every connect. Its name carries
 // a hash of its code, so two eventd versions (a rolling upgrade) each find their own.
 struct Library {
@@ -51,14 +44,13 @@ class Connection {
  public:
   using Callback = std::function<void(const redisReply* reply)>;
   struct Handlers {
-    std::function<void()> on_up;                               // connected, db selected, scripts loaded
+    std::function<void()> on_up;                               // connected, db selected, libraries loaded
     std::function<void(const std::string& reason)> on_down;    // after every pending callback got nullptr
   };
-  using ScriptId = std::size_t;
 
-  // `scripts` is owned by the caller and outlives the connection.
-  Connection(uv_loop_t* loop, NodeAddress node, const RedisConfig& config, std::vector<Script>& scripts,
-             const std::vector<Library>& libraries, Handlers handlers);
+  // `libraries` is owned by the caller and outlives the connection.
+  Connection(uv_loop_t* loop, NodeAddress node, const RedisConfig& config, const std::vector<Library>& libraries,
+             Handlers handlers);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -82,13 +74,10 @@ class Connection {
 
   bool command(std::initializer_list<std::string_view> args, Callback done);
   bool command(const std::vector<std::string_view>& args, Callback done);
-  // EVALSHA with the script's SHA; falls back to EVAL once if Redis lost its cache.
   // FCALL of a function of a loaded library; "Function not found" (the node lost its
   // libraries) reconnects, which loads them again, and the call is reported lost.
   bool fcall(std::string_view function, const std::vector<std::string_view>& keys,
              const std::vector<std::string_view>& args, Callback done);
-  bool eval(ScriptId script, const std::vector<std::string_view>& keys, const std::vector<std::string_view>& args,
-            Callback done);
 
  private:
   static void on_connect(const redisAsyncContext* ac, int status);
@@ -102,6 +91,8 @@ class Connection {
   void connect();
   void handshake();
   void finish_handshake();
+  void library_ready();
+  void send_ready_ping();
   // Logs a failed handshake step and disconnects (a reconnect follows); false if `r` is fine.
   bool handshake_failed(const redisReply* r, const char* what);
   void lost(const std::string& reason);
@@ -116,9 +107,9 @@ class Connection {
   NodeAddress node_;
   const RedisConfig& config_;
   Handlers handlers_;
-  std::vector<Script>& scripts_;
   const std::vector<Library>& libraries_;
   bool cluster_ = false;
+  std::size_t libraries_waiting_ = 0;  // handshake: libraries not yet known to be loaded
   redisAsyncContext* ac_ = nullptr;  // not owned: hiredis frees it after on_disconnect
   RedisState state_ = RedisState::Closed;
   bool stopping_ = false;

@@ -1,0 +1,41 @@
+// A handler's Redis function: its Lua registered as a Functions library (loaded once
+// per node connection, not sent on every call) and called through a Batcher, so the
+// messages of one loop pass that live on one node cost one FCALL.
+//
+// The handler's Lua defines `local function <name>(K, A, S)` for ONE message: K its
+// keys, A its arguments, S the arguments shared by the batch (e.g. the TTL). The
+// library wraps it: each message runs in a pcall of its own, so an error is that
+// message's result (an error element) and the others go on. Flagged
+// allow-cross-slot-keys: a batch holds the keys of many slots of one node.
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "eventd/redis/batch.hpp"
+#include "eventd/redis_client.hpp"
+
+namespace eventd {
+
+struct FunctionSpec {
+  std::string_view name;     // Lua identifier of the per-message function
+  std::string prelude;       // Lua the function uses (local helpers)
+  std::string_view body;     // defines local function <name>(K, A, S)
+  std::size_t keys;          // per message
+  std::size_t args;          // per message
+  std::size_t shared;        // per call
+};
+
+// The library's Lua (without its "#!lua" line; "@lib" stands for its name).
+std::string function_library_code(const FunctionSpec& spec);
+
+// Registers the library with `redis` (before redis.start()) and returns a Batcher for
+// its function, sending at most `batch_size` messages per call.
+std::unique_ptr<redis::Batcher> register_function(uv_loop_t* loop, RedisClient& redis, const FunctionSpec& spec,
+                                                  std::size_t batch_size);
+
+}  // namespace eventd
