@@ -3,11 +3,12 @@ eventd instances consuming the same queues (competing consumers): a RabbitMQ nod
 a quorum queue's leader stops, a Redis master is killed (with and without
 redis.minReplicas), a slot migrates between masters, one of the instances is killed.
 
-Every test streams COUNT quotes of one symbol (QuoteStream: distinct message ids,
-strictly increasing timestamps, each confirmed by the broker, sent again after a lost
-connection) and ends with the same check (finish): each quote is in the symbol's
-history exactly once (its price encodes its index), every monitor's user got exactly
-the alerts and push notifications its rules should fire, and nothing is left in a work
+Every test streams quotes of one symbol (QuoteStream: distinct message ids, strictly
+increasing timestamps, each confirmed by the broker, sent again after a lost
+connection, RATE per second) from before the fault until at least a block after it is
+over, and ends with the same check (finish): each quote is in the symbol's history
+exactly once (its price encodes its index), every monitor's user got exactly the
+alerts and push notifications its rules should fire, and nothing is left in a work
 queue or dead-lettered.
 
 Why the alert counts are exact although two instances handle the quotes concurrently
@@ -17,8 +18,8 @@ evaluated, against that one. Every quote of a block is newer than every quote of
 block before, so the first quote of block k+1 to be evaluated compares against a price
 of block k and crosses each threshold between them once, and the later ones compare
 against their own side. That holds as long as no whole block is overtaken by a later
-block, and a block is far longer than what the instances hold at once (2 x PREFETCH),
-which a redelivery or a paused slot can hold back.
+block, and a block is far longer than what the instances hold at once (2 x PREFETCH):
+what a redelivery or a paused slot holds back.
 """
 import collections
 import json
@@ -33,38 +34,39 @@ from cluster import key_slot
 from harness import (alerts_key, closed_port, deep_merge, history_key, holds_for, notifications_key, now_ms,
                      wait_publisher, wait_until)
 
-COUNT = 3000
-BLOCK = 250        # quotes per price block; COUNT / BLOCK blocks
-RATE = 400         # quotes/s after the backlog, if any
-PREFETCH = 50      # per instance: what a redelivery or a paused slot can hold back
+BLOCK = 250        # quotes per price block
+MAX_COUNT = 9750   # quotes per stream at most: a whole number of blocks, indexes < 10000
+RATE = 400         # quotes/s
+PREFETCH = 50      # per instance
 LOW, HIGH = 100, 200
-BULK = 15000      # the backlog of the eventd kill test
-MULTI_NODE = False  # TEMPORARY until the amqp branch is in main
+MIDDLE = (LOW + HIGH) / 2
+BULK = 15000       # the backlog of the eventd kill test
 WORK_QUEUES = ("eventd.quotes", "eventd.alerts", "eventd.notify.push")
 
 
 # ---------------------------------------------------------------- the quote stream
 
 def price_of(i):
-    """Quote i's price: LOW or HIGH by its block, plus i / 10000 (COUNT < 10000)."""
+    """Quote i's price: LOW or HIGH by its block, plus i / 10000 (i < 10000)."""
     return round((HIGH if (i // BLOCK) % 2 else LOW) + i / 10000, 4)
 
 
 def index_of(price):
     price = float(price)
-    return round((price - (HIGH if price > (LOW + HIGH) / 2 else LOW)) * 10000)
+    return round((price - (HIGH if price > MIDDLE else LOW)) * 10000)
 
 
 class QuoteStream(threading.Thread):
-    """Publishes quotes 0..count-1 of `symbol` to market.quotes through the first of `urls`
-    that answers: the first `backlog` at once, the rest at `rate` per second. Each waits
-    for its confirm before the next goes; a lost connection or a nack sends the
-    unconfirmed one again through the next URL (the copy has the same message id, so
-    eventd drops whichever comes second). `sent`: how many are confirmed."""
+    """Publishes quotes 0, 1, ... of `symbol` to market.quotes at `rate` per second,
+    through the first of `urls` that answers, until end_after() says where to stop (at
+    most MAX_COUNT). Each waits for its confirm before the next goes; a lost connection
+    or a nack sends the unconfirmed one again through the next URL (the copy has the
+    same message id, so eventd drops whichever comes second). `sent`: how many are
+    confirmed."""
 
-    def __init__(self, urls, symbol, count=COUNT, rate=RATE, backlog=0):
+    def __init__(self, urls, symbol, rate=RATE):
         super().__init__(daemon=True, name=f"quotes-{symbol}")
-        self.urls, self.symbol, self.count, self.rate, self.backlog = list(urls), symbol, count, rate, backlog
+        self.urls, self.symbol, self.count, self.rate = list(urls), symbol, MAX_COUNT, rate
         self.base_ts = now_ms()
         self.sent = 0
         self.resends = 0
@@ -78,16 +80,14 @@ class QuoteStream(threading.Thread):
     def run(self):
         conn = ch = None
         node = 0
-        paced_from = None
+        started = time.monotonic()
         try:
             while self.sent < self.count and not self._halt.is_set():
                 i = self.sent
-                if i >= self.backlog:
-                    paced_from = paced_from or time.monotonic()
-                    delay = paced_from + (i - self.backlog) / self.rate - time.monotonic()
-                    if delay > 0:
-                        self._halt.wait(delay)
-                        continue
+                delay = started + i / self.rate - time.monotonic()
+                if delay > 0:
+                    self._halt.wait(delay)
+                    continue
                 try:
                     if ch is None:
                         params = pika.URLParameters(self.urls[node % len(self.urls)] +
@@ -120,6 +120,13 @@ class QuoteStream(threading.Thread):
             except Exception:
                 pass
 
+    def end_after(self, more=BLOCK):
+        """The fault is over: ends the stream at least `more` quotes from now, with its
+        last block complete."""
+        sent = self.sent
+        assert self.is_alive() and sent < MAX_COUNT - more, f"the stream ended ({sent} sent) before the fault did"
+        self.count = -(-(sent + more) // BLOCK) * BLOCK
+
     def halt(self):
         self._halt.set()
         self.join(10)
@@ -145,24 +152,35 @@ def stream(fx, symbol, nodes=None, **kw):
 def instances(fx, overrides=None, nodes=None, n=2):
     """n eventd instances on the clusters, each with its own HTTP port, consuming the same
     queues. nodes: per instance, the RabbitMQ nodes (1..3) its amqp.url lists (default
-    all three). The topology is applied first; returns the instances, not started."""
+    all three; it starts at a random one). The topology is applied first (see
+    topology()); returns the instances, not started."""
     c = fx.cluster
     # Each instance's amqp.url comes from its config: the cluster env without EVENTD_AMQP_URL.
     fx.env = {k: v for k, v in c.env.items() if k != "EVENTD_AMQP_URL"}
-    out = []
+    out, ports = [], set()
     for k in range(n):
-        listed = (nodes or [None] * n)[k] or ((1, 2, 3) if MULTI_NODE else (k + 1,))
+        listed = (nodes or [None] * n)[k] or (1, 2, 3)
+        port = wait_until(lambda: (p := closed_port()) not in ports and p, 5, 0, what="a free port")
+        ports.add(port)
         config = deep_merge({
             "amqp": {"url": ",".join(c.amqp_urls[m - 1] for m in listed), "prefetch": PREFETCH},
-            "http": {"enabled": True, "listen": f"127.0.0.1:{closed_port()}"},
-            "quotes": {"historyLength": BULK + COUNT},
+            "http": {"enabled": True, "listen": f"127.0.0.1:{port}"},
+            "quotes": {"historyLength": BULK + MAX_COUNT},
             "notify": {"channels": {"push": {"sink": "redis"}},
                        "rateLimit": {"perMinute": 1000000, "burst": 1000000}},
         }, overrides)
         out.append(fx.daemon(config))
-    rc, _, err = out[0].eventctl("topology", "apply")
-    assert rc == 0, f"eventctl topology apply exited {rc}: {err.strip()}"
+    topology(fx)
     return out
+
+
+def topology(fx):
+    """eventctl topology apply on the clusters; returns the node (1..3) leading eventd.quotes."""
+    c = fx.cluster
+    rc, _, err = fx.eventctl("topology", "apply", env=c.env)
+    assert rc == 0, f"eventctl topology apply exited {rc}: {err.strip()}"
+    leader = wait_until(lambda: c.queue_leader(c.vhost, "eventd.quotes"), 30, 0.2, what="a leader for eventd.quotes")
+    return c.node_index(leader)
 
 
 def start_all(daemons):
@@ -190,26 +208,29 @@ def amqp_node(fx, d):
     return fx.cluster.amqp_ports.index(last["port"]) + 1
 
 
-def monitors(fx, d, symbol):
-    """Starts two monitors on symbol; returns {user: the alerts expected, as sorted
-    (alertId, block of the quote that fires it)}. A rule above the middle fires on the
-    first evaluated quote of each HIGH block, one below it on each LOW block after the
-    first (the first quote of a symbol only sets the reference); one never fires."""
-    blocks = range(COUNT // BLOCK)
-    up = [(1, b) for b in blocks if b % 2]
-    down = [(2, b) for b in blocks if b and not b % 2]
-    middle = (LOW + HIGH) / 2
+def monitors(d, symbol):
+    """Starts two monitors on symbol, every rule with cooldown 0; returns {user: (the
+    alert ids that fire on each HIGH block, those that fire on each LOW block)}. A rule
+    above MIDDLE fires on the first evaluated quote of each HIGH block, one below it on
+    that of each LOW block but the first (the first quote of a symbol only sets the
+    reference); one above HIGH never fires."""
     specs = {
-        f"up-{symbol}": ([(1, "price_above", middle)], up),
-        f"both-{symbol}": ([(1, "price_above", middle - 10), (2, "price_below", middle + 10),
-                            (3, "price_above", HIGH * 10)], sorted(up + down)),
+        f"up-{symbol}": ([(1, "price_above", MIDDLE)], (1,), ()),
+        f"both-{symbol}": ([(1, "price_above", MIDDLE - 10), (2, "price_below", MIDDLE + 10),
+                            (3, "price_above", HIGH * 10)], (1,), (2,)),
     }
-    for user, (rules, _) in specs.items():
+    for user, (rules, _, _) in specs.items():
         spec = {"rules": [{"alertId": a, "symbol": symbol, "condition": cond, "threshold": t, "cooldownSec": 0}
                           for a, cond, t in rules], "channels": ["push"]}
         rc, _, err = d.eventctl("monitor", "start", user, json.dumps(spec))
         assert rc == 0, f"monitor start {user} exited {rc}: {err.strip()}"
-    return {user: expected for user, (_, expected) in specs.items()}
+    return {user: (high, low) for user, (_, high, low) in specs.items()}
+
+
+def expected_alerts(fires, count):
+    """(alertId, block) of every alert that `count` quotes fire, sorted; fires: (on HIGH, on LOW)."""
+    on_high, on_low = fires
+    return sorted([(a, b) for b in range(1, count // BLOCK) for a in (on_high if b % 2 else on_low)])
 
 
 # ---------------------------------------------------------------- the end of every test
@@ -219,13 +240,14 @@ def applied(fx, symbol):
     return collections.Counter(index_of(p) for p in fx.cluster.redis("LRANGE", history_key(symbol), 0, -1))
 
 
-def finish(fx, daemons, quotes, expected_alerts, via, lossy=False, timeout=90):
+def finish(fx, daemons, quotes, users, via, lossy=False, timeout=90):
     """Waits for the stream to end and every instance still running to finish its work,
     stops them (each must exit 0), then checks: each quote applied exactly once (lossy:
     at most once), the users' alerts and notifications exactly as expected, nothing left
     in a work queue or its DLQ. via: a RabbitMQ node (1..3) that is up."""
     c = fx.cluster
     quotes.wait_done(timeout)
+    expected = {user: expected_alerts(fires, quotes.count) for user, fires in users.items()}
     amqp = c.amqp(via)
     running = [d for d in daemons if d.running()]
 
@@ -237,7 +259,7 @@ def finish(fx, daemons, quotes, expected_alerts, via, lossy=False, timeout=90):
         if lossy:
             return True
         return (c.redis("LLEN", history_key(quotes.symbol)) >= quotes.count and
-                all(c.redis("XLEN", notifications_key(u)) >= len(e) for u, e in expected_alerts.items()))
+                all(c.redis("XLEN", notifications_key(u)) >= len(e) for u, e in expected.items()))
     wait_until(settled, timeout, 0.2, what="every quote, alert and notification handled")
     wait_until(lambda: holds_for(settled, 1.0), 20, 0, what="the work queues to stay drained")
     for d in running:
@@ -252,14 +274,14 @@ def finish(fx, daemons, quotes, expected_alerts, via, lossy=False, timeout=90):
     for q in WORK_QUEUES:
         assert amqp.depth(q) == 0, f"messages left in {q} after the stop (unacked)"
         assert amqp.depth(q + ".dlq") == 0, f"messages were dead-lettered to {q}.dlq"
-    for user, expected in expected_alerts.items():
+    for user, want in expected.items():
         alerts = [json.loads(a) for a in c.redis("LRANGE", alerts_key(user), 0, -1)]
         fired = sorted((a["alertId"], index_of(a["currentValue"]) // BLOCK) for a in alerts)
-        assert fired == expected, f"{user}: alerts fired (alertId, block) {fired}, expected {expected}"
+        assert fired == want, f"{user}: alerts fired (alertId, block) {fired}, expected {want}"
         entries = c.redis("XRANGE", notifications_key(user), "-", "+") or []
         ids = [dict(zip(f[::2], f[1::2])).get("messageId") for _, f in entries]
-        assert len(ids) == len(expected) == len(set(ids)), \
-            f"{user}: {len(ids)} notifications ({len(set(ids))} distinct), expected {len(expected)}"
+        assert len(ids) == len(want) == len(set(ids)), \
+            f"{user}: {len(ids)} notifications ({len(set(ids))} distinct), expected {len(want)}"
     return missing
 
 
@@ -269,12 +291,81 @@ def no_errors_logged(daemons):
         assert not bad, f"{d.name} logged {len(bad)} error/retry line(s), e.g. {bad[:3]}"
 
 
-def under_way(fx, quotes, fraction=0.2):
-    """Waits until a fraction of the stream is applied; it must not be over yet."""
-    want = int(quotes.count * fraction)
+def under_way(fx, quotes, want=2 * BLOCK + BLOCK // 2):
+    """Waits until `want` quotes of the stream are applied."""
     wait_until(lambda: fx.cluster.redis("LLEN", history_key(quotes.symbol)) >= want, 60, 0.02,
                what=f"{want} quotes of {quotes.symbol} applied")
-    assert quotes.is_alive(), "the stream was over before the fault: the test would test nothing"
+
+
+# ---------------------------------------------------------------- RabbitMQ cluster
+
+def connected_node(d):
+    """The node (host:port) /metrics says the instance is connected to, or None."""
+    on = [k for k, v in metrics(d).items() if k.startswith("eventd_amqp_connected_node{") and v == 1]
+    return on[0].split('node="')[1].split('"')[0] if on else None
+
+
+def test_cluster_rabbitmq_node_of_an_instance_stops_mid_stream(fx):
+    # The node instance A is connected to stops (stop_app). A loses its connection, the
+    # broker takes back what A held unacked, A connects to the other node of its list,
+    # declares the topology and consumes again, and B goes on (or moves too, if it was on
+    # that node). A lists only nodes that do not lead eventd.quotes, so the queue keeps
+    # its leader: this is the connection's failover alone (the next test loses a leader).
+    c = fx.cluster
+    symbol = "NODE"
+    leader = topology(fx)
+    a_nodes = [n for n in (1, 2, 3) if n != leader]
+    daemons = instances(fx, nodes=[a_nodes, None])
+    users = monitors(daemons[0], symbol)
+    start_all(daemons)
+    a = daemons[0]
+    lost = amqp_node(fx, a)
+    [other] = [n for n in a_nodes if n != lost]
+    assert connected_node(a) == f"127.0.0.1:{c.amqp_ports[lost - 1]}", metrics(a)
+    quotes = stream(fx, symbol, nodes=[n for n in (1, 2, 3) if n != lost])
+    under_way(fx, quotes)
+    c.stop_app(lost)
+    a.wait_log("amqp connection lost", timeout=30)
+    a.wait_log("amqp connected", count=2, timeout=30)
+    assert amqp_node(fx, a) == other, f"{a.name} did not move to node {other}"
+    a.wait_log("consuming", count=2, timeout=30)
+    assert connected_node(a) == f"127.0.0.1:{c.amqp_ports[other - 1]}", metrics(a)
+    assert c.queue_leader(c.vhost, "eventd.quotes") == c.nodes[leader - 1], "eventd.quotes changed leader"
+    quotes.end_after()
+    finish(fx, daemons, quotes, users, via=other)
+    c.start_app(lost)
+
+
+test_cluster_rabbitmq_node_of_an_instance_stops_mid_stream.timeout = 180
+
+
+def test_cluster_quorum_queue_leader_stops_mid_stream(fx):
+    # The node leading eventd.quotes stops (stop_app): the queue's other two members
+    # elect a new leader, which must deliver what the old one had not, and take the acks
+    # of what it had delivered. Both instances list only the other two nodes, so their
+    # connections stay up: the queue moves under them. The other queues' leaders on that
+    # node (alerts, notifications) move too.
+    c = fx.cluster
+    symbol = "LEAD"
+    leader = topology(fx)
+    others = [n for n in (1, 2, 3) if n != leader]
+    daemons = instances(fx, nodes=[others, others])
+    users = monitors(daemons[0], symbol)
+    start_all(daemons)
+    quotes = stream(fx, symbol, nodes=others)
+    under_way(fx, quotes)
+    c.stop_app(leader)
+    new = wait_until(lambda: c.queue_leader(c.vhost, "eventd.quotes") not in (None, c.nodes[leader - 1]) and
+                     c.queue_leader(c.vhost, "eventd.quotes"), 30, 0.2, what="a new leader for eventd.quotes")
+    assert c.node_index(new) in others
+    quotes.end_after()
+    finish(fx, daemons, quotes, users, via=others[0])
+    for d in daemons:
+        assert len(d.logged("amqp connected")) == 1, f"{d.name} lost its connection: the test meant only the leader"
+    c.start_app(leader)
+
+
+test_cluster_quorum_queue_leader_stops_mid_stream.timeout = 180
 
 
 # ---------------------------------------------------------------- Redis Cluster
@@ -287,7 +378,7 @@ def test_cluster_redis_master_killed_with_min_replicas(fx):
     c = fx.cluster
     symbol = "RKILL"
     daemons = instances(fx, {"redis": {"minReplicas": 1, "replicaTimeoutMs": 500}})
-    expected = monitors(fx, daemons[0], symbol)
+    users = monitors(daemons[0], symbol)
     start_all(daemons)
     master = c.master_of_key(history_key(symbol))
     quotes = stream(fx, symbol)
@@ -299,7 +390,10 @@ def test_cluster_redis_master_killed_with_min_replicas(fx):
                what="the messages of the promoted master to wait for a replica")
     c.restart_node(master)
     wait_until(lambda: c.role(master) == "slave", 15, 0.2, what=f"{master} back as a replica")
-    finish(fx, daemons, quotes, expected, via=1)
+    wait_until(lambda: any(d.logged("redis replicas confirm again") for d in daemons), 15, 0.2,
+               what="the promoted master's messages to go on")
+    quotes.end_after()
+    finish(fx, daemons, quotes, users, via=1)
 
 
 test_cluster_redis_master_killed_with_min_replicas.timeout = 150
@@ -311,11 +405,12 @@ def test_cluster_redis_master_killed_without_min_replicas(fx):
     # not yet sent to its replica dies with it, and the promoted replica never had it:
     # that quote was acked, so nothing brings it back (and the restarted old master
     # resyncs from the new one, dropping its own copy). What can be lost is therefore
-    # the tail of the replication stream at the kill: the quotes the instances had in
-    # flight then (at most 2 x PREFETCH). Here, on loopback, a kill -9 usually loses
-    # nothing (what the master wrote to the socket is in the replica's kernel buffer
-    # already); across hosts, a crash of the master's host loses what was in flight on
-    # the wire too. A quote is still never applied twice: its effects and its
+    # the tail of the replication stream the replica had not received at the kill: the
+    # last writes, at most those of the quotes the instances had in flight (2 x
+    # PREFETCH) while the replica keeps up. Here, on loopback, a kill -9 usually loses
+    # nothing: what the master wrote to its replica's socket is delivered even after the
+    # process died. A crash of the master's host, or a replica lagging behind, loses
+    # more. A quote is still never applied twice: its effects and its
     # idempotency key are one script, replicated (or lost) together, and a quote whose
     # effects are lost was acked, so it is never redelivered; one not acked is
     # redelivered and finds its key, or runs once on the new master. Alerts are not
@@ -333,6 +428,7 @@ def test_cluster_redis_master_killed_without_min_replicas(fx):
     c.wait_cluster_ok(timeout=30)
     assert c.master_of_key(history_key(symbol)) == replica, "the replica did not take the slot over"
     c.restart_node(master)
+    quotes.end_after()
     missing = finish(fx, daemons, quotes, {}, via=1, lossy=True)
     assert len(missing) <= 2 * PREFETCH, f"{len(missing)} acked quotes lost, more than were in flight"
     assert all(i < published_at_kill for i in missing), \
@@ -351,7 +447,7 @@ def test_cluster_slot_migrates_mid_stream(fx):
     c = fx.cluster
     symbol = "MIGR"
     daemons = instances(fx)
-    expected = monitors(fx, daemons[0], symbol)
+    users = monitors(daemons[0], symbol)
     start_all(daemons)
     slot = key_slot(history_key(symbol))
     src = c.master_of_slot(slot)
@@ -367,8 +463,8 @@ def test_cluster_slot_migrates_mid_stream(fx):
         time.sleep(1.5)
     c.migrate_slots([slot], src, dst, during=importing)
     assert c.master_of_slot(slot) == dst
-    assert quotes.is_alive(), "the stream ended before the migration did"
-    finish(fx, daemons, quotes, expected, via=1)
+    quotes.end_after()
+    finish(fx, daemons, quotes, users, via=1)
     no_errors_logged(daemons)
     c.migrate_slots([slot], dst, src)  # the layout the other tests started from
 
@@ -386,17 +482,18 @@ def test_cluster_eventd_instance_killed_mid_stream(fx):
     c = fx.cluster
     symbol, bulk = "EKILL", "EBULK"
     daemons = instances(fx)
-    expected = monitors(fx, daemons[0], symbol)
+    users = monitors(daemons[0], symbol)
     start_all(daemons)
     victim, survivor = daemons
     quotes = stream(fx, symbol)
-    under_way(fx, quotes, 0.1)
+    under_way(fx, quotes, BLOCK)
     backlog = fx.publish_stream(victim, bulk, BULK)
     wait_until(lambda: c.redis("LLEN", history_key(bulk)) >= BULK // 10, 30, 0.01, what="the backlog under way")
     victim.kill9()
     # A backlog in the queue: the broker kept the victim's prefetch window full.
     assert c.amqp(1).depth("eventd.quotes") > 0, "the backlog was drained before the kill"
+    quotes.end_after()
     wait_publisher(backlog)
-    finish(fx, [survivor], quotes, expected, via=1)
+    finish(fx, [survivor], quotes, users, via=1)
     assert c.redis("LLEN", history_key(bulk)) == BULK, f"{c.redis('LLEN', history_key(bulk))} of {BULK} " \
                                                       "backlog quotes applied"
