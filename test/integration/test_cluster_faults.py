@@ -410,12 +410,13 @@ def test_cluster_redis_master_killed_without_min_replicas(fx):
     # PREFETCH) while the replica keeps up. Here, on loopback, a kill -9 usually loses
     # nothing: what the master wrote to its replica's socket is delivered even after the
     # process died. A crash of the master's host, or a replica lagging behind, loses
-    # more. A quote is still never applied twice: its effects and its
-    # idempotency key are one script, replicated (or lost) together, and a quote whose
-    # effects are lost was acked, so it is never redelivered; one not acked is
-    # redelivered and finds its key, or runs once on the new master. Alerts are not
-    # counted here: a lost quote write rolls the symbol's newest quote and rule state
-    # back, so a crossing can fire again (or, with its alert's write lost, not at all).
+    # more. A quote is still never applied twice: its effects and its idempotency key
+    # are written by one function call (a batch is one call too), replicated or lost
+    # together, and a quote whose effects are lost was acked, so it is never
+    # redelivered; one not acked is redelivered and finds its key, or runs once on the
+    # new master. Alerts are not counted here: a lost quote write rolls the symbol's
+    # newest quote and rule state back, so a crossing can fire again (or, with its
+    # alert's write lost, not at all).
     c = fx.cluster
     symbol = "RLOSS"
     daemons = instances(fx)
