@@ -130,12 +130,19 @@ int64_t now_ms() {
       .count();
 }
 
-Config load_cli_config(const std::string& path) {
+Config load_cli_config_quietly(const std::string& path) {
   if (!path.empty()) return load_config(path);
   if (const char* env = std::getenv("EVENTD_CONFIG"); env != nullptr && *env != '\0') return load_config(env);
   std::ifstream probe("/etc/eventd/eventd.jsonc");
   if (probe) return load_config("/etc/eventd/eventd.jsonc");
   return parse_config("{}", "built-in defaults", [](const char* name) -> const char* { return std::getenv(name); });
+}
+
+// The config, its warnings (a world-readable file with a password) on stderr.
+Config load_cli_config(const std::string& path) {
+  Config config = load_cli_config_quietly(path);
+  for (const auto& warning : config.warnings) std::fprintf(stderr, "eventctl: warning: %s\n", warning.c_str());
+  return config;
 }
 
 // A session on the first broker node that answers, in config order (any node of a
