@@ -1,6 +1,7 @@
 // Password sources and the config-permission check (see credentials.hpp).
 #include "eventd/credentials.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -78,6 +79,16 @@ bool url_holds_password(std::string_view urls, UrlKind kind) {
     }
   }
   return false;
+}
+
+std::string without_userinfo(std::string_view url) {
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return std::string(url);
+  const std::size_t start = scheme_end + 3;
+  const std::size_t end = std::min(url.find('/', start), url.size());
+  const auto at = url.substr(start, end - start).rfind('@');
+  if (at == std::string_view::npos) return std::string(url);
+  return std::string(url.substr(0, start)) + std::string(url.substr(start + at + 1));
 }
 
 std::optional<std::string> world_readable_warning(const std::string& path, unsigned mode,

@@ -39,6 +39,10 @@ enum class UrlKind { Amqp, Redis };
 // redis-cli reads it). Malformed text counts as long as it has such userinfo.
 bool url_holds_password(std::string_view urls, UrlKind kind);
 
+// The URL without its userinfo ("http://u:pw@host:15672/x" -> "http://host:15672/x"),
+// for messages.
+std::string without_userinfo(std::string_view url);
+
 // The warning for a config file whose mode lets every user read it (mode & 004)
 // while it holds passwords at `pointers`; nullopt when there is nothing to say.
 std::optional<std::string> world_readable_warning(const std::string& path, unsigned mode,

@@ -140,6 +140,13 @@ TEST_CASE("credentials: does a URL hold a password") {
   CHECK_FALSE(url_holds_password("redis://user:@cache/0", UrlKind::Redis));
 }
 
+TEST_CASE("credentials: URLs in messages lose their userinfo") {
+  CHECK(eventd::without_userinfo("http://u:pw@mgmt:15672/api") == "http://mgmt:15672/api");
+  CHECK(eventd::without_userinfo("https://u:p@w@mgmt") == "https://mgmt");
+  CHECK(eventd::without_userinfo("http://mgmt:15672/a@b") == "http://mgmt:15672/a@b");
+  CHECK(eventd::without_userinfo("no scheme") == "no scheme");
+}
+
 TEST_CASE("credentials: the warning for a world-readable config with a password") {
   using eventd::world_readable_warning;
   CHECK_FALSE(world_readable_warning("/etc/eventd/eventd.jsonc", 0100640, {"/amqp/url"}));
