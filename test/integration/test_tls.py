@@ -1,5 +1,5 @@
 """amqps:// against a private TLS-only RabbitMQ node, started once for this module
-(rabbit_cluster.start_node; ports from 41000-41099): eventd and eventctl with a
+(rabbit_cluster.start_node; ports from 41000-41079): eventd and eventctl with a
 password, SASL EXTERNAL with a client certificate and no password, and a broker
 certificate from an unknown CA or one that does not name the host: one clear line
 naming the failure, eventd retrying without crashing, eventctl exiting 1. The CA and
@@ -19,7 +19,7 @@ from harness import history_len, run, wait_publisher, wait_until
 from rabbit_cluster import start_node
 
 TLS_PORTS = range(41000, 41050)
-TLS_DIST_PORTS = range(41050, 41100)
+TLS_DIST_PORTS = range(41050, 41080)
 CLIENT_CN = "eventd-tls-client"
 USER = "eventd-tls"
 PASSWORD = "Tls-" + secrets.token_hex(8)
