@@ -71,6 +71,9 @@ bool url_holds_password(std::string_view urls, UrlKind kind) {
     const auto at = rest.substr(0, rest.find('/')).rfind('@');
     if (at == std::string_view::npos) continue;
     std::string_view userinfo = rest.substr(0, at);
+    // RabbitMQ's built-in guest:guest (loopback only) is public knowledge, and the
+    // shipped config, readable by the unit's DynamicUser, spells it out.
+    if (kind == UrlKind::Amqp && userinfo == "guest:guest") continue;
     const auto colon = userinfo.find(':');
     if (colon != std::string_view::npos) {
       if (colon + 1 < userinfo.size()) return true;

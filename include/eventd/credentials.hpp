@@ -37,6 +37,7 @@ enum class UrlKind { Amqp, Redis };
 // Whether a URL (or a comma-separated list of them) carries a password in its
 // userinfo: "user:password@" for both kinds, also a bare "password@" for Redis (as
 // redis-cli reads it). Malformed text counts as long as it has such userinfo.
+// RabbitMQ's default "guest:guest" is no secret and does not count.
 bool url_holds_password(std::string_view urls, UrlKind kind);
 
 // The URL without its userinfo ("http://u:pw@host:15672/x" -> "http://host:15672/x"),

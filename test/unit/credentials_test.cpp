@@ -128,6 +128,8 @@ TEST_CASE("credentials: does a URL hold a password") {
   CHECK_FALSE(url_holds_password("amqp://u@mq/", UrlKind::Amqp));
   CHECK_FALSE(url_holds_password("amqp://u:@mq/", UrlKind::Amqp));
   CHECK_FALSE(url_holds_password("amqp://mq/", UrlKind::Amqp));
+  CHECK_FALSE(url_holds_password("amqp://guest:guest@127.0.0.1:5672/%2f", UrlKind::Amqp));  // the default
+  CHECK(url_holds_password("amqp://guest:other@127.0.0.1/", UrlKind::Amqp));
   CHECK_FALSE(url_holds_password("amqp://mq/a@b", UrlKind::Amqp));  // in the vhost, not the userinfo
   CHECK(url_holds_password("amqp://mq1/,amqp://u:p@mq2/", UrlKind::Amqp));
   CHECK(url_holds_password("http://u:p@mgmt:15672", UrlKind::Amqp));
