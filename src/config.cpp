@@ -571,7 +571,8 @@ Config parse_config(std::string_view text, const std::string& source, const char
     throw ConfigError(parse_error_message(text, *error, source));
   }
   check_duplicate_keys(doc, "", source);
-  if (auto error = registry().validate("config", doc)) throw ConfigError(source + ": " + *error);
+  // A schema error may quote the value: never a URL's password.
+  if (auto error = registry().validate("config", doc)) throw ConfigError(source + ": " + scrub_userinfo(*error));
 
   Config cfg;
   cfg.source = source;

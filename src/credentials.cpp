@@ -94,6 +94,22 @@ std::string without_userinfo(std::string_view url) {
   return std::string(url.substr(0, start)) + std::string(url.substr(start + at + 1));
 }
 
+std::string scrub_userinfo(std::string_view text) {
+  std::string out;
+  std::size_t pos = 0;
+  while (true) {
+    const auto scheme_end = text.find("://", pos);
+    if (scheme_end == std::string_view::npos) break;
+    const std::size_t start = scheme_end + 3;
+    const std::size_t end = std::min(text.find_first_of("/ \"'?#,", start), text.size());
+    const auto at = text.substr(start, end - start).rfind('@');
+    out.append(text.substr(pos, start - pos));
+    pos = at == std::string_view::npos ? start : start + at + 1;
+  }
+  out.append(text.substr(pos));
+  return out;
+}
+
 std::optional<std::string> world_readable_warning(const std::string& path, unsigned mode,
                                                   const std::vector<std::string>& pointers) {
   if ((mode & 004u) == 0 || pointers.empty()) return std::nullopt;

@@ -44,6 +44,10 @@ bool url_holds_password(std::string_view urls, UrlKind kind);
 // for messages.
 std::string without_userinfo(std::string_view url);
 
+// `text` with the userinfo of every URL in it removed, e.g. a schema error that
+// quotes a value: "got \"ftp://u:pw@host/\"" -> "got \"ftp://host/\"".
+std::string scrub_userinfo(std::string_view text);
+
 // The warning for a config file whose mode lets every user read it (mode & 004)
 // while it holds passwords at `pointers`; nullopt when there is nothing to say.
 std::optional<std::string> world_readable_warning(const std::string& path, unsigned mode,

@@ -257,6 +257,7 @@ def test_credentials_bad_paths_show_no_password(fx):
         ("env: management URL", {}, {"EVENTD_MANAGEMENT_URL": f"ftp://u:{AMQP_PW}@mgmt/"}),
         ("env: IPv6 without brackets", {}, {"EVENTD_REDIS_URL": f"redis://:{REDIS_PW}@::1:6379/0"}),
         ("file: empty password file", {"credentials": {"amqpPasswordFile": "/dev/null"}}, {}),
+        ("file: schema error quoting a URL", {"amqp": {"managementUrl": f"ftp://u:{AMQP_PW}@mgmt/"}}, {}),
     ]
     for label, config, env_over in bad:
         path = os.path.join(fx.tmp, "bad.jsonc")

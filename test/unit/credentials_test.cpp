@@ -149,6 +149,25 @@ TEST_CASE("credentials: URLs in messages lose their userinfo") {
   CHECK(eventd::without_userinfo("no scheme") == "no scheme");
 }
 
+TEST_CASE("credentials: messages that quote URLs lose their userinfo") {
+  using eventd::scrub_userinfo;
+  CHECK(scrub_userinfo(R"(/amqp/managementUrl: must match ^https?://, got "ftp://u:pw@m:1/x")") ==
+        R"(/amqp/managementUrl: must match ^https?://, got "ftp://m:1/x")");
+  CHECK(scrub_userinfo("a amqp://u:p@h1/%2f, amqp://u:p@h2 b") == "a amqp://h1/%2f, amqp://h2 b");
+  CHECK(scrub_userinfo("no URL here: user@host") == "no URL here: user@host");
+  CHECK(scrub_userinfo("http://h/path@x") == "http://h/path@x");
+}
+
+TEST_CASE("config: a schema error never quotes a URL's password") {
+  std::string message;
+  try {
+    eventd::parse_config(R"({"amqp": {"managementUrl": "ftp://admin:Hunter2@mgmt/"}})", "t.jsonc");
+  } catch (const ConfigError& e) {
+    message = e.what();
+  }
+  CHECK(message == R"(t.jsonc: /amqp/managementUrl: must match ^https?://, got "ftp://mgmt/")");
+}
+
 TEST_CASE("credentials: the warning for a world-readable config with a password") {
   using eventd::world_readable_warning;
   CHECK_FALSE(world_readable_warning("/etc/eventd/eventd.jsonc", 0100640, {"/amqp/url"}));
