@@ -15,7 +15,26 @@ constexpr uint64_t kPingIntervalMs = 1000;
 struct PendingCall {
   Connection::Callback done;
   Connection* client;
+  char command[48];  // for a refusal's log line: "FCALL eventd_..._quote", "SET"
 };
+
+// The command and, for the ones Redis' ACL splits or that name a function, its first
+// argument; cut to fit `out`.
+void command_name(const std::vector<std::string_view>& args, char (&out)[48]) {
+  std::size_t n = 0;
+  auto put = [&](std::string_view s) {
+    for (const char c : s) {
+      if (n + 1 >= sizeof out) break;
+      out[n++] = c;
+    }
+  };
+  if (!args.empty()) put(args[0]);
+  if (args.size() > 1 && (args[0] == "FCALL" || args[0] == "FUNCTION" || args[0] == "CLUSTER")) {
+    put(" ");
+    put(args[1]);
+  }
+  out[n] = '\0';
+}
 
 // hiredis's event-loop glue for libuv. Debian's hiredis 0.14 ships one in
 // <hiredis/adapters/libuv.h>, but it drops poll errors: a refused connect then never
@@ -251,11 +270,13 @@ void Connection::handshake() {
        true);
 }
 
+std::string Connection::user() const { return config_.endpoint.user.empty() ? "default" : config_.endpoint.user; }
+
 bool Connection::handshake_failed(const redisReply* r, const char* what) {
   std::string err = reply_error(r);
   if (err.empty()) return false;
   if (r != nullptr && state_ == RedisState::Handshake && ac_ != nullptr) {
-    log::error("redis handshake failed", {{"step", what}, {"node", node_.text()}, {"error", err}});
+    log::error("redis handshake failed", {{"step", what}, {"node", node_.text()}, {"user", user()}, {"error", err}});
     redisAsyncDisconnect(ac_);  // reconnect with backoff; a wrong password keeps being logged
   }
   return true;
@@ -303,7 +324,7 @@ void Connection::send_ready_ping() {
          if (r == nullptr || r->type == REDIS_REPLY_ERROR || state_ != RedisState::Handshake) return;
          stop_timer(connect_timer_);
          state_ = RedisState::Up;
-         backoff_.reset();
+         if (!refused_) backoff_.reset();  // a refusal would come back at once: keep backing off
          ping_outstanding_ = false;
          start_timer(ping_timer_, on_ping_timer, kPingIntervalMs, kPingIntervalMs);
          log::info("redis connected", {{"node", node_.text()}, {"host", node_.host}, {"port", node_.port},
@@ -378,8 +399,31 @@ void Connection::stop(std::function<void()> done) {
 
 void Connection::on_reply(redisAsyncContext* /*ac*/, void* reply, void* privdata) {
   std::unique_ptr<PendingCall> call(static_cast<PendingCall*>(privdata));
-  --call->client->pending_;
-  call->done(static_cast<const redisReply*>(reply));
+  Connection* self = call->client;
+  --self->pending_;
+  const auto* r = static_cast<const redisReply*>(reply);
+  if (r != nullptr && r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).starts_with("NOPERM") &&
+      (self->state_ == RedisState::Up || self->state_ == RedisState::Closing)) {
+    // The first one says it; those pipelined behind it go the same way.
+    if (self->state_ == RedisState::Up) self->refused(call->command, std::string_view(r->str, r->len));
+    call->done(nullptr);  // not done: the caller holds the message, as while Redis is down
+    return;
+  }
+  if (self->refused_ && r != nullptr && r->type != REDIS_REPLY_ERROR && self->state_ == RedisState::Up &&
+      std::string_view(call->command) != "PING") {
+    self->refused_ = false;  // the rights are back
+  }
+  call->done(r);
+}
+
+// The ACL refuses what eventd needs: nothing it does can be recorded. Said in one line,
+// then the connection goes down and comes back with backoff, as for a lost Redis: the
+// consumers stop, nothing is acked, and the messages held run once the rights are there.
+void Connection::refused(std::string_view command, std::string_view error) {
+  log::error("redis refused a command", {{"command", command}, {"user", user()}, {"node", node_.text()},
+                                         {"error", error}});
+  refused_ = true;
+  if (ac_ != nullptr) close_gracefully();
 }
 
 bool Connection::send(const std::vector<std::string_view>& args, Callback done, bool handshake_ok) {
@@ -402,7 +446,8 @@ bool Connection::send(const std::vector<std::string_view>& args, Callback done, 
     argv[i] = args[i].data();
     lens[i] = args[i].size();
   }
-  auto call = std::make_unique<PendingCall>(PendingCall{std::move(done), this});
+  auto call = std::make_unique<PendingCall>(PendingCall{std::move(done), this, {}});
+  command_name(args, call->command);
   if (redisAsyncCommandArgv(ac_, on_reply, call.get(), static_cast<int>(args.size()), argv, lens) != REDIS_OK) {
     return false;
   }
