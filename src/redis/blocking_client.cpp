@@ -86,7 +86,7 @@ BlockingClient::Reply BlockingClient::raw(redisContext* ctx, const std::vector<s
   Reply reply(r, freeReplyObject);
   if (r->type == REDIS_REPLY_ERROR) {
     const std::string error(r->str, r->len);
-    if (error.starts_with("NOPERM")) {
+    if (error.starts_with("NOPERM") || error.find("The user executing the script can't") != std::string::npos) {
       // The ACL user lacks a right: say which command and which user (never the password).
       std::string command = args.empty() ? "" : args[0];
       if (args.size() > 1 && (command == "FUNCTION" || command == "CLUSTER")) command += " " + args[1];

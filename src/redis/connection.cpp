@@ -104,6 +104,27 @@ void stop_timer(UvHandle<uv_timer_t>& timer) {
   if (timer.initialised()) uv_timer_stop(timer.get());
 }
 
+// An ACL refusal: NOPERM for the command or its keys, or, for a command a script or
+// function runs, "ERR The user executing the script can't ...", also as an element of
+// a batch's reply. The text of the first one, or empty.
+std::string_view acl_refusal(const redisReply* r) {
+  if (r == nullptr) return {};
+  if (r->type == REDIS_REPLY_ERROR) {
+    const std::string_view e(r->str, r->len);
+    if (e.starts_with("NOPERM") || e.find("The user executing the script can't") != std::string_view::npos) return e;
+    return {};
+  }
+  if (r->type == REDIS_REPLY_ARRAY) {
+    for (std::size_t i = 0; i < r->elements; ++i) {
+      const redisReply* e = r->element[i];
+      if (e != nullptr && e->type == REDIS_REPLY_ERROR) {
+        if (auto refusal = acl_refusal(e); !refusal.empty()) return refusal;
+      }
+    }
+  }
+  return {};
+}
+
 std::string reply_error(const redisReply* r) {
   if (r == nullptr) return "no reply (connection lost)";
   if (r->type == REDIS_REPLY_ERROR) return std::string(r->str, r->len);
@@ -402,12 +423,14 @@ void Connection::on_reply(redisAsyncContext* /*ac*/, void* reply, void* privdata
   Connection* self = call->client;
   --self->pending_;
   const auto* r = static_cast<const redisReply*>(reply);
-  if (r != nullptr && r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).starts_with("NOPERM") &&
-      (self->state_ == RedisState::Up || self->state_ == RedisState::Closing)) {
-    // The first one says it; those pipelined behind it go the same way.
-    if (self->state_ == RedisState::Up) self->refused(call->command, std::string_view(r->str, r->len));
-    call->done(nullptr);  // not done: the caller holds the message, as while Redis is down
-    return;
+  if (self->state_ == RedisState::Up || self->state_ == RedisState::Closing) {
+    if (const std::string_view refusal = acl_refusal(r); !refusal.empty()) {
+      // The first one says it; those pipelined behind it go the same way. What a batch
+      // did record is found by its idempotency keys when it runs again.
+      if (self->state_ == RedisState::Up) self->refused(call->command, refusal);
+      call->done(nullptr);  // not done: the caller holds the message, as while Redis is down
+      return;
+    }
   }
   if (self->refused_ && r != nullptr && r->type != REDIS_REPLY_ERROR && self->state_ == RedisState::Up &&
       std::string_view(call->command) != "PING") {

@@ -9,9 +9,10 @@
 // copy is cleared. A reply is borrowed: valid only inside the callback. Every
 // callback passed to command()/fcall() runs exactly once: with the reply, or with
 // nullptr when the connection fails first. A call made while Redis is not up
-// returns false and never calls back. A NOPERM reply (the ACL user lacks a right) is
-// logged once, with the command and the user, and reported as nullptr: the connection
-// reconnects with backoff, as if Redis were lost.
+// returns false and never calls back. An ACL refusal (NOPERM, or a script's "can't run
+// this command", also inside a batch's reply) is logged once, with the command and the
+// user, and reported as nullptr: the connection reconnects with backoff, as if Redis
+// were lost.
 #pragma once
 
 #include <hiredis/async.h>
