@@ -655,6 +655,7 @@ Config parse_config(std::string_view text, const std::string& source, const char
   cfg.notify.stream_length = uint_at(doc, "/notify/streamLength", cfg.notify.stream_length);
   cfg.log_level = string_at(doc, "/log/level", cfg.log_level);
   cfg.shutdown_drain_ms = uint_at(doc, "/shutdown/drainTimeoutMs", cfg.shutdown_drain_ms);
+  cfg.limits.max_message_bytes = uint_at(doc, "/limits/maxMessageBytes", cfg.limits.max_message_bytes);
 
   // The environment wins over the file; an empty variable counts as unset.
   const auto env = [&](const char* name) -> const char* {

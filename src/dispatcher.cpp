@@ -59,6 +59,13 @@ bool is_eventd_header(std::string_view key) {
   return false;
 }
 
+std::string too_deep_headers_message(const std::vector<std::string>& dropped) {
+  std::string names;
+  for (const auto& name : dropped) names += (names.empty() ? "'" : ", '") + cap_utf8(name, 128) + "'";
+  return std::string("AMQP header") + (dropped.size() == 1 ? " " : "s ") + names + " nest" +
+         (dropped.size() == 1 ? "s" : "") + " tables deeper than " + std::to_string(kMaxHeaderDepth) + " levels";
+}
+
 std::string cap_utf8(std::string_view raw, std::size_t max) {
   const std::string clean = sanitize_utf8(raw);
   std::string_view text = clean;
@@ -115,8 +122,27 @@ void Dispatcher::on_delivery(Delivery&& delivery) {
   table_get_int(d.properties.headers(), "x-retry-count", job->retry_count);
   if (job->retry_count < 0) job->retry_count = 0;
 
+  // Refused before anything walks the headers or parses the body (DESIGN.md, "Security").
+  if (const auto& dropped = d.properties.dropped_headers(); !dropped.empty()) {
+    job->counters = &metrics_.counters(d.queue, kUnknownType);
+    ++job->counters->consumed;
+    dead_letter(job, ProcessingError::permanent(ErrorCode::ValidationError,
+                                                too_deep_headers_message(dropped) +
+                                                    "; not processed, and left out of this dead letter"));
+    return;
+  }
+  if (d.body.size() > config_.limits.max_message_bytes) {
+    job->counters = &metrics_.counters(d.queue, kUnknownType);
+    ++job->counters->consumed;
+    dead_letter(job, ProcessingError::permanent(
+                         ErrorCode::ValidationError,
+                         "message body is " + std::to_string(d.body.size()) + " bytes; limits.maxMessageBytes is " +
+                             std::to_string(config_.limits.max_message_bytes) + " (not parsed)"));
+    return;
+  }
+
   rapidjson::Document& doc = job->body;
-  if (auto error = parse_json<rapidjson::kParseValidateEncodingFlag>(doc, d.body)) {
+  if (auto error = parse_json<rapidjson::kParseValidateEncodingFlag | kParseUniqueKeysFlag>(doc, d.body)) {
     job->counters = &metrics_.counters(d.queue, kUnknownType);
     ++job->counters->consumed;
     dead_letter(job, ProcessingError::permanent(ErrorCode::ParseError, "invalid JSON at offset " +

@@ -190,6 +190,13 @@ struct CredentialsConfig {
   std::string redis_password_from = "none";
 };
 
+// Bounds on what producers and operators send (DESIGN.md, "Security").
+struct LimitsConfig {
+  // A message body larger than this is dead-lettered (VALIDATION_ERROR) without being
+  // parsed; eventctl refuses to publish one, or a monitor spec this large.
+  uint32_t max_message_bytes = 1048576;
+};
+
 struct Config {
   AmqpConfig amqp;
   RedisConfig redis;
@@ -197,6 +204,7 @@ struct Config {
   RetryConfig retry;
   HttpConfig http;
   NotifyConfig notify;
+  LimitsConfig limits;
   std::string log_level = "info";          // debug | info | warn | error
   uint32_t idempotency_ttl_sec = 86400;
   uint32_t quote_history_length = 1000;

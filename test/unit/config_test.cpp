@@ -133,6 +133,7 @@ TEST_CASE("config: empty object gives the documented defaults") {
   CHECK(c.http.port == 9464);
   CHECK(c.log_level == "info");
   CHECK(c.shutdown_drain_ms == 10000);
+  CHECK(c.limits.max_message_bytes == 1048576);
 }
 
 TEST_CASE("config: default queues match DESIGN.md") {
@@ -205,6 +206,7 @@ TEST_CASE("config: the repository's eventd.jsonc parses and spells out the defau
   CHECK(file.http.port == defaults.http.port);
   CHECK(file.log_level == defaults.log_level);
   CHECK(file.shutdown_drain_ms == defaults.shutdown_drain_ms);
+  CHECK(file.limits.max_message_bytes == defaults.limits.max_message_bytes);
 
   SUBCASE("load_config reads it from disk") {
     const Config loaded = eventd::load_config(path);
@@ -314,12 +316,22 @@ TEST_CASE("config: unknown keys are rejected with their pointer") {
         R"(test.jsonc: /amqp/heartbeat_sec: unknown key; did you mean "heartbeatSec"?)");
   CHECK(error_of(R"({"metrics": {}})") ==
         "test.jsonc: /metrics: unknown key; expected one of amqp, redis, credentials, topology, retry, idempotency, "
-        "quotes, http, log, notify, shutdown");
+        "quotes, http, log, notify, shutdown, limits");
   CHECK(error_of(R"({"topology": {"queues": [{"name": "a", "exchange": "events", "durable": true}]}})") ==
         "test.jsonc: /topology/queues/0/durable: unknown key; expected one of name, exchange, bindingKey, type");
   CHECK(error_of(R"({"topology": {"exchanges": {"quote": {}}}})") ==
         R"(test.jsonc: /topology/exchanges/quote: unknown key; did you mean "quotes"?)");
   CHECK(error_of(R"({"$schema": "config.schema.json"})").empty());
+}
+
+TEST_CASE("config: limits") {
+  EnvGuard env;
+  CHECK(parse(R"({"limits": {"maxMessageBytes": 4096}})").limits.max_message_bytes == 4096);
+  CHECK(error_of(R"({"limits": {"maxMessageBytes": 100}})") == "test.jsonc: /limits/maxMessageBytes: must be >= 1024, got 100");
+  CHECK(error_of(R"({"limits": {"maxMessageBytes": 134217729}})") ==
+        "test.jsonc: /limits/maxMessageBytes: must be <= 134217728, got 134217729");
+  CHECK(error_of(R"({"limits": {"maxBytes": 1}})") ==
+        "test.jsonc: /limits/maxBytes: unknown key; expected one of maxMessageBytes");
 }
 
 TEST_CASE("config: duplicate keys are rejected") {
