@@ -625,6 +625,9 @@ Config parse_config(std::string_view text, const std::string& source, const char
 
   cfg.idempotency_ttl_sec = uint_at(doc, "/idempotency/ttlSec", cfg.idempotency_ttl_sec);
   cfg.quote_history_length = uint_at(doc, "/quotes/historyLength", cfg.quote_history_length);
+  cfg.portfolio.poll_ms = uint_at(doc, "/portfolio/pollMs", cfg.portfolio.poll_ms);
+  cfg.portfolio.lease_ms = uint_at(doc, "/portfolio/leaseMs", cfg.portfolio.lease_ms);
+  cfg.portfolio.claim_batch = uint_at(doc, "/portfolio/claimBatch", cfg.portfolio.claim_batch);
   if (const Value* v = find(doc, "/http/enabled")) cfg.http.enabled = v->GetBool();
   if (const Value* v = find(doc, "/http/listen")) {
     auto [host, port] = parse_listen({v->GetString(), v->GetStringLength()}, source + ": /http/listen");

@@ -19,6 +19,7 @@
 #include "eventd/http_server.hpp"
 #include "eventd/log.hpp"
 #include "eventd/metrics.hpp"
+#include "eventd/portfolio_checks.hpp"
 #include "eventd/redis_client.hpp"
 #include "eventd/schema_registry.hpp"
 #include "eventd/topology.hpp"
@@ -37,6 +38,7 @@ class Daemon {
               {[this] { on_amqp_connected(); }, [this](Delivery&& d) { dispatcher_.on_delivery(std::move(d)); },
                [this](const std::string&) { on_amqp_lost(); }}),
         dispatcher_(loop, config, amqp_, redis_, schemas_, metrics_),
+        checks_(loop, config, amqp_, redis_, schemas_, metrics_),
         http_(loop, [this](std::string_view method, std::string_view path) { return serve(method, path); }) {
     dispatcher_.register_handler("quote_update", std::make_unique<QuoteUpdateHandler>(loop, redis_, config));
     dispatcher_.register_handler("alert_triggered", std::make_unique<AlertTriggeredHandler>(loop, redis_, config));
@@ -46,7 +48,10 @@ class Daemon {
     notifications_ = notifications.get();  // owned by the dispatcher, which outlives every use here
     dispatcher_.register_handler("notification", std::move(notifications));
     dispatcher_.on_idle = [this] {
-      if (draining_) finish_drain();
+      if (draining_ && checks_.in_flight() == 0) finish_drain();
+    };
+    checks_.on_idle = [this] {
+      if (draining_ && dispatcher_.in_flight() == 0) finish_drain();
     };
     sigterm_.init(this, [loop](uv_signal_t* s) { return uv_signal_init(loop, s); });
     sigint_.init(this, [loop](uv_signal_t* s) { return uv_signal_init(loop, s); });
@@ -86,6 +91,7 @@ class Daemon {
                                   {"redis_password", config_.credentials.redis_password_from}});
     redis_.start();
     amqp_.start();
+    checks_.start();
     return true;
   }
 
@@ -154,6 +160,7 @@ class Daemon {
     metrics_.redis_up = true;
     dispatcher_.resume_parked();
     update_consuming();
+    checks_.poke();
   }
 
   void on_redis_down() {
@@ -165,13 +172,14 @@ class Daemon {
   void on_amqp_connected() {
     metrics_.amqp_up = true;
     update_consuming();
+    checks_.poke();
   }
 
   void on_amqp_lost() {
     metrics_.amqp_up = false;
     metrics_.consuming = false;
     dispatcher_.on_amqp_lost();
-    if (draining_ && dispatcher_.in_flight() == 0) finish_drain();
+    if (draining_ && dispatcher_.in_flight() == 0 && checks_.in_flight() == 0) finish_drain();
   }
 
   static void on_state_timer(uv_timer_t* handle) {
@@ -192,9 +200,10 @@ class Daemon {
     acks_at_drain_ = amqp_.acks_sent();
     sd_notify(0, "STOPPING=1");
     amqp_.cancel();
+    checks_.stop();
     uv_timer_start(drain_timer_.get(), on_drain_timeout, config_.shutdown_drain_ms, 0);
     uv_timer_start(shutdown_timer_.get(), on_shutdown_deadline, shutdown_deadline_ms(), 0);
-    if (dispatcher_.in_flight() == 0) finish_drain();
+    if (dispatcher_.in_flight() == 0 && checks_.in_flight() == 0) finish_drain();
   }
 
   // The drain, the ack settling and each connection's own close deadline, plus
@@ -220,7 +229,8 @@ class Daemon {
     auto* self = owner_of<Daemon>(handle);
     if (self == nullptr) return;
     log::warn("drain deadline reached; unacked messages return to the broker",
-              {{"in_flight", static_cast<uint64_t>(self->dispatcher_.in_flight())}});
+              {{"in_flight", static_cast<uint64_t>(self->dispatcher_.in_flight())},
+               {"portfolio_checks", static_cast<uint64_t>(self->checks_.in_flight())}});
     self->finish_drain();
   }
 
@@ -256,6 +266,7 @@ class Daemon {
   RedisClient redis_;
   AmqpConnection amqp_;
   Dispatcher dispatcher_;
+  PortfolioChecks checks_;  // after the connections: destroyed before them
   NotificationHandler* notifications_ = nullptr;  // observer: for the breaker metrics
   HttpServer http_;
   static constexpr uint64_t kAckSettleMs = 500;

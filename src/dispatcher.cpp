@@ -304,42 +304,23 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
   };
 
   for (std::size_t i = 0; i < outbox.size(); ++i) {
-    std::string_view entry = outbox[i];
-    Route route;
-    bool reply = false;
-    if (entry.starts_with('@')) {  // "@QUEUE\n{json}": straight to a reply queue
-      std::size_t nl = entry.find('\n');
-      route = Route{"", std::string(entry.substr(1, nl - 1))};
-      entry = nl == std::string_view::npos ? std::string_view() : entry.substr(nl + 1);
-      reply = true;
+    std::optional<DerivedRoute> derived = route_derived(config_.topology, outbox[i]);
+    if (!derived) {
+      if (progress->failure.empty()) progress->failure = "derived message cannot be routed: " + cap_utf8(outbox[i], 200);
+      settle();
+      continue;
     }
-    // eventd's own text (it may nest a received body a level or two deeper); only the
-    // top level is read here, the bound is for the stack.
-    rapidjson::Document body;
-    const bool parsed = !parse_json(body, entry, 4 * kMaxJsonDepth);
-    std::string type;
-    if (parsed && body.IsObject() && body.HasMember("type") && body["type"].IsString()) {
-      type = body["type"].GetString();
-    }
-    if (!reply) {
-      auto r = type.empty() ? std::nullopt : route_for(config_.topology, type, body);
-      if (!r) {
-        if (progress->failure.empty()) progress->failure = "derived message cannot be routed: " + cap_utf8(entry, 200);
-        settle();
-        continue;
-      }
-      route = *r;
-    }
+    const bool reply = derived->reply;
     std::string id = std::string(source_id) + ":" + std::to_string(i);
-    amqp_basic_properties_t props = json_properties(id, type, now_s, correlation);
+    amqp_basic_properties_t props = json_properties(id, derived->type, now_s, correlation);
     // The source's trace, with eventd's span of it as the parent.
     FieldTable trace;
     trace.add(kTraceparentHeader, job->trace.child_traceparent());
     if (!job->trace.tracestate.empty()) trace.add(kTracestateHeader, job->trace.tracestate);
     props.headers = trace.table();
     props._flags |= AMQP_BASIC_HEADERS_FLAG;
-    std::string target = route.routing_key;
-    bool sent = amqp_.publish(route.exchange, route.routing_key, props, entry,
+    std::string target = derived->route.routing_key;
+    bool sent = amqp_.publish(derived->route.exchange, derived->route.routing_key, props, derived->body,
                               [this, job, progress, settle, reply, target](bool ok, const std::string& why) {
                                 if (progress->abandoned) return;
                                 if (!ok && reply && why.starts_with(AmqpConnection::kUnroutable)) {

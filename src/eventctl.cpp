@@ -36,6 +36,7 @@
 #include "eventd/json_case.hpp"
 #include "eventd/json_parse.hpp"
 #include "eventd/keys.hpp"
+#include "eventd/portfolio.hpp"
 #include "eventd/redis/blocking_client.hpp"
 #include "eventd/progress.hpp"
 #include "eventd/retry_policy.hpp"
@@ -698,6 +699,32 @@ redis.call('HSET', KEYS[1], 'status', 'stopped', 'updatedAt', ARGV[1])
 return 1
 )lua";
 
+// The user's portfolio checks (portfolio_checks.hpp), in the user's schedule shard.
+// KEYS: schedule, claims. ARGV: userId, due time (ms).
+// Start: due at once. A check of the old spec in flight is forgotten (its claim too):
+// it sees the monitor changed and evaluates nothing, and its reschedule finds the new
+// due time and gives up. Its alerts, if it recorded any, stay in the user's outbox for
+// the next check.
+constexpr const char* kScheduleStartScript = R"lua(
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 1
+)lua";
+// Stop, or a spec without portfolio rules: off the schedule; but a check claimed now
+// keeps its place (an instance that died mid-check leaves alerts that its takeover
+// publishes): it sees the monitor stopped and takes the user off itself.
+constexpr const char* kScheduleStopScript = R"lua(
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+)lua";
+
+void schedule_checks(BlockingRedis& redis, const std::string& user, bool checked, const std::string& due) {
+  const std::size_t shard = keys::schedule_shard(user);
+  redis.run({"EVAL", checked ? kScheduleStartScript : kScheduleStopScript, "2", keys::schedule(shard),
+             keys::schedule_claims(shard), user, due});
+}
+
 // A user's rules under one symbol, as kSymbolRulesScript takes them.
 struct SymbolRules {
   std::string alert_ids;          // JSON array
@@ -734,6 +761,119 @@ std::string to_json(const rapidjson::Value& v) {
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
   v.Accept(w);
   return std::string(buf.GetString(), buf.GetSize());
+}
+
+// `monitor status`: the positions valued at the latest quotes, the portfolio rules as
+// a check would find them now, their state and the schedule (README, "Portfolio
+// monitors"). A figure that cannot be computed (no quote yet, no cost basis) is null.
+rapidjson::Value portfolio_status(BlockingRedis& redis, const std::string& user, const portfolio::Spec& spec,
+                                  const std::string& updated_at, rapidjson::Document::AllocatorType& al) {
+  using rapidjson::Value;
+  const int64_t now = now_ms();
+  portfolio::Quotes quotes;
+  for (const auto& symbol : spec.symbols) {
+    auto q = redis.run({"HMGET", keys::quote(symbol), "price", "change", "timestamp"});
+    if (q->elements == 3 && q->element[0]->type == REDIS_REPLY_STRING && q->element[2]->type == REDIS_REPLY_STRING) {
+      quotes.emplace(symbol, portfolio::Quote{std::strtod(q->element[0]->str, nullptr),
+                                              q->element[1]->type == REDIS_REPLY_STRING
+                                                  ? std::strtod(q->element[1]->str, nullptr)
+                                                  : 0.0,
+                                              std::strtoll(q->element[2]->str, nullptr, 10)});
+    }
+  }
+  const portfolio::Valuation v = portfolio::value(spec.positions, quotes);
+  auto num = [](const std::optional<double>& x) { return x ? Value(*x) : Value(rapidjson::kNullType); };
+  auto str = [&al](std::string_view x) { return Value(x.data(), static_cast<rapidjson::SizeType>(x.size()), al); };
+  Value out(rapidjson::kObjectType);
+  out.AddMember("asOf", Value(static_cast<int64_t>(now)), al);
+  Value positions(rapidjson::kArrayType);
+  for (const auto& p : v.positions) {
+    Value o(rapidjson::kObjectType);
+    o.AddMember("symbol", str(p.position.symbol), al);
+    o.AddMember("quantity", Value(p.position.quantity), al);
+    if (p.position.cost_basis) o.AddMember("costBasis", Value(*p.position.cost_basis), al);
+    o.AddMember("quoted", Value(p.quote.has_value()), al);
+    o.AddMember("price", num(p.quote ? std::optional<double>(p.quote->price) : std::nullopt), al);
+    o.AddMember("change", num(p.quote ? std::optional<double>(p.quote->change) : std::nullopt), al);
+    if (p.quote) {
+      o.AddMember("quoteTime", Value(static_cast<int64_t>(p.quote->timestamp_ms)), al);
+      o.AddMember("quoteAgeSec", Value(static_cast<double>(std::max<int64_t>(now - p.quote->timestamp_ms, 0)) / 1000), al);
+    } else {
+      o.AddMember("quoteTime", Value(rapidjson::kNullType), al);
+      o.AddMember("quoteAgeSec", Value(rapidjson::kNullType), al);
+    }
+    o.AddMember("marketValue", num(p.market_value), al);
+    o.AddMember("dayChange", num(p.day_change), al);
+    if (p.position.cost_basis) {
+      o.AddMember("unrealizedPnl", num(p.pnl), al);
+      o.AddMember("unrealizedPnlPct", num(p.pnl_pct), al);
+    }
+    positions.PushBack(o, al);
+  }
+  out.AddMember("positions", positions, al);
+  Value totals(rapidjson::kObjectType);
+  totals.AddMember("marketValue", num(v.market_value), al);
+  totals.AddMember("dayChange", num(v.day_change), al);
+  totals.AddMember("dayChangePct", num(v.day_change_pct), al);
+  totals.AddMember("unrealizedPnl", num(v.pnl), al);
+  totals.AddMember("unrealizedPnlPct", num(v.pnl_pct), al);
+  out.AddMember("totals", totals, al);
+  Value unquoted(rapidjson::kArrayType);
+  for (const auto& symbol : v.unquoted) unquoted.PushBack(str(symbol), al);
+  out.AddMember("unquoted", unquoted, al);
+
+  // The rules' state is the current spec's only (a check resets it for a new one).
+  auto state = redis.run({"HGETALL", keys::portfolio_state(user)});
+  std::map<std::string, std::string, std::less<>> fields;
+  for (std::size_t i = 0; i + 1 < state->elements; i += 2) {
+    fields.emplace(std::string(state->element[i]->str, state->element[i]->len),
+                   std::string(state->element[i + 1]->str, state->element[i + 1]->len));
+  }
+  const bool current = fields.count("spec") > 0 && fields["spec"] == updated_at;
+  auto field = [&](const std::string& name) -> const std::string* {
+    auto it = fields.find(name);
+    return current && it != fields.end() ? &it->second : nullptr;
+  };
+  const int64_t started = updated_at.empty() ? now : std::strtoll(updated_at.c_str(), nullptr, 10);
+  Value rules(rapidjson::kArrayType);
+  for (const auto& rule : spec.rules) {
+    const portfolio::Finding f = portfolio::evaluate(rule, v, quotes, now, started);
+    Value o(rapidjson::kObjectType);
+    o.AddMember("alertId", Value(static_cast<int64_t>(rule.alert_id)), al);
+    o.AddMember("condition", str(portfolio::condition_name(rule.condition)), al);
+    if (!rule.symbol.empty()) o.AddMember("symbol", str(rule.symbol), al);
+    o.AddMember("threshold", Value(rule.threshold), al);
+    o.AddMember("holdsNow", f.holds ? Value(*f.holds) : Value(rapidjson::kNullType), al);
+    o.AddMember("currentValue", f.holds ? Value(f.current_value) : Value(rapidjson::kNullType), al);
+    if (!f.holds) o.AddMember("notEvaluated", str(f.why), al);
+    const std::string id = std::to_string(rule.alert_id);
+    const std::string* held = field("held:" + id);
+    o.AddMember("heldAtLastCheck", held ? Value(*held == "1") : Value(rapidjson::kNullType), al);
+    const std::string* fired = field("fired:" + id);
+    o.AddMember("lastFiredAt", fired ? Value(static_cast<int64_t>(std::strtoll(fired->c_str(), nullptr, 10)))
+                                     : Value(rapidjson::kNullType), al);
+    rules.PushBack(o, al);
+  }
+  out.AddMember("rules", rules, al);
+
+  const std::size_t shard = keys::schedule_shard(user);
+  auto score = redis.run({"ZSCORE", keys::schedule(shard), user});
+  auto claimed = redis.run({"HGET", keys::schedule_claims(shard), user});
+  auto pending = redis.run({"LLEN", keys::portfolio_outbox(user)});
+  Value schedule(rapidjson::kObjectType);
+  const bool in_progress = claimed->type == REDIS_REPLY_STRING;
+  if (score->type == REDIS_REPLY_STRING && !in_progress) {
+    schedule.AddMember("nextCheckAt", Value(static_cast<int64_t>(std::strtod(score->str, nullptr))), al);
+  } else {
+    schedule.AddMember("nextCheckAt", Value(rapidjson::kNullType), al);
+  }
+  schedule.AddMember("checkInProgress", Value(in_progress), al);
+  const std::string* last = field("check");
+  schedule.AddMember("lastCheckDue", last ? Value(static_cast<int64_t>(std::strtoll(last->c_str(), nullptr, 10)))
+                                          : Value(rapidjson::kNullType), al);
+  schedule.AddMember("alertsUnconfirmed", Value(static_cast<int64_t>(pending->integer)), al);
+  out.AddMember("schedule", schedule, al);
+  return out;
 }
 
 void check_user(const std::string& user) {
@@ -785,6 +925,8 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
     normalise_keys(spec, spec.GetAllocator());
     SchemaRegistry schemas;
     if (auto problem = schemas.validate("monitor", spec)) throw UsageError("invalid monitor spec: " + *problem);
+    portfolio::Spec checks;
+    if (auto problem = portfolio::parse_spec(spec, checks)) throw UsageError("invalid monitor spec: " + *problem);
     std::map<std::string, SymbolRules> by_symbol;
     std::vector<int64_t> seen;
     const auto& rules = spec["rules"];
@@ -796,6 +938,8 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
                          " is used by an earlier rule; alert ids must be unique");
       }
       seen.push_back(id);
+      const std::string_view condition(r["condition"].GetString(), r["condition"].GetStringLength());
+      if (portfolio::parse_condition(condition)) continue;  // evaluated by the checks, not per quote
       // The fields the quote script puts into alert_triggered as they are: exact.
       rapidjson::Document rule(rapidjson::kObjectType);
       auto& al = rule.GetAllocator();
@@ -805,7 +949,6 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
       rule.AddMember("threshold", rapidjson::Value(r["threshold"], al), al);
       char score[32];
       std::snprintf(score, sizeof score, "%.17g", r["threshold"].GetDouble());
-      const std::string_view condition(r["condition"].GetString(), r["condition"].GetStringLength());
       const auto c = std::find(keys::kConditions.begin(), keys::kConditions.end(), condition);
       SymbolRules& s = by_symbol[r["symbol"].GetString()];
       s.alert_ids += (s.alert_ids.empty() ? "[" : ",") + std::to_string(id);
@@ -839,6 +982,7 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
       redis.run({"HSET", keys::monitor(user), "status", "running", "spec", to_json(spec), "channels",
                  to_json(spec["channels"]), "checkIntervalMs", check_interval, "updatedAt", now});
       redis.run({"SADD", keys::monitors(), user});
+      schedule_checks(redis, user, !checks.rules.empty(), now);
       std::vector<std::string> srem{"SREM", symbols_key};
       for (const auto& symbol : symbols) {
         if (!by_symbol.count(symbol)) srem.push_back(symbol);
@@ -847,7 +991,12 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
     } catch (const std::exception& e) {
       half_done("start", user, e);
     }
-    std::printf("monitor for %s running: %u rule(s)\n", user.c_str(), rules.Size());
+    if (checks.rules.empty()) {
+      std::printf("monitor for %s running: %u rule(s)\n", user.c_str(), rules.Size());
+    } else {
+      std::printf("monitor for %s running: %u rule(s), %zu of them portfolio rules checked every %lld ms\n",
+                  user.c_str(), rules.Size(), checks.rules.size(), static_cast<long long>(checks.check_interval_ms));
+    }
     return 0;
   }
   if (a.positional.size() != 2) throw UsageError("monitor " + sub + " takes only USER");
@@ -861,6 +1010,10 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
         replace_symbol_rules(redis, user, symbol, nullptr);
       }
       stopped = redis.run({"EVAL", kMonitorStoppedScript, "1", keys::monitor(user), now})->integer;
+      if (stopped != 0) {
+        schedule_checks(redis, user, false, now);
+        redis.run({"DEL", keys::portfolio_state(user)});
+      }
       redis.run({"DEL", symbols_key});
     } catch (const std::exception& e) {
       half_done("stop", user, e);
@@ -891,6 +1044,16 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
     } else {
       out.AddMember(rapidjson::Value(key.c_str(), al), rapidjson::Value(value.c_str(), al), al);
     }
+  }
+  // Valued only for a spec eventctl would accept (one written by hand may be anything).
+  auto spec = out.FindMember("spec");
+  portfolio::Spec checks;
+  if (spec != out.MemberEnd() && spec->value.IsObject() && !SchemaRegistry().validate("monitor", spec->value) &&
+      !portfolio::parse_spec(spec->value, checks)) {
+    std::string updated_at;
+    if (auto u = out.FindMember("updatedAt"); u != out.MemberEnd()) updated_at = std::to_string(u->value.GetInt64());
+    rapidjson::Value p = portfolio_status(redis, user, checks, updated_at, al);
+    out.AddMember("portfolio", p, al);
   }
   std::printf("%s\n", to_json(out).c_str());
   return 0;

@@ -113,6 +113,15 @@ std::string rate_limit(std::string_view user, std::string_view channel) {
   return tagged("eventd:ratelimit:", Tag(user), channel);
 }
 
+std::string portfolio_state(std::string_view user) { return tagged("eventd:portfoliostate:", Tag(user)); }
+std::string portfolio_outbox(std::string_view user) { return tagged("eventd:portfoliooutbox:", Tag(user)); }
+
+std::size_t schedule_shard(std::string_view user) {
+  return static_cast<std::size_t>(XXH3_64bits(user.data(), user.size()) % kScheduleShards);
+}
+std::string schedule(std::size_t shard) { return "eventd:schedule:{s" + std::to_string(shard) + "}"; }
+std::string schedule_claims(std::size_t shard) { return "eventd:schedclaims:{s" + std::to_string(shard) + "}"; }
+
 std::string monitors() { return "eventd:monitors"; }
 
 }  // namespace eventd::keys

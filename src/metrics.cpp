@@ -112,6 +112,24 @@ std::string Metrics::render() const {
   out += "# HELP eventd_redis_replica_waits_failed_total Replica checks (redis.minReplicas) that fell short; the "
          "message waited and ran again.\n# TYPE eventd_redis_replica_waits_failed_total counter\n"
          "eventd_redis_replica_waits_failed_total " + std::to_string(replica_waits_failed) + '\n';
+  out += "# HELP eventd_portfolio_checks_total Portfolio checks this instance claimed and how each ended.\n"
+         "# TYPE eventd_portfolio_checks_total counter\n";
+  for (const auto& [outcome, n] : {std::pair<const char*, uint64_t>{"claimed", portfolio.claimed},
+                                   {"applied", portfolio.applied},
+                                   {"duplicate", portfolio.duplicate},
+                                   {"stale", portfolio.stale},
+                                   {"removed", portfolio.removed},
+                                   {"abandoned", portfolio.abandoned}}) {
+    out += std::string("eventd_portfolio_checks_total{outcome=\"") + outcome + "\"} " + std::to_string(n) + '\n';
+  }
+  out += "# HELP eventd_portfolio_alerts_published_total Portfolio alerts published and confirmed by the broker.\n"
+         "# TYPE eventd_portfolio_alerts_published_total counter\n"
+         "eventd_portfolio_alerts_published_total " + std::to_string(portfolio.alerts_published) + '\n';
+  out += "# HELP eventd_portfolio_publish_failures_total Portfolio alerts the broker did not confirm; the user's "
+         "next check publishes them again.\n# TYPE eventd_portfolio_publish_failures_total counter\n"
+         "eventd_portfolio_publish_failures_total " + std::to_string(portfolio.publish_failures) + '\n';
+  gauge(out, "eventd_portfolio_checks_in_flight", "Portfolio checks claimed and not finished.",
+        std::to_string(portfolio_in_flight));
   gauge(out, "eventd_consuming", "1 while every consumer is active.", consuming ? "1" : "0");
   // One series per configured node, 1 for the connected one (none while down): the
   // set of series stays fixed, so "which node" and "on none" are both plain queries.

@@ -3,6 +3,8 @@
 
 #include <string_view>
 
+#include "eventd/json_parse.hpp"
+
 namespace eventd {
 
 namespace {
@@ -66,6 +68,29 @@ std::optional<Route> route_for(const TopologyConfig& topology, const std::string
     return make(events, "notification." + std::string(view(*channel)) + "." + kind);
   }
   return std::nullopt;
+}
+
+std::optional<DerivedRoute> route_derived(const TopologyConfig& topology, std::string_view entry) {
+  DerivedRoute out;
+  if (entry.starts_with('@')) {  // "@QUEUE\n{json}": straight to a reply queue
+    const std::size_t nl = entry.find('\n');
+    out.route = Route{"", std::string(entry.substr(1, nl - 1))};
+    entry = nl == std::string_view::npos ? std::string_view() : entry.substr(nl + 1);
+    out.reply = true;
+  }
+  out.body = entry;
+  // eventd's own text (it may nest a received body a level or two deeper); only the
+  // top level is read here, the bound is for the stack.
+  rapidjson::Document body;
+  const bool parsed = !parse_json(body, entry, 4 * kMaxJsonDepth);
+  if (parsed && body.IsObject() && body.HasMember("type") && body["type"].IsString()) {
+    out.type = body["type"].GetString();
+  }
+  if (out.reply) return out;
+  auto r = out.type.empty() ? std::nullopt : route_for(topology, out.type, body);
+  if (!r) return std::nullopt;
+  out.route = std::move(*r);
+  return out;
 }
 
 }  // namespace eventd

@@ -197,6 +197,15 @@ struct LimitsConfig {
   uint32_t max_message_bytes = 1048576;
 };
 
+// Portfolio checks (portfolio_checks.hpp): every instance looks for due checks every
+// poll_ms and claims at most claim_batch per schedule shard at a time; a claimed check
+// not finished within lease_ms (its instance died or hangs) is taken over.
+struct PortfolioConfig {
+  uint32_t poll_ms = 250;
+  uint32_t lease_ms = 10000;
+  uint32_t claim_batch = 100;
+};
+
 struct Config {
   AmqpConfig amqp;
   RedisConfig redis;
@@ -205,6 +214,7 @@ struct Config {
   HttpConfig http;
   NotifyConfig notify;
   LimitsConfig limits;
+  PortfolioConfig portfolio;
   std::string log_level = "info";          // debug | info | warn | error
   uint32_t idempotency_ttl_sec = 86400;
   uint32_t quote_history_length = 1000;

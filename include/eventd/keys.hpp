@@ -73,6 +73,21 @@ std::string alerts(std::string_view user);           // eventd:alerts:{user}
 std::string analysis(std::string_view user, std::string_view symbol);  // eventd:analysis:{user}:<SYMBOL>
 std::string notifications(std::string_view user);                      // eventd:notifications:{user}
 std::string rate_limit(std::string_view user, std::string_view channel);  // eventd:ratelimit:{user}:<channel>
+// eventd:portfoliostate:{user}: the portfolio rules' edge and cooldown state, and the
+// last check applied (portfolio_checks.hpp).
+std::string portfolio_state(std::string_view user);
+// eventd:portfoliooutbox:{user}: alerts of portfolio checks not yet confirmed by the
+// broker (not under eventd:outbox:, where a message id could name the same key).
+std::string portfolio_outbox(std::string_view user);
+
+// --- the portfolio check schedule, tag {s<N>} --------------------------------------
+
+// The schedule is spread over this many shards, each a sorted set of its own hash tag,
+// so that a Redis Cluster spreads it over its masters. A user's shard never changes.
+inline constexpr std::size_t kScheduleShards = 16;
+std::size_t schedule_shard(std::string_view user);  // xxh3 of the userId, mod kScheduleShards
+std::string schedule(std::size_t shard);           // eventd:schedule:{s<N>}
+std::string schedule_claims(std::size_t shard);    // eventd:schedclaims:{s<N>}
 
 // --- global ------------------------------------------------------------------------
 

@@ -23,6 +23,18 @@ struct MessageCounters {
   uint64_t duplicates = 0;
 };
 
+// Portfolio checks (portfolio_checks.hpp), by how each ended.
+struct PortfolioCheckCounters {
+  uint64_t claimed = 0;
+  uint64_t applied = 0;      // evaluated, state and alerts recorded
+  uint64_t duplicate = 0;    // this check was applied before (a takeover, a slow instance)
+  uint64_t stale = 0;        // the monitor changed while the check ran: not evaluated
+  uint64_t removed = 0;      // the monitor is stopped or has no portfolio rule: off the schedule
+  uint64_t abandoned = 0;    // Redis failed mid-check: it runs again once its lease expires
+  uint64_t alerts_published = 0;
+  uint64_t publish_failures = 0;  // not confirmed: published again by the user's next check
+};
+
 class LatencyHistogram {
  public:
   static constexpr std::array<double, 12> kBounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -58,6 +70,8 @@ class Metrics {
   uint64_t redis_nodes_up = 0;
   // WAITs (redis.minReplicas) that fell short: the message waited and ran again.
   uint64_t replica_waits_failed = 0;
+  PortfolioCheckCounters portfolio;
+  int64_t portfolio_in_flight = 0;
   // channel -> state of its sink's circuit breaker (file and webhook sinks).
   std::map<std::string, CircuitState, std::less<>> sink_circuits;
 

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <rapidjson/document.h>
 
@@ -25,5 +26,17 @@ struct Route {
 // The body is camelCase (already normalised).
 std::optional<Route> route_for(const TopologyConfig& topology, const std::string& type,
                                const rapidjson::Value& body);
+
+// A derived message (an outbox entry, see handler.hpp) ready to publish: routed by its
+// body's type, or, for an entry "@QUEUE\n{json}", to QUEUE through the default
+// exchange (request-reply). `body` points into the entry.
+struct DerivedRoute {
+  Route route;
+  std::string type;       // the body's "type"; may be empty for a reply
+  std::string_view body;  // the JSON to publish
+  bool reply = false;
+};
+// std::nullopt when the entry cannot be routed (not JSON, no type, no route).
+std::optional<DerivedRoute> route_derived(const TopologyConfig& topology, std::string_view entry);
 
 }  // namespace eventd

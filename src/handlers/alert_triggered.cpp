@@ -1,6 +1,8 @@
 // alert_triggered handler (see alert_triggered.hpp).
 #include "eventd/handlers/alert_triggered.hpp"
 
+#include <cstdio>
+
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
@@ -35,9 +37,51 @@ std::string str(const rapidjson::Value& v, const char* key) {
   return {};
 }
 
+double number(const rapidjson::Value& v, const char* key) {
+  auto m = v.FindMember(key);
+  return m != v.MemberEnd() && m->value.IsNumber() ? m->value.GetDouble() : 0.0;
+}
+
+// Portfolio figures read better rounded: "9876.50", "-3.42".
+std::string fixed2(double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f", x);
+  return buf;
+}
+
+// Title and text of the portfolio conditions; false for the price conditions.
+bool portfolio_text(const rapidjson::Value& alert, std::string* title, std::string* text) {
+  const std::string condition = str(alert, "condition"), symbol = str(alert, "symbol"),
+                    threshold = str(alert, "threshold"), id = " (alert " + str(alert, "alertId") + ")";
+  const double value = number(alert, "currentValue");
+  if (condition == "portfolio_value_below" || condition == "portfolio_value_above") {
+    const std::string side = condition.ends_with("below") ? "below" : "above";
+    *title = "Portfolio value " + side + " " + threshold;
+    *text = "Portfolio value is " + fixed2(value) + ", " + side + " " + threshold + id;
+  } else if (condition == "portfolio_change_pct_below") {
+    *title = "Portfolio day change below " + threshold + "%";
+    *text = "Portfolio changed " + fixed2(value) + "% today, below " + threshold + "%" + id;
+  } else if (condition == "position_pnl_pct_below") {
+    *title = symbol + " position P&L below " + threshold + "%";
+    *text = symbol + " position is at " + fixed2(value) + "% against its cost basis, below " + threshold + "%" + id;
+  } else if (condition == "quote_stale") {
+    const std::string age = std::to_string(static_cast<long long>(value));
+    *title = symbol + " quotes stale";
+    *text = alert.HasMember("lastQuoteAt")
+                ? "No " + symbol + " quote for " + age + " s, more than " + threshold + " s" + id
+                : "No " + symbol + " quote since the monitor started " + age + " s ago, more than " + threshold +
+                      " s" + id;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string alert_title(const rapidjson::Value& alert) {
+  std::string title, text;
+  if (portfolio_text(alert, &title, &text)) return title;
   std::string condition = str(alert, "condition");
   for (char& c : condition) {
     if (c == '_') c = ' ';
@@ -46,6 +90,8 @@ std::string alert_title(const rapidjson::Value& alert) {
 }
 
 std::string alert_text(const rapidjson::Value& alert) {
+  std::string title, text;
+  if (portfolio_text(alert, &title, &text)) return text;
   const std::string condition = str(alert, "condition");
   const bool pct = condition.starts_with("change_pct");
   const bool above = condition.ends_with("above");

@@ -297,6 +297,37 @@ def rate_limit_key(user, channel):
 MONITORS_KEY = "eventd:monitors"
 
 
+def portfolio_state_key(user):
+    return f"eventd:portfoliostate:{tag(user)}"
+
+
+def portfolio_outbox_key(user):
+    return f"eventd:portfoliooutbox:{tag(user)}"
+
+
+SCHEDULE_SHARDS = 16
+
+
+def schedule_key(shard):
+    return f"eventd:schedule:{{s{shard}}}"
+
+
+def schedule_claims_key(shard):
+    return f"eventd:schedclaims:{{s{shard}}}"
+
+
+def schedule_entry(user, call=None):
+    """(shard, score, claimed due or None) of the user in the check schedule, or None. The
+    shard is a hash of the user id (keys.cpp): found here by looking in each."""
+    call = call or redis
+    for shard in range(SCHEDULE_SHARDS):
+        score = call("ZSCORE", schedule_key(shard), user)
+        if score is not None:
+            claimed = call("HGET", schedule_claims_key(shard), user)
+            return shard, float(score), None if claimed is None else int(claimed)
+    return None
+
+
 # ---------------------------------------------------------------- RabbitMQ management API
 
 def mgmt(method, path, body=None, timeout=10, port=MGMT_PORT):

@@ -128,6 +128,9 @@ TEST_CASE("config: empty object gives the documented defaults") {
   CHECK(c.retry.max_age_ms == 3600000);
   CHECK(c.idempotency_ttl_sec == 86400);
   CHECK(c.quote_history_length == 1000);
+  CHECK(c.portfolio.poll_ms == 250);
+  CHECK(c.portfolio.lease_ms == 10000);
+  CHECK(c.portfolio.claim_batch == 100);
   CHECK(c.http.enabled);
   CHECK(c.http.host == "127.0.0.1");
   CHECK(c.http.port == 9464);
@@ -201,6 +204,9 @@ TEST_CASE("config: the repository's eventd.jsonc parses and spells out the defau
   CHECK(file.retry.max_age_ms == defaults.retry.max_age_ms);
   CHECK(file.idempotency_ttl_sec == defaults.idempotency_ttl_sec);
   CHECK(file.quote_history_length == defaults.quote_history_length);
+  CHECK(file.portfolio.poll_ms == defaults.portfolio.poll_ms);
+  CHECK(file.portfolio.lease_ms == defaults.portfolio.lease_ms);
+  CHECK(file.portfolio.claim_batch == defaults.portfolio.claim_batch);
   CHECK(file.http.enabled == defaults.http.enabled);
   CHECK(file.http.host == defaults.http.host);
   CHECK(file.http.port == defaults.http.port);
@@ -316,7 +322,7 @@ TEST_CASE("config: unknown keys are rejected with their pointer") {
         R"(test.jsonc: /amqp/heartbeat_sec: unknown key; did you mean "heartbeatSec"?)");
   CHECK(error_of(R"({"metrics": {}})") ==
         "test.jsonc: /metrics: unknown key; expected one of amqp, redis, credentials, topology, retry, idempotency, "
-        "quotes, http, log, notify, shutdown, limits");
+        "quotes, portfolio, http, log, notify, shutdown, limits");
   CHECK(error_of(R"({"topology": {"queues": [{"name": "a", "exchange": "events", "durable": true}]}})") ==
         "test.jsonc: /topology/queues/0/durable: unknown key; expected one of name, exchange, bindingKey, type");
   CHECK(error_of(R"({"topology": {"exchanges": {"quote": {}}}})") ==
@@ -804,4 +810,16 @@ TEST_CASE("config: notify sinks per channel, with their defaults") {
         eventd::parse_config(R"({"notify":{"channels":{"push":{"sink":"redis","url":"http://x/"}}}})", "t"),
         "t: /notify/channels/push/url: only webhook sinks take a url", eventd::ConfigError);
   }
+}
+
+TEST_CASE("config: portfolio checks") {
+  EnvGuard env;
+  const Config c = parse(R"({"portfolio":{"pollMs":50,"leaseMs":2000,"claimBatch":7}})");
+  CHECK(c.portfolio.poll_ms == 50);
+  CHECK(c.portfolio.lease_ms == 2000);
+  CHECK(c.portfolio.claim_batch == 7);
+  CHECK(error_of(R"({"portfolio":{"leaseMs":999}})") == "test.jsonc: /portfolio/leaseMs: must be >= 1000, got 999");
+  CHECK(error_of(R"({"portfolio":{"claimBatch":0}})") == "test.jsonc: /portfolio/claimBatch: must be >= 1, got 0");
+  CHECK(error_of(R"({"portfolio":{"poll":5}})") ==
+        "test.jsonc: /portfolio/poll: unknown key; did you mean \"pollMs\"?");
 }

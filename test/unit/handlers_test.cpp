@@ -29,6 +29,30 @@ TEST_CASE("alert_triggered: notification title and text say what crossed what") 
   CHECK(alert_text(pct) == "MSFT changed -6.25%, below -5% (alert 2)");
 }
 
+TEST_CASE("alert_triggered: portfolio alerts read as sentences, figures rounded to cents") {
+  auto value = parse(R"({"symbol":"PORTFOLIO","condition":"portfolio_value_below","threshold":10000,)"
+                     R"("currentValue":9876.4999,"alertId":3})");
+  CHECK(alert_title(value) == "Portfolio value below 10000");
+  CHECK(alert_text(value) == "Portfolio value is 9876.50, below 10000 (alert 3)");
+  auto above = parse(R"({"symbol":"PORTFOLIO","condition":"portfolio_value_above","threshold":2e4,)"
+                     R"("currentValue":20100,"alertId":4})");
+  CHECK(alert_text(above) == "Portfolio value is 20100.00, above 20000 (alert 4)");
+  auto change = parse(R"({"symbol":"PORTFOLIO","condition":"portfolio_change_pct_below","threshold":-3,)"
+                      R"("currentValue":-3.4211,"alertId":5})");
+  CHECK(alert_title(change) == "Portfolio day change below -3%");
+  CHECK(alert_text(change) == "Portfolio changed -3.42% today, below -3% (alert 5)");
+  auto pnl = parse(R"({"symbol":"AAPL","condition":"position_pnl_pct_below","threshold":-10,)"
+                   R"("currentValue":-12.5,"alertId":6})");
+  CHECK(alert_title(pnl) == "AAPL position P&L below -10%");
+  CHECK(alert_text(pnl) == "AAPL position is at -12.50% against its cost basis, below -10% (alert 6)");
+  auto stale = parse(R"({"symbol":"AAPL","condition":"quote_stale","threshold":60,"currentValue":125.7,)"
+                     R"("lastQuoteAt":1,"alertId":7})");
+  CHECK(alert_title(stale) == "AAPL quotes stale");
+  CHECK(alert_text(stale) == "No AAPL quote for 125 s, more than 60 s (alert 7)");
+  auto never = parse(R"({"symbol":"AAPL","condition":"quote_stale","threshold":60,"currentValue":61,"alertId":7})");
+  CHECK(alert_text(never) == "No AAPL quote since the monitor started 61 s ago, more than 60 s (alert 7)");
+}
+
 TEST_CASE("webhook: Discord-compatible body, content capped at 2000 characters") {
   auto d = parse(discord_payload("AAPL price above 200", "AAPL is at \"201\"").c_str());
   CHECK(std::string(d["username"].GetString()) == "eventd");

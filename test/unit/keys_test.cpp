@@ -2,6 +2,7 @@
 // tag is what Redis Cluster hashes.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <set>
 #include <string>
 #include <vector>
@@ -138,6 +139,11 @@ TEST_CASE("keys: the layout") {
   CHECK(keys::notifications("bob") == "eventd:notifications:{bob}");
   CHECK(keys::rate_limit("bob", "push") == "eventd:ratelimit:{bob}:push");
   CHECK(keys::monitors() == "eventd:monitors");
+  CHECK(keys::portfolio_state("alice") == "eventd:portfoliostate:{alice}");
+  CHECK(keys::portfolio_outbox("alice") == "eventd:portfoliooutbox:{alice}");
+  CHECK(keys::schedule(0) == "eventd:schedule:{s0}");
+  CHECK(keys::schedule(15) == "eventd:schedule:{s15}");
+  CHECK(keys::schedule_claims(3) == "eventd:schedclaims:{s3}");
   // Symbols with ':' do not collide with the index of another symbol's condition.
   CHECK(keys::rules("CLN:price_above") != keys::rule_index("CLN", "price_above"));
   CHECK(keys::rule_index("CLN:price_above", "price_above") != keys::rule_index("CLN", "price_above:price_above"));
@@ -175,4 +181,14 @@ TEST_CASE("keys: idempotency keys and the message id they stand for") {
     CHECK(keys::message_id(a) == keys::message_id(keys::idempotency(keys::Tag("bob"), "", "quote_update",
                                                                      R"({"x":1})")));
   }
+}
+
+TEST_CASE("keys: a user's schedule shard is stable and the shards share the users out") {
+  std::array<int, keys::kScheduleShards> users{};
+  for (int i = 0; i < 16000; ++i) ++users[keys::schedule_shard("user-" + std::to_string(i))];
+  for (int n : users) CHECK(n > 800);  // 1000 each on average
+  CHECK(keys::schedule_shard("alice") == keys::schedule_shard(std::string("alice")));
+  // xxh3_64("alice") % 16, fixed: eventctl and every eventd must agree, across versions.
+  CHECK(keys::schedule_shard("alice") == 0);
+  CHECK(keys::schedule_shard("bob") == keys::schedule_shard("bob"));
 }

@@ -28,7 +28,7 @@ class RulesLua {
     luaL_openlibs(L_.get());
     std::string chunk = std::string(eventd::kRulesLua) +
                         "return {exact = exact, crossed_range = crossed_range, change_percent = change_percent,"
-                        " cooldown_over = cooldown_over, bucket_take = bucket_take}";
+                        " cooldown_over = cooldown_over, bucket_take = bucket_take, portfolio_fires = portfolio_fires}";
     REQUIRE(luaL_loadbuffer(L_.get(), chunk.data(), chunk.size(), "rules_lua") == 0);
     REQUIRE(lua_pcall(L_.get(), 0, 1, 0) == 0);
     lib_ = luaL_ref(L_.get(), LUA_REGISTRYINDEX);
@@ -64,6 +64,20 @@ class RulesLua {
     lua_pushnumber(L(), now_ms);
     push_optional(cooldown_sec);
     call(3, 1);
+    bool out = lua_toboolean(L(), -1) != 0;
+    lua_pop(L(), 1);
+    return out;
+  }
+
+  bool portfolio_fires(bool held_before, bool holds, std::optional<double> last_ms, double now_ms,
+                       std::optional<double> cooldown_sec) {
+    push("portfolio_fires");
+    lua_pushboolean(L(), held_before);
+    lua_pushboolean(L(), holds);
+    push_optional(last_ms);
+    lua_pushnumber(L(), now_ms);
+    push_optional(cooldown_sec);
+    call(5, 1);
     bool out = lua_toboolean(L(), -1) != 0;
     lua_pop(L(), 1);
     return out;
@@ -215,6 +229,38 @@ TEST_CASE("edge-triggering with cooldown: crossings inside the cooldown are swal
   }
   // The second crossing (3 s) is inside the cooldown; the third (62 s) is after it.
   CHECK(fired_at == std::vector<double>{1000, 62'000});
+}
+
+TEST_CASE("portfolio rules: fire when a check finds the condition newly true, not while it holds") {
+  RulesLua lua;
+  CHECK(lua.portfolio_fires(false, true, std::nullopt, 1000, 0.0));   // newly true (or the first check)
+  CHECK_FALSE(lua.portfolio_fires(true, true, 1000.0, 2000, 0.0));    // still true
+  CHECK_FALSE(lua.portfolio_fires(false, false, std::nullopt, 3000, 0.0));
+  CHECK_FALSE(lua.portfolio_fires(true, false, 1000.0, 3000, 0.0));   // back to false
+  CHECK(lua.portfolio_fires(false, true, 1000.0, 4000, std::nullopt));  // true again, no cooldown
+}
+
+TEST_CASE("portfolio rules: the check loop with a cooldown swallows a flip inside it") {
+  // What the check function does for one rule with a 60 s cooldown, check after check.
+  RulesLua lua;
+  struct Check {
+    double now_ms;
+    bool holds;
+  };
+  std::vector<Check> checks{{0, true}, {1000, true}, {2000, false}, {3000, true}, {61'000, true},
+                            {62'000, false}, {63'000, true}};
+  bool held = false;
+  std::optional<double> last_fired;
+  std::vector<double> fired_at;
+  for (const Check& c : checks) {
+    if (lua.portfolio_fires(held, c.holds, last_fired, c.now_ms, 60.0)) {
+      last_fired = c.now_ms;
+      fired_at.push_back(c.now_ms);
+    }
+    held = c.holds;
+  }
+  // 3 s: newly true but inside the cooldown; 61 s: still true; 63 s: newly true after it.
+  CHECK(fired_at == std::vector<double>{0, 63'000});
 }
 
 TEST_CASE("rate limit: token bucket with burst, continuous refill, and the wait it asks for") {

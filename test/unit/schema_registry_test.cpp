@@ -240,7 +240,10 @@ TEST_CASE("schema_registry: alert_triggered") {
   CHECK(check("alert_triggered", with(a, "alertId", R"("1")")) == "/alertId: expected integer, got string");
   CHECK(check("alert_triggered", with(a, "alertId", "1.5")) == "/alertId: expected integer, got number");
   CHECK(check("alert_triggered", with(a, "condition", R"("price_equals")")) ==
-        R"(/condition: must be one of price_above, price_below, change_pct_above, change_pct_below, got "price_equals")");
+        R"(/condition: must be one of price_above, price_below, change_pct_above, change_pct_below, )"
+        R"(portfolio_value_below, portfolio_value_above, portfolio_change_pct_below, position_pnl_pct_below, )"
+        R"(quote_stale, got "price_equals")");
+  CHECK(check("alert_triggered", with(a, "condition", R"("quote_stale")")) == std::nullopt);
   CHECK(check("alert_triggered", with(a, "currentValue", "null")) == "/currentValue: expected number, got null");
 }
 
@@ -303,6 +306,22 @@ TEST_CASE("schema_registry: monitor spec") {
           "/positions/0/quantity: required field missing");
     CHECK(check("monitor", R"({"rules":[],"channels":[],"checkIntervalMs":999})") ==
           "/checkIntervalMs: must be >= 1000, got 999");
+    CHECK(check("monitor", R"({"rules":[],"channels":[],"checkIntervalMs":86400001})") ==
+          "/checkIntervalMs: must be <= 86400000, got 86400001");
+    CHECK(check("monitor", R"({"rules":[],"channels":[],"positions":[{"symbol":"A","quantity":1,"costBasis":0}]})") ==
+          "/positions/0/costBasis: must be > 0, got 0");
+    CHECK(check("monitor", R"({"rules":[],"channels":[],"positions":[{"symbol":"A","quantity":1,"costBase":5}]})") ==
+          R"(/positions/0/costBase: unknown key; did you mean "costBasis"?)");
+  }
+  SUBCASE("portfolio rules: the shapes (eventctl checks which fields each condition needs)") {
+    CHECK(check("monitor", R"({"rules":[{"alertId":1,"condition":"portfolio_value_below","threshold":9}],)"
+                           R"("channels":[]})") == std::nullopt);
+    CHECK(check("monitor", R"({"rules":[{"alertId":1,"symbol":"A","condition":"quote_stale","thresholdSec":60}],)"
+                           R"("channels":[]})") == std::nullopt);
+    CHECK(check("monitor", R"({"rules":[{"alertId":1,"symbol":"A","condition":"quote_stale","thresholdSec":0}],)"
+                           R"("channels":[]})") == "/rules/0/thresholdSec: must be >= 1, got 0");
+    CHECK(check("monitor", R"({"rules":[{"alertId":1,"symbol":"A","condition":"quote_stale","thresholdSec":1.5}],)"
+                           R"("channels":[]})") == "/rules/0/thresholdSec: expected integer, got number");
   }
   SUBCASE("no unknown top-level keys") {
     CHECK(check("monitor", R"({"rules":[],"channels":[],"interval":5})") ==

@@ -16,7 +16,8 @@ namespace eventd {
 constexpr int kAlertHistoryLength = 100;
 
 // The notification's title and text for an alert body, e.g.
-//   "AAPL price above 200" / "AAPL is at 201.5, above 200 (alert 1)".
+//   "AAPL price above 200" / "AAPL is at 201.5, above 200 (alert 1)";
+//   "Portfolio value below 10000" / "Portfolio value is 9876.50, below 10000 (alert 3)".
 std::string alert_title(const rapidjson::Value& alert);
 std::string alert_text(const rapidjson::Value& alert);
 

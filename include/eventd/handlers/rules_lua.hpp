@@ -14,6 +14,10 @@ namespace eventd {
 //   or nil when that close is 0 or the percentage is not finite.
 // cooldown_over(last_ms, now_ms, cooldown_sec): may a rule that last fired at last_ms
 //   (nil: never) fire again at now_ms?
+// portfolio_fires(held_before, holds, last_ms, now_ms, cooldown_sec): does a portfolio
+//   rule fire at a check that finds its condition `holds`, when the check before found
+//   `held_before` (false as well when there was none)? Edge-triggered like the price
+//   rules: only when the condition is newly true, and not within the cooldown.
 // bucket_take(tokens, ts, now, per_minute, burst): token bucket refilled continuously
 //   at per_minute, holding at most burst, state (tokens, ts) nil when new. Returns the
 //   ms to wait (0: a token was taken) and the state to store after taking one.
@@ -33,6 +37,9 @@ local function change_percent(price, change)
 end
 local function cooldown_over(last_ms, now_ms, cooldown_sec)
   return last_ms == nil or now_ms - last_ms >= (cooldown_sec or 0) * 1000
+end
+local function portfolio_fires(held_before, holds, last_ms, now_ms, cooldown_sec)
+  return holds and not held_before and cooldown_over(last_ms, now_ms, cooldown_sec)
 end
 local function bucket_take(tokens, ts, now, per_minute, burst)
   tokens = tokens or burst
