@@ -87,7 +87,7 @@ WORK_QUEUES = [
 ]
 QUOTES = "eventd.quotes"
 POLL_S = 0.005
-PREFETCH = 500
+PREFETCH = 500  # eventd's and the ceiling's; --prefetch changes it (the RSS target is at 500)
 MONITORS = 1000
 CLUSTER_SYMBOLS = 30
 IDEM_PATTERN = "eventd:idem:*"
@@ -1011,6 +1011,11 @@ def snapshot(build_dir, dst, names):
     return out
 
 
+def set_prefetch(n):
+    global PREFETCH
+    PREFETCH = n
+
+
 def main():
     # SIGTERM (scripts/bench's cleanup) unwinds like an exception, so every eventd
     # this driver started is stopped by its finally block.
@@ -1034,8 +1039,10 @@ def main():
     ap.add_argument("--cluster-url", help="a Redis Cluster's seed URL (redis://h:p,h:p/0)")
     ap.add_argument("--cluster-ports", help="its nodes' ports, comma-separated")
     ap.add_argument("--cluster-error", help="why there is no cluster (printed instead of its rows)")
+    ap.add_argument("--prefetch", type=int, default=PREFETCH, help="eventd's amqp.prefetch and the ceiling's")
     ap.add_argument("--quick", action="store_true")
     ctx = ap.parse_args()
+    set_prefetch(ctx.prefetch)
     ctx.work = os.path.join(DEV_DIR, "runs", time.strftime("%Y%m%d-%H%M%S"))
     for attr, path in snapshot(ctx.build_dir, os.path.join(ctx.work, "bin"),
                                (("eventd", "src/eventd/eventd"), ("eventctl", "src/eventctl/eventctl"),
@@ -1171,7 +1178,7 @@ def report(ctx, info, n, types, rates, results, with_baseline):
         lo, hi = d["range"]
         return fnum(d[key]) + (f" ({fnum(lo)}–{fnum(hi)})" if ctx.repeat > 1 else "")
 
-    row("ceiling: bare rabbitmq-c drain, prefetch 500, multiple-ack every 250 (msg/s)",
+    row(f"ceiling: bare rabbitmq-c drain, prefetch {PREFETCH}, multiple-ack every 250 (msg/s)",
         lambda r: spread(r["ceiling_multi"], "msgs_per_s"))
     row("ceiling variant: ack each (msg/s)", lambda r: spread(r["ceiling"], "msgs_per_s"))
     row("prefill: eventctl publish, one per symbol in parallel, confirms (msg/s)",
@@ -1199,7 +1206,7 @@ def report(ctx, info, n, types, rates, results, with_baseline):
         "≤ 1")
     row("Redis socket reads per quote (total_reads_processed Δ; < 1 = pipelined)",
         lambda r: f"{per_quote(r['drain'])['reads']:.3f}")
-    row("eventd peak RSS at prefetch 500, VmHWM (MiB)", lambda r: f"{r['drain']['hwm_kib'] / 1024:.1f}", T_RSS)
+    row(f"eventd peak RSS at prefetch {PREFETCH}, VmHWM (MiB)", lambda r: f"{r['drain']['hwm_kib'] / 1024:.1f}", T_RSS)
     row("eventd CPU s per 100,000 msgs (utime+stime)", lambda r: f"{per_100k(r['drain']['cpu_s'], n):.2f}")
     row("eventd CPU while draining (% of one core)",
         lambda r: f"{100 * r['drain']['cpu_s'] / r['drain']['seconds']:.0f} %")
