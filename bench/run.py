@@ -921,11 +921,26 @@ def cluster_bench(ctx, standalone, n):
                 log(f"[cluster]   {fnum(d['rate'])} msg/s, Redis {per_quote(d)['cpu_us']:.2f} µs per quote")
         for key in ("standalone", "one", "spread"):
             out[key] = median_run(out[key + "_runs"], "rate")
+            v = [per_quote(d)["cpu_us"] for d in out[key + "_runs"]]
+            out[key]["cpu_range"] = (min(v), max(v))
+            out[key]["cpu_median"] = median(v)
+        out["paired"] = {"spread/one": median([a["rate"] / b["rate"] for a, b in zip(out["spread_runs"], out["one_runs"])]),
+                         "spread/standalone": median([a["rate"] / b["rate"] for a, b in
+                                                      zip(out["spread_runs"], out["standalone_runs"])])}
     finally:
         broker.close()
         cl.close()
         delete_vhost(vhost)
     return out
+
+
+def median(values):
+    v = sorted(values)
+    return None if not v else (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+
+
+def rate_of(run):
+    return run["rate"] if "rate" in run else run["msgs_per_s"]
 
 
 def median_run(runs, rate_key):
@@ -1105,6 +1120,12 @@ def main():
                 runs = r.get(key + "_runs")
                 if runs:
                     r[key] = median_run(runs, rate_key)
+            # Ratios of the runs made one right after the other, then their median: on a
+            # noisy machine that is steadier than a ratio of two medians.
+            pairs = {"multi": ("drain_runs", "ceiling_multi_runs"), "each": ("drain_runs", "ceiling_runs"),
+                     "baseline": ("drain_runs", "baseline_runs")}
+            r["paired"] = {k: median([rate_of(x) / rate_of(y) for x, y in zip(r[a], r[b])])
+                           for k, (a, b) in pairs.items() if r.get(a) and r.get(b)}
             if "redis" not in skip:
                 m = min(ctx.accounting_n, n)
                 log(f"[{qtype}] Redis accounting: drain of {m:,} under MONITOR (not timed)")
@@ -1172,7 +1193,15 @@ def report(ctx, info, n, types, rates, results, with_baseline):
         rows.append((label, cells, target))
 
     def ratio(r, key="drain", ceiling="ceiling"):
+        paired = r.get("paired", {}).get("multi" if ceiling == "ceiling_multi" else "each")
+        if key == "drain" and paired is not None:
+            return paired
         return r[key]["rate"] / r[ceiling]["msgs_per_s"]
+
+    def redis_us(r, key="drain"):
+        """Redis CPU per quote: the median over the runs, with their range."""
+        v = [per_quote(d)["cpu_us"] for d in r.get(key + "_runs", [r[key]])]
+        return f"{median(v):.2f}" + (f" ({min(v):.2f}–{max(v):.2f})" if len(v) > 1 else "")
 
     def spread(d, key):
         lo, hi = d["range"]
@@ -1189,8 +1218,7 @@ def report(ctx, info, n, types, rates, results, with_baseline):
     row("eventd / ack-each ceiling", lambda r: f"{ratio(r):.2f}")
     row("eventd start → first effect (s)", lambda r: f"{r['drain']['startup_s']:.2f}")
     row("Redis CPU per quote: INFO cpu sys+user Δ / quotes (µs)",
-        lambda r: f"{per_quote(r['drain'])['cpu_us']:.2f}",
-        T_REDIS_US)
+        lambda r: redis_us(r), T_REDIS_US)
     row("… in script calls per quote, commandstats usec (FCALL/EVALSHA, inner commands included; of which inner)",
         lambda r: f"{per_quote(r['drain'])['script_us']:.2f} ({per_quote(r['drain'])['inner_us']:.2f})")
     row("… commands per quote (total_commands_processed Δ, inside functions included)",
@@ -1293,8 +1321,9 @@ def baseline_table(ctx, types, results, n):
         for t in types:
             r = results[t]
             try:
-                a, b = fn(r["drain"]), fn(r["baseline"])
-                rel = (a / b) if b else float("nan")
+                a = median([fn(d) for d in r.get("drain_runs", [r["drain"]])])
+                b = median([fn(d) for d in r.get("baseline_runs", [r["baseline"]])])
+                rel = r["paired"]["baseline"] if label.startswith("drain,") else (a / b) if b else float("nan")
                 rows.append((label, t, fmt(a), fmt(b), f"{rel:.2f}", target))
             except Exception:  # noqa: BLE001 - a missing measurement is a cell
                 rows.append((label, t, "n/a", "n/a", "", target))
@@ -1303,8 +1332,8 @@ def baseline_table(ctx, types, results, n):
     for t in types:  # over the type's own ceiling
         r = results[t]
         try:
-            c = r["ceiling_multi"]["msgs_per_s"]
-            a, b = r["drain"]["rate"] / c, r["baseline"]["rate"] / c
+            a = median([rate_of(x) / rate_of(y) for x, y in zip(r["drain_runs"], r["ceiling_multi_runs"])])
+            b = median([rate_of(x) / rate_of(y) for x, y in zip(r["baseline_runs"], r["ceiling_multi_runs"])])
             rows.append(("drain / multiple-ack ceiling", t, f"{a:.2f}", f"{b:.2f}", f"{a / b:.2f}", "≥ 0.5 (quorum)"))
         except Exception:  # noqa: BLE001
             pass
@@ -1322,7 +1351,8 @@ def baseline_table(ctx, types, results, n):
     rows.sort(key=lambda x: order[x[1]])
     print()
     print(f"This build against {ctx.baseline_rev}, drained one after the other on the same servers"
-          + (f" (median of {ctx.repeat})" if ctx.repeat > 1 else "") + ":")
+          + (f" (medians of {ctx.repeat} runs; drain ratios: the median of each run's ratio)"
+             if ctx.repeat > 1 else "") + ":")
     print()
     print(f"| measurement | queues | this build | {ctx.baseline_rev} | this / baseline | target |")
     print("|---|---|---|---|---|---|")
@@ -1362,9 +1392,12 @@ def cluster_table(results, types):
             parts.append(f"{1e6 * m['cpu_s'] / m['keys']:.2f}" if m["keys"] else f"idle ({1e3 * m['cpu_s']:.0f} ms)")
         return " / ".join(parts)
 
-    row(f"drain, quote_update over {CLUSTER_SYMBOLS} symbols, quorum (msg/s)", lambda d: fnum(d["rate"]))
+    many = len(c.get("spread_runs", [])) > 1
+    row(f"drain, quote_update over {CLUSTER_SYMBOLS} symbols, quorum (msg/s)", lambda d: fnum(d["rate"]) +
+        (f" ({fnum(d['range'][0])}–{fnum(d['range'][1])})" if many else ""))
     row("… / multiple-ack ceiling (quorum, above)", lambda d: f"{d['rate'] / ceil:.2f}", "≥ 0.5")
-    row("Redis CPU per quote, all masters (µs)", lambda d: f"{per_quote(d)['cpu_us']:.2f}", T_REDIS_US)
+    row("Redis CPU per quote, all masters (µs)", lambda d: f"{d.get('cpu_median', per_quote(d)['cpu_us']):.2f}"
+        + (" (" + "–".join(f"{x:.2f}" for x in d["cpu_range"]) + ")" if many else ""), T_REDIS_US)
     row("Redis CPU per quote it served, per master (µs; master 1 / 2 / 3)", masters_cell)
     row("replicas' CPU per quote (µs)", lambda d: f"{1e6 * d['redis_replicas_cpu_s'] / d['done']:.2f}"
         if d["nodes"] == "cluster" else "—")
@@ -1381,8 +1414,9 @@ def cluster_table(results, types):
     for label, cells, target in rows:
         print(f"| {label} | " + " | ".join(cells) + f" | {target} |")
     try:
-        print(f"\n3 masters / 1 master: {c['spread']['rate'] / c['one']['rate']:.2f} × the drain; "
-              f"cluster (3 masters) / standalone: {c['spread']['rate'] / c['standalone']['rate']:.2f}.")
+        print(f"\n3 masters / 1 master: {c['paired']['spread/one']:.2f} × the drain; "
+              f"cluster (3 masters) / standalone: {c['paired']['spread/standalone']:.2f}"
+              + (" (medians of the ratios of runs made one after the other)." if many else "."))
     except (KeyError, ZeroDivisionError):
         pass
 
