@@ -200,10 +200,12 @@ class Daemon {
     acks_at_drain_ = amqp_.acks_sent();
     sd_notify(0, "STOPPING=1");
     amqp_.cancel();
-    checks_.stop();
     uv_timer_start(drain_timer_.get(), on_drain_timeout, config_.shutdown_drain_ms, 0);
     uv_timer_start(shutdown_timer_.get(), on_shutdown_deadline, shutdown_deadline_ms(), 0);
-    if (dispatcher_.in_flight() == 0 && checks_.in_flight() == 0) finish_drain();
+    // With nothing in flight, stopping the checks may finish the drain (and close every
+    // handle) right here, through checks_.on_idle: nothing may follow that touches them.
+    checks_.stop();
+    if (!closing_ && dispatcher_.in_flight() == 0 && checks_.in_flight() == 0) finish_drain();
   }
 
   // The drain, the ack settling and each connection's own close deadline, plus
