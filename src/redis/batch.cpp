@@ -5,6 +5,8 @@
 
 #include <string_view>
 
+#include "eventd/redis/slot.hpp"
+
 namespace eventd::redis {
 namespace {
 
@@ -29,12 +31,15 @@ Batcher::Batcher(uv_loop_t* loop, RedisClient& redis, std::string function, std:
 bool Batcher::add(std::vector<std::string> keys, std::vector<std::string> args, Callback done) {
   const void* node = keys.empty() ? nullptr : redis_.node_for(keys.front());
   if (node == nullptr) return false;
-  Items& items = waiting_[node];
+  // A cluster refuses (CROSSSLOT) a call whose declared keys span slots, even on one
+  // node: there a batch holds the messages of one slot.
+  const Group group{node, redis_.cluster() ? key_slot(keys.front()) : uint16_t{0}};
+  Items& items = waiting_[group];
   items.push_back({std::move(keys), std::move(args), std::move(done)});
   if (items.size() >= max_items_) {
     Items full = std::move(items);
-    waiting_.erase(node);
-    send(node, std::move(full));
+    waiting_.erase(group);
+    send(std::move(full));
   } else if (check_.initialised()) {
     uv_check_start(check_.get(), on_check);
   }
@@ -49,12 +54,12 @@ void Batcher::on_check(uv_check_t* handle) {
 }
 
 void Batcher::flush() {
-  std::map<const void*, Items> batches = std::move(waiting_);
+  std::map<Group, Items> batches = std::move(waiting_);
   waiting_.clear();
-  for (auto& [node, items] : batches) send(node, std::move(items));
+  for (auto& [group, items] : batches) send(std::move(items));
 }
 
-void Batcher::send(const void* /*node*/, Items items) {
+void Batcher::send(Items items) {
   auto batch = std::make_shared<Items>(std::move(items));
   std::vector<std::string_view> keys, args;
   keys.reserve(batch->size() * keys_per_item_);

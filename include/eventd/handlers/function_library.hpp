@@ -6,7 +6,9 @@
 // keys, A its arguments, S the arguments shared by the batch (e.g. the TTL). The
 // library wraps it: each message runs in a pcall of its own, so an error is that
 // message's result (an error element) and the others go on. Flagged
-// allow-cross-slot-keys: a batch holds the keys of many slots of one node.
+// allow-cross-slot-keys, for a standalone Redis, where a batch holds the keys of many
+// slots (a Redis Cluster refuses declared keys of several slots whatever the flag: there
+// the Batcher keeps a batch to one slot).
 #pragma once
 
 #include <uv.h>

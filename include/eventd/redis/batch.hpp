@@ -1,4 +1,5 @@
-// One FCALL per Redis node per loop pass: items for one Redis function (one message
+// One FCALL per Redis node (per slot on a Redis Cluster, which refuses declared keys
+// of several slots in one call) per loop pass: items for one Redis function (one message
 // each) gathered while the loop handles a batch of deliveries, sent together when the
 // pass ends (uv_check) or when max_items are waiting, so a lone message goes at once
 // and a burst costs one round trip and one function call per node.
@@ -21,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "eventd/redis_client.hpp"
@@ -52,9 +54,10 @@ class Batcher {
     Callback done;
   };
   using Items = std::vector<Item>;
+  using Group = std::pair<const void*, uint16_t>;  // node, and slot on a cluster
 
   void flush();
-  void send(const void* node, Items items);
+  void send(Items items);
   bool send_alone(std::shared_ptr<Item> item);
   static void on_check(uv_check_t* handle);
 
@@ -64,7 +67,7 @@ class Batcher {
   std::size_t args_per_item_;
   std::size_t max_items_;
   std::vector<std::string> shared_args_;
-  std::map<const void*, Items> waiting_;  // by node
+  std::map<Group, Items> waiting_;
   std::size_t calls_ = 0;
   UvHandle<uv_check_t> check_;
 };
