@@ -1,12 +1,31 @@
 // OwnedProperties: deep copies in a rabbitmq-c pool (see amqp_message.hpp).
 #include "eventd/amqp_message.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
 #include "eventd/amqp_table.hpp"
+#include "eventd/utf8.hpp"
 
 namespace eventd {
+
+unsigned header_depth(const amqp_field_value_t& value, unsigned limit) {
+  if (limit == 0) return value.kind == AMQP_FIELD_KIND_TABLE || value.kind == AMQP_FIELD_KIND_ARRAY ? 1 : 0;
+  unsigned deepest = 0;
+  if (value.kind == AMQP_FIELD_KIND_TABLE) {
+    for (int i = 0; i < value.value.table.num_entries && deepest < limit; ++i)
+      deepest = std::max(deepest, header_depth(value.value.table.entries[i].value, limit - 1));
+    return 1 + deepest;
+  }
+  if (value.kind == AMQP_FIELD_KIND_ARRAY) {
+    for (int i = 0; i < value.value.array.num_entries && deepest < limit; ++i)
+      deepest = std::max(deepest, header_depth(value.value.array.entries[i], limit - 1));
+    return 1 + deepest;
+  }
+  return 0;
+}
+
 namespace {
 
 void dup(amqp_pool_t* pool, amqp_bytes_t& b) {
@@ -43,8 +62,24 @@ OwnedProperties::OwnedProperties(const amqp_basic_properties_t& source) : props_
   if (f & AMQP_BASIC_APP_ID_FLAG) dup(&pool_, props_.app_id);
   if (f & AMQP_BASIC_CLUSTER_ID_FLAG) dup(&pool_, props_.cluster_id);
   if (f & AMQP_BASIC_HEADERS_FLAG) {
+    // Checked before anything recurses through them (the clone below, a republish,
+    // table_to_json); the headers table itself is level 1.
+    std::vector<amqp_table_entry_t> kept;
+    for (int i = 0; i < source.headers.num_entries; ++i) {
+      const amqp_table_entry_t& e = source.headers.entries[i];
+      if (1 + header_depth(e.value, kMaxHeaderDepth - 1) > kMaxHeaderDepth) {
+        dropped_headers_.push_back(sanitize_utf8(as_view(e.key)));
+      } else {
+        kept.push_back(e);
+      }
+    }
+    amqp_table_t allowed = source.headers;
+    if (!dropped_headers_.empty()) {
+      allowed.num_entries = static_cast<int>(kept.size());
+      allowed.entries = kept.empty() ? nullptr : kept.data();
+    }
     amqp_table_t copy;
-    if (amqp_table_clone(&source.headers, &copy, &pool_) == AMQP_STATUS_OK) {
+    if (amqp_table_clone(&allowed, &copy, &pool_) == AMQP_STATUS_OK) {
       props_.headers = copy;
     } else {
       props_._flags &= ~AMQP_BASIC_HEADERS_FLAG;
@@ -58,7 +93,10 @@ OwnedProperties::~OwnedProperties() {
 }
 
 OwnedProperties::OwnedProperties(OwnedProperties&& other) noexcept
-    : pool_(other.pool_), pool_owned_(other.pool_owned_), props_(other.props_) {
+    : pool_(other.pool_),
+      pool_owned_(other.pool_owned_),
+      props_(other.props_),
+      dropped_headers_(std::move(other.dropped_headers_)) {
   other.pool_owned_ = false;
   other.props_ = amqp_basic_properties_t{};
 }
@@ -69,6 +107,7 @@ OwnedProperties& OwnedProperties::operator=(OwnedProperties&& other) noexcept {
     pool_ = other.pool_;
     pool_owned_ = other.pool_owned_;
     props_ = other.props_;
+    dropped_headers_ = std::move(other.dropped_headers_);
     other.pool_owned_ = false;
     other.props_ = amqp_basic_properties_t{};
   }

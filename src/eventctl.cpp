@@ -30,6 +30,7 @@
 
 #include "eventd/amqp_session.hpp"
 #include "eventd/amqp_table.hpp"
+#include "eventd/credentials.hpp"
 #include "eventd/dispatcher.hpp"
 #include "eventd/eventctl_usage.hpp"
 #include "eventd/json_case.hpp"
@@ -130,12 +131,19 @@ int64_t now_ms() {
       .count();
 }
 
-Config load_cli_config(const std::string& path) {
+Config load_cli_config_quietly(const std::string& path) {
   if (!path.empty()) return load_config(path);
   if (const char* env = std::getenv("EVENTD_CONFIG"); env != nullptr && *env != '\0') return load_config(env);
   std::ifstream probe("/etc/eventd/eventd.jsonc");
   if (probe) return load_config("/etc/eventd/eventd.jsonc");
   return parse_config("{}", "built-in defaults", [](const char* name) -> const char* { return std::getenv(name); });
+}
+
+// The config, its warnings (a world-readable file with a password) on stderr.
+Config load_cli_config(const std::string& path) {
+  Config config = load_cli_config_quietly(path);
+  for (const auto& warning : config.warnings) std::fprintf(stderr, "eventctl: warning: %s\n", warning.c_str());
+  return config;
 }
 
 // A session on the first broker node that answers, in config order (any node of a
@@ -145,6 +153,7 @@ std::unique_ptr<AmqpSession> open_session(const Config& config) {
   options.heartbeat_sec = 0;
   options.connect_timeout_ms = config.amqp.connect_timeout_ms;
   options.connection_name = "eventctl";
+  options.tls = config.amqp.tls;
   const auto& nodes = config.amqp.endpoints;
   if (nodes.size() == 1) return std::make_unique<AmqpSession>(nodes.front(), options);
   std::string reasons;
@@ -160,9 +169,17 @@ std::unique_ptr<AmqpSession> open_session(const Config& config) {
 
 // Parses, normalises and validates a message body of `type`; fills in `type` and
 // `timestamp` when absent. Returns the camelCase JSON to send.
-std::string prepare_body(const SchemaRegistry& schemas, const std::string& type, const std::string& text,
-                         rapidjson::Document& doc) {
-  if (auto error = parse_json<rapidjson::kParseValidateEncodingFlag>(doc, text)) {
+// Input over limits.maxMessageBytes is refused before it is parsed.
+void check_size(const Config& config, const char* what, std::size_t bytes) {
+  if (bytes <= config.limits.max_message_bytes) return;
+  throw UsageError(std::string(what) + " is " + std::to_string(bytes) + " bytes; limits.maxMessageBytes is " +
+                   std::to_string(config.limits.max_message_bytes));
+}
+
+std::string prepare_body(const Config& config, const SchemaRegistry& schemas, const std::string& type,
+                         const std::string& text, rapidjson::Document& doc) {
+  check_size(config, "the message", text.size());
+  if (auto error = parse_json<rapidjson::kParseValidateEncodingFlag | kParseUniqueKeysFlag>(doc, text)) {
     throw UsageError("invalid JSON at offset " + std::to_string(error->offset) + ": " + error->what);
   }
   if (!doc.IsObject()) throw UsageError("the message must be a JSON object");
@@ -180,6 +197,8 @@ std::string prepare_body(const SchemaRegistry& schemas, const std::string& type,
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
   doc.Accept(w);
+  // What is sent (camelCase, type and timestamp filled in) is what eventd measures.
+  check_size(config, "the message", buf.GetSize());
   return std::string(buf.GetString(), buf.GetSize());
 }
 
@@ -204,7 +223,7 @@ int cmd_publish(const Config& config, const std::vector<std::string>& argv) {
   std::string text = read_input(a.positional.size() > 1 ? a.positional[1] : "-");
 
   rapidjson::Document doc;
-  std::string body = prepare_body(schemas, type, text, doc);
+  std::string body = prepare_body(config, schemas, type, text, doc);
   std::optional<Route> route = route_for(config.topology, type, doc);
   if (!route) throw UsageError("cannot route " + type + ": the body lacks the field its routing key needs");
 
@@ -314,6 +333,9 @@ std::optional<std::string> management_get(const Config& config, const std::strin
   curl_easy_setopt(curl.get(), CURLOPT_USERPWD, user.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(config.amqp.connect_timeout_ms));
   curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+  // An https management API behind the same private CA as the amqps listeners.
+  if (url.starts_with("https://") && !config.amqp.tls.ca_file.empty())
+    curl_easy_setopt(curl.get(), CURLOPT_CAINFO, config.amqp.tls.ca_file.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &body);
   curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, +[](char* p, size_t size, size_t n, void* out) {
     static_cast<std::string*>(out)->append(p, size * n);
@@ -356,7 +378,8 @@ int verify_topology(const Config& config, const Topology& topology) {
     std::string error;
     auto body = management_get(config, path, status, error);
     if (!body) {
-      throw AmqpError("cannot reach the RabbitMQ management API at " + config.amqp.management_url + ": " + error +
+      throw AmqpError("cannot reach the RabbitMQ management API at " + without_userinfo(config.amqp.management_url) +
+                      ": " + error +
                       " (set amqp.managementUrl or EVENTD_MANAGEMENT_URL)");
     }
     if (status == 401) throw AmqpError("the management API refused user '" + config.amqp.endpoint().user + "' (401)");
@@ -462,6 +485,13 @@ std::string message_json(const AmqpSession::GotMessage& m) {
   w.Key("headers");
   std::string headers = table_to_json(m.properties.headers());
   w.RawValue(headers.data(), headers.size(), rapidjson::kObjectType);
+  if (!m.properties.dropped_headers().empty()) {
+    // Nested deeper than kMaxHeaderDepth: not read, shown or replayed.
+    w.Key("droppedHeaders");
+    w.StartArray();
+    for (const auto& name : m.properties.dropped_headers()) str(name);
+    w.EndArray();
+  }
   if (valid_utf8(m.body)) {
     w.Key("body");
     str(m.body);
@@ -559,6 +589,7 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
   uint64_t replayed = 0;
   uint64_t seen = 0;
   uint64_t last_skipped = 0;
+  uint64_t refused = 0;
   Progress progress("replay", only_id.empty() ? std::min<uint64_t>(want, *depth) : *depth);
   while (replayed < want && seen < *depth) {
     auto m = session->get(dlq.name);
@@ -566,6 +597,17 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
     ++seen;
     if (!only_id.empty() && m->properties.message_id() != only_id) {
       last_skipped = m->delivery_tag;  // given back below
+      progress.update(seen);
+      continue;
+    }
+    if (!m->properties.dropped_headers().empty()) {
+      // Replayed without them it would be another message; with them, eventd refuses it.
+      last_skipped = m->delivery_tag;
+      ++refused;
+      progress.before_stdout();
+      std::fprintf(stderr, "eventctl: not replayed: message_id=%s: %s; it stays in %s\n",
+                   sanitize_utf8(m->properties.message_id()).c_str(),
+                   too_deep_headers_message(m->properties.dropped_headers()).c_str(), dlq.name.c_str());
       progress.update(seen);
       continue;
     }
@@ -595,12 +637,12 @@ int cmd_dlq(const Config& config, const std::vector<std::string>& argv) {
   progress.clear();
   return_and_settle(*session, dlq.name, last_skipped, static_cast<uint32_t>(*depth - replayed));
   session->close();
-  if (!only_id.empty() && replayed == 0) {
+  if (!only_id.empty() && replayed == 0 && refused == 0) {
     std::fprintf(stderr, "eventctl: no message with message_id '%s' in %s\n", only_id.c_str(), dlq.name.c_str());
     return 1;
   }
   std::printf("replayed %llu message(s) from %s\n", static_cast<unsigned long long>(replayed), dlq.name.c_str());
-  return 0;
+  return refused > 0 ? 1 : 0;
 }
 
 // --- monitor: per-user monitor state in Redis ------------------------------------
@@ -734,8 +776,9 @@ int cmd_monitor(const Config& config, const std::vector<std::string>& argv) {
   if (sub == "start") {
     if (a.positional.size() > 3) throw UsageError("monitor start takes USER and one SPEC");
     std::string text = read_input(a.positional.size() == 3 ? a.positional[2] : "-");
+    check_size(config, "SPEC", text.size());
     rapidjson::Document spec;
-    if (auto error = parse_json<rapidjson::kParseValidateEncodingFlag>(spec, text)) {
+    if (auto error = parse_json<rapidjson::kParseValidateEncodingFlag | kParseUniqueKeysFlag>(spec, text)) {
       throw UsageError("invalid JSON in SPEC at offset " + std::to_string(error->offset) + ": " + error->what);
     }
     if (!spec.IsObject()) throw UsageError("SPEC must be a JSON object");

@@ -4,8 +4,11 @@
 #include <algorithm>
 #include <cctype>
 #include <cstddef>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <rapidjson/error/en.h>
@@ -223,6 +226,86 @@ std::string describe(std::string_view name, const rapidjson::SchemaValidator& va
 
 }  // namespace
 
+namespace detail {
+
+// The branches of a schema that lead to a "pattern": only those are walked per message.
+struct PatternFields {
+  bool pattern = false;
+  std::vector<std::pair<std::string, std::shared_ptr<const PatternFields>>> properties;
+  std::shared_ptr<const PatternFields> additional;  // an "additionalProperties" schema
+  std::shared_ptr<const PatternFields> items;       // an "items" schema (one for all)
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::PatternFields;
+
+std::shared_ptr<const PatternFields> pattern_fields(const Value& schema) {
+  if (!schema.IsObject()) return nullptr;
+  auto out = std::make_shared<PatternFields>();
+  out->pattern = schema.HasMember("pattern");
+  bool any = out->pattern;
+  if (const Value* props = member(&schema, "properties"); props && props->IsObject()) {
+    for (const auto& m : props->GetObject()) {
+      if (auto child = pattern_fields(m.value)) {
+        out->properties.emplace_back(std::string(m.name.GetString(), m.name.GetStringLength()), std::move(child));
+        any = true;
+      }
+    }
+  }
+  if (const Value* extra = member(&schema, "additionalProperties")) {
+    out->additional = pattern_fields(*extra);
+    any = any || out->additional;
+  }
+  if (const Value* items = member(&schema, "items")) {
+    out->items = pattern_fields(*items);
+    any = any || out->items;
+  }
+  return any ? out : nullptr;
+}
+
+bool has_control_character(const Value& s) {
+  const char* p = s.GetString();
+  for (rapidjson::SizeType i = 0; i < s.GetStringLength(); ++i) {
+    const auto c = static_cast<unsigned char>(p[i]);
+    if (c < 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
+// The first string under `fields` with a control character, as an error line.
+std::optional<std::string> find_control_character(const PatternFields& fields, const Value& v,
+                                                  const std::string& pointer) {
+  if (fields.pattern && v.IsString() && has_control_character(v))
+    return shown(pointer) + ": must not contain control characters, got " + json_text(v);
+  if (v.IsObject()) {
+    for (const auto& [name, child] : fields.properties) {
+      const auto it = v.FindMember(rapidjson::StringRef(name.data(), static_cast<rapidjson::SizeType>(name.size())));
+      if (it == v.MemberEnd()) continue;
+      if (auto problem = find_control_character(*child, it->value, pointer + "/" + escape_token(name))) return problem;
+    }
+    if (fields.additional) {
+      for (const auto& m : v.GetObject()) {
+        const std::string_view key(m.name.GetString(), m.name.GetStringLength());
+        const bool listed = std::any_of(fields.properties.begin(), fields.properties.end(),
+                                        [&](const auto& p) { return p.first == key; });
+        if (listed) continue;
+        if (auto problem = find_control_character(*fields.additional, m.value, pointer + "/" + escape_token(key)))
+          return problem;
+      }
+    }
+  }
+  if (v.IsArray() && fields.items) {
+    for (rapidjson::SizeType i = 0; i < v.Size(); ++i)
+      if (auto problem = find_control_character(*fields.items, v[i], pointer + "/" + std::to_string(i))) return problem;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 SchemaRegistry::SchemaRegistry() {
   for (const auto& name : embedded_schema_names()) {
     const std::string_view text = embedded_schema(name);
@@ -235,6 +318,7 @@ SchemaRegistry::SchemaRegistry() {
     if (!doc.IsObject()) throw std::runtime_error("schema " + name + ": not a JSON object");
     // The compiled schema copies what it needs; `doc` may go.
     schemas_.emplace(name, std::make_unique<rapidjson::SchemaDocument>(doc));
+    if (auto fields = pattern_fields(doc)) patterns_.emplace(name, std::move(fields));
   }
 }
 
@@ -243,6 +327,11 @@ bool SchemaRegistry::has(std::string_view name) const { return schemas_.find(nam
 std::optional<std::string> SchemaRegistry::validate(std::string_view name, const Value& doc) const {
   const auto it = schemas_.find(name);
   if (it == schemas_.end()) return "no schema named \"" + std::string(name) + "\"";
+  // First, so that any control character reads the same: RapidJSON's regex engine
+  // reads a string only up to its first NUL.
+  if (const auto fields = patterns_.find(name); fields != patterns_.end()) {
+    if (auto problem = find_control_character(*fields->second, doc, "")) return problem;
+  }
   rapidjson::SchemaValidator validator(*it->second);
   if (doc.Accept(validator) && validator.IsValid()) return std::nullopt;
   return describe(name, validator, doc);

@@ -6,11 +6,23 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace eventd {
 
+// How deep tables and arrays may nest in a received message's headers, the headers
+// table itself being level 1 (x-death: headers, its array, a table, its routing-keys
+// array: 4). A header nested deeper is not copied, walked or sent on: the message is
+// refused (dead-lettered with VALIDATION_ERROR, without that header).
+inline constexpr unsigned kMaxHeaderDepth = 8;
+
+// The nesting depth of a header value (a string: 0, a table or array: 1 + its deepest
+// value's), counted at most up to `limit` + 1: the walk stops there.
+unsigned header_depth(const amqp_field_value_t& value, unsigned limit = kMaxHeaderDepth);
+
 // A deep copy of amqp_basic_properties_t (strings and headers) kept in its own
-// rabbitmq-c pool, so it outlives the frame it came from.
+// rabbitmq-c pool, so it outlives the frame it came from. Headers whose tables nest
+// deeper than kMaxHeaderDepth are left out and named in dropped_headers().
 class OwnedProperties {
  public:
   OwnedProperties();
@@ -27,11 +39,14 @@ class OwnedProperties {
   std::string_view correlation_id() const;
   std::string_view reply_to() const;
   const amqp_table_t* headers() const;
+  // The keys of the headers left out for nesting too deep (sanitised UTF-8), in order.
+  const std::vector<std::string>& dropped_headers() const { return dropped_headers_; }
 
  private:
   amqp_pool_t pool_;
   bool pool_owned_ = false;
   amqp_basic_properties_t props_{};
+  std::vector<std::string> dropped_headers_;
 };
 
 // Properties of a JSON message eventd or eventctl publishes: content_type

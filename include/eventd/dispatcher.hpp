@@ -35,6 +35,10 @@ bool is_eventd_header(std::string_view key);
 // UTF-8 becomes U+FFFD first.
 std::string cap_utf8(std::string_view text, std::size_t max);
 
+// Names the headers OwnedProperties left out for nesting deeper than kMaxHeaderDepth:
+// "AMQP header 'x-deep' nests tables deeper than 8 levels".
+std::string too_deep_headers_message(const std::vector<std::string>& dropped);
+
 class Dispatcher {
  public:
   Dispatcher(uv_loop_t* loop, const Config& config, AmqpConnection& amqp, RedisClient& redis,

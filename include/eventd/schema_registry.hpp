@@ -14,6 +14,10 @@
 
 namespace eventd {
 
+namespace detail {
+struct PatternFields;  // where a schema has "pattern" (schema_registry.cpp)
+}
+
 // The raw text of schemas/<name>.schema.json as embedded at build time, or empty.
 std::string_view embedded_schema(std::string_view name);
 // Every embedded schema name ("quote_update", ..., "monitor", "config").
@@ -35,6 +39,9 @@ class SchemaRegistry {
   //   "/alertId: expected integer, got string"
   //   "/rules/0/cooldown: unknown key; did you mean \"cooldownSec\"?"
   // A pointer to the whole document reads "(root)".
+  // A string that a "pattern" checks must hold no control character (U+0000-U+001F,
+  // U+007F): RapidJSON's regex stops at NUL, so "A\u0000B" would pass "^[A-Z]+$".
+  //   "/symbol: must not contain control characters, got \"A\u0000B\""
   // `name` must be known (has(name)).
   std::optional<std::string> validate(std::string_view name, const rapidjson::Value& doc) const;
 
@@ -43,6 +50,8 @@ class SchemaRegistry {
 
  private:
   std::map<std::string, std::unique_ptr<rapidjson::SchemaDocument>, std::less<>> schemas_;
+  // Per schema, the fields a "pattern" checks (absent: none).
+  std::map<std::string, std::shared_ptr<const detail::PatternFields>, std::less<>> patterns_;
 };
 
 }  // namespace eventd

@@ -84,7 +84,17 @@ BlockingClient::Reply BlockingClient::raw(redisContext* ctx, const std::vector<s
   auto* r = static_cast<redisReply*>(redisCommandArgv(ctx, static_cast<int>(args.size()), argv.data(), lens.data()));
   if (r == nullptr) throw std::runtime_error(std::string("Redis: ") + ctx->errstr);
   Reply reply(r, freeReplyObject);
-  if (r->type == REDIS_REPLY_ERROR) throw std::runtime_error("Redis: " + std::string(r->str, r->len));
+  if (r->type == REDIS_REPLY_ERROR) {
+    const std::string error(r->str, r->len);
+    if (error.starts_with("NOPERM") || error.find("The user executing the script can't") != std::string::npos) {
+      // The ACL user lacks a right: say which command and which user (never the password).
+      std::string command = args.empty() ? "" : args[0];
+      if (args.size() > 1 && (command == "FUNCTION" || command == "CLUSTER")) command += " " + args[1];
+      const std::string user = config_.endpoint.user.empty() ? "default" : config_.endpoint.user;
+      throw std::runtime_error("Redis refused " + command + " to user '" + user + "': " + error);
+    }
+    throw std::runtime_error("Redis: " + error);
+  }
   return reply;
 }
 

@@ -15,7 +15,26 @@ constexpr uint64_t kPingIntervalMs = 1000;
 struct PendingCall {
   Connection::Callback done;
   Connection* client;
+  char command[48];  // for a refusal's log line: "FCALL eventd_..._quote", "SET"
 };
+
+// The command and, for the ones Redis' ACL splits or that name a function, its first
+// argument; cut to fit `out`.
+void command_name(const std::vector<std::string_view>& args, char (&out)[48]) {
+  std::size_t n = 0;
+  auto put = [&](std::string_view s) {
+    for (const char c : s) {
+      if (n + 1 >= sizeof out) break;
+      out[n++] = c;
+    }
+  };
+  if (!args.empty()) put(args[0]);
+  if (args.size() > 1 && (args[0] == "FCALL" || args[0] == "FUNCTION" || args[0] == "CLUSTER")) {
+    put(" ");
+    put(args[1]);
+  }
+  out[n] = '\0';
+}
 
 // hiredis's event-loop glue for libuv. Debian's hiredis 0.14 ships one in
 // <hiredis/adapters/libuv.h>, but it drops poll errors: a refused connect then never
@@ -83,6 +102,27 @@ void start_timer(UvHandle<uv_timer_t>& timer, uv_timer_cb cb, uint64_t timeout_m
 
 void stop_timer(UvHandle<uv_timer_t>& timer) {
   if (timer.initialised()) uv_timer_stop(timer.get());
+}
+
+// An ACL refusal: NOPERM for the command or its keys, or, for a command a script or
+// function runs, "ERR The user executing the script can't ...", also as an element of
+// a batch's reply. The text of the first one, or empty.
+std::string_view acl_refusal(const redisReply* r) {
+  if (r == nullptr) return {};
+  if (r->type == REDIS_REPLY_ERROR) {
+    const std::string_view e(r->str, r->len);
+    if (e.starts_with("NOPERM") || e.find("The user executing the script can't") != std::string_view::npos) return e;
+    return {};
+  }
+  if (r->type == REDIS_REPLY_ARRAY) {
+    for (std::size_t i = 0; i < r->elements; ++i) {
+      const redisReply* e = r->element[i];
+      if (e != nullptr && e->type == REDIS_REPLY_ERROR) {
+        if (auto refusal = acl_refusal(e); !refusal.empty()) return refusal;
+      }
+    }
+  }
+  return {};
 }
 
 std::string reply_error(const redisReply* r) {
@@ -251,11 +291,13 @@ void Connection::handshake() {
        true);
 }
 
+std::string Connection::user() const { return config_.endpoint.user.empty() ? "default" : config_.endpoint.user; }
+
 bool Connection::handshake_failed(const redisReply* r, const char* what) {
   std::string err = reply_error(r);
   if (err.empty()) return false;
   if (r != nullptr && state_ == RedisState::Handshake && ac_ != nullptr) {
-    log::error("redis handshake failed", {{"step", what}, {"node", node_.text()}, {"error", err}});
+    log::error("redis handshake failed", {{"step", what}, {"node", node_.text()}, {"user", user()}, {"error", err}});
     redisAsyncDisconnect(ac_);  // reconnect with backoff; a wrong password keeps being logged
   }
   return true;
@@ -303,7 +345,7 @@ void Connection::send_ready_ping() {
          if (r == nullptr || r->type == REDIS_REPLY_ERROR || state_ != RedisState::Handshake) return;
          stop_timer(connect_timer_);
          state_ = RedisState::Up;
-         backoff_.reset();
+         if (!refused_) backoff_.reset();  // a refusal would come back at once: keep backing off
          ping_outstanding_ = false;
          start_timer(ping_timer_, on_ping_timer, kPingIntervalMs, kPingIntervalMs);
          log::info("redis connected", {{"node", node_.text()}, {"host", node_.host}, {"port", node_.port},
@@ -378,8 +420,33 @@ void Connection::stop(std::function<void()> done) {
 
 void Connection::on_reply(redisAsyncContext* /*ac*/, void* reply, void* privdata) {
   std::unique_ptr<PendingCall> call(static_cast<PendingCall*>(privdata));
-  --call->client->pending_;
-  call->done(static_cast<const redisReply*>(reply));
+  Connection* self = call->client;
+  --self->pending_;
+  const auto* r = static_cast<const redisReply*>(reply);
+  if (self->state_ == RedisState::Up || self->state_ == RedisState::Closing) {
+    if (const std::string_view refusal = acl_refusal(r); !refusal.empty()) {
+      // The first one says it; those pipelined behind it go the same way. What a batch
+      // did record is found by its idempotency keys when it runs again.
+      if (self->state_ == RedisState::Up) self->refused(call->command, refusal);
+      call->done(nullptr);  // not done: the caller holds the message, as while Redis is down
+      return;
+    }
+  }
+  if (self->refused_ && r != nullptr && r->type != REDIS_REPLY_ERROR && self->state_ == RedisState::Up &&
+      std::string_view(call->command) != "PING") {
+    self->refused_ = false;  // the rights are back
+  }
+  call->done(r);
+}
+
+// The ACL refuses what eventd needs: nothing it does can be recorded. Said in one line,
+// then the connection goes down and comes back with backoff, as for a lost Redis: the
+// consumers stop, nothing is acked, and the messages held run once the rights are there.
+void Connection::refused(std::string_view command, std::string_view error) {
+  log::error("redis refused a command", {{"command", command}, {"user", user()}, {"node", node_.text()},
+                                         {"error", error}});
+  refused_ = true;
+  if (ac_ != nullptr) close_gracefully();
 }
 
 bool Connection::send(const std::vector<std::string_view>& args, Callback done, bool handshake_ok) {
@@ -402,7 +469,8 @@ bool Connection::send(const std::vector<std::string_view>& args, Callback done, 
     argv[i] = args[i].data();
     lens[i] = args[i].size();
   }
-  auto call = std::make_unique<PendingCall>(PendingCall{std::move(done), this});
+  auto call = std::make_unique<PendingCall>(PendingCall{std::move(done), this, {}});
+  command_name(args, call->command);
   if (redisAsyncCommandArgv(ac_, on_reply, call.get(), static_cast<int>(args.size()), argv, lens) != REDIS_OK) {
     return false;
   }

@@ -108,3 +108,60 @@ TEST_CASE("dispatcher steps: a deep message body is rejected before normalising 
     CHECK_FALSE(schemas.validate("quote_update", doc));
   }
 }
+
+TEST_CASE("json_parse: with kParseUniqueKeysFlag a key given twice is an error naming it") {
+  constexpr unsigned kFlags = rapidjson::kParseValidateEncodingFlag | eventd::kParseUniqueKeysFlag;
+  SUBCASE("at the top level") {
+    rapidjson::Document doc;
+    const std::string text = R"({"price":1,"price":-1})";
+    auto error = parse_json<kFlags>(doc, text);
+    REQUIRE(error);
+    CHECK(error->what == R"(Duplicate key "price" at /price.)");
+    CHECK(error->offset == text.find("-1") - 1);  // just after the second key
+    // Without the flag RapidJSON keeps both members.
+    CHECK_FALSE(parse_json(doc, text));
+    CHECK(doc.MemberCount() == 2);
+  }
+  SUBCASE("nested, with the JSON pointer through arrays and escaped tokens") {
+    rapidjson::Document doc;
+    auto error = parse_json<kFlags>(doc, R"({"a":1,"rules":[{"x":1},{"s":[0,{"k/~":1,"k/~":2}]}]})");
+    REQUIRE(error);
+    CHECK(error->what == R"(Duplicate key "k/~" at /rules/1/s/1/k~1~0.)");
+  }
+  SUBCASE("control characters in a key are shown escaped") {
+    rapidjson::Document doc;
+    auto error = parse_json<kFlags>(doc, "{\"a\\u0000\":1,\"a\\u0000\":2}");
+    REQUIRE(error);
+    CHECK(error->what == R"(Duplicate key "a\u0000" at /a\u0000.)");
+  }
+  SUBCASE("the same key in different objects, and keys that only look alike, are fine") {
+    rapidjson::Document doc;
+    CHECK_FALSE(parse_json<kFlags>(doc, R"({"a":{"a":1,"b":{"a":2}},"b":[{"a":1},{"a":2}],"c":{"a":1},"A":0,"a ":0})"));
+    CHECK(doc["c"]["a"].GetInt() == 1);
+    CHECK_FALSE(parse_json<kFlags>(doc, R"({"a":1,"a\u0000":2,"a\u0000b":3})"));
+    CHECK(doc.MemberCount() == 3);
+  }
+  SUBCASE("an object with many keys (hashed past the first 16)") {
+    std::string text = "{";
+    for (int i = 0; i < 5000; ++i) text += (i ? "," : "") + std::string("\"k") + std::to_string(i) + "\":" + std::to_string(i);
+    rapidjson::Document doc;
+    CHECK_FALSE(parse_json<kFlags>(doc, text + "}"));
+    CHECK(doc.MemberCount() == 5000);
+    auto late = parse_json<kFlags>(doc, text + ",\"k4999\":0}");
+    REQUIRE(late);
+    CHECK(late->what == R"(Duplicate key "k4999" at /k4999.)");
+    auto early = parse_json<kFlags>(doc, text + ",\"k3\":0}");
+    REQUIRE(early);
+    CHECK(early->what == R"(Duplicate key "k3" at /k3.)");
+    CHECK(doc.MemberCount() == 5000);  // the document kept its previous value
+  }
+  SUBCASE("depth errors still win; other parse errors read as before") {
+    rapidjson::Document doc;
+    auto error = parse_json<kFlags>(doc, nested_arrays(100));
+    REQUIRE(error);
+    CHECK(error->what == "Nested deeper than 64 levels.");
+    error = parse_json<kFlags>(doc, R"({"a":1,})");
+    REQUIRE(error);
+    CHECK(error->what == rapidjson::GetParseError_En(rapidjson::kParseErrorObjectMissName));
+  }
+}

@@ -313,3 +313,42 @@ TEST_CASE("schema_registry: monitor spec") {
 TEST_CASE("schema_registry: unknown schema name is reported, not crashed on") {
   CHECK(check("nope", "{}") == "no schema named \"nope\"");
 }
+
+TEST_CASE("schema_registry: no control characters in strings a pattern checks") {
+  // RapidJSON's regex engine stops at NUL: "A\u0000B" matched ^[A-Za-z0-9._:-]+$.
+  const std::string q = samples().at("quote_update").json;
+  CHECK(check("quote_update", with(q, "symbol", R"("A\u0000B")")) ==
+        R"(/symbol: must not contain control characters, got "A\u0000B")");
+  for (const char* bad : {R"("\u0000")", R"("AAPL\u0000")", R"("A\u001fB")", R"("A\u007fB")", R"("\n")"}) {
+    CAPTURE(bad);
+    const auto problem = check("quote_update", with(q, "symbol", bad));
+    REQUIRE(problem);
+    CHECK(problem->starts_with("/symbol: must not contain control characters"));
+  }
+  const auto c1 = check("quote_update", with(q, "symbol", R"("A\u0080B")"));  // not ASCII: the pattern's
+  REQUIRE(c1);
+  CHECK(c1->starts_with("/symbol: must match "));
+  // Strings without a pattern may hold them (JSON allows them, escaped).
+  CHECK(check("quote_update", with(q, "correlationId", R"("a\u0000b\n")")) == std::nullopt);
+  SUBCASE("every message type with a pattern") {
+    CHECK(check("analysis_request", with(samples().at("analysis_request").json, "symbol", R"("M\u0000")")) ==
+          R"(/symbol: must not contain control characters, got "M\u0000")");
+    CHECK(check("alert_triggered", with(samples().at("alert_triggered").json, "symbol", R"("A\u0000")")) ==
+          R"(/symbol: must not contain control characters, got "A\u0000")");
+    CHECK(check("analysis_complete", with(samples().at("analysis_complete").json, "symbol", R"("A\u0000")")) ==
+          R"(/symbol: must not contain control characters, got "A\u0000")");
+    CHECK(check("notification", with(samples().at("notification").json, "kind", R"("alert\u0000x")")) ==
+          R"(/kind: must not contain control characters, got "alert\u0000x")");
+  }
+  SUBCASE("the monitor spec, inside arrays of objects") {
+    CHECK(check("monitor", R"({"rules":[{"alertId":1,"symbol":"OK","condition":"price_above","threshold":1},)"
+                           R"({"alertId":2,"symbol":"A\u0000B","condition":"price_above","threshold":1}],"channels":[]})") ==
+          R"(/rules/1/symbol: must not contain control characters, got "A\u0000B")");
+    CHECK(check("monitor", R"({"rules":[],"channels":[],"positions":[{"symbol":"X\u0001","quantity":1}]})") ==
+          R"(/positions/0/symbol: must not contain control characters, got "X\u0001")");
+  }
+  SUBCASE("the config") {
+    CHECK(check("config", R"({"amqp":{"managementUrl":"http://h\u0000x"}})") ==
+          R"(/amqp/managementUrl: must not contain control characters, got "http://h\u0000x")");
+  }
+}

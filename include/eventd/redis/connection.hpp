@@ -9,7 +9,10 @@
 // copy is cleared. A reply is borrowed: valid only inside the callback. Every
 // callback passed to command()/fcall() runs exactly once: with the reply, or with
 // nullptr when the connection fails first. A call made while Redis is not up
-// returns false and never calls back.
+// returns false and never calls back. An ACL refusal (NOPERM, or a script's "can't run
+// this command", also inside a batch's reply) is logged once, with the command and the
+// user, and reported as nullptr: the connection reconnects with backoff, as if Redis
+// were lost.
 #pragma once
 
 #include <hiredis/async.h>
@@ -95,6 +98,9 @@ class Connection {
   void send_ready_ping();
   // Logs a failed handshake step and disconnects (a reconnect follows); false if `r` is fine.
   bool handshake_failed(const redisReply* r, const char* what);
+  // A NOPERM reply once up: logs it, naming the command and the user, and reconnects.
+  void refused(std::string_view command, std::string_view error);
+  std::string user() const;  // the ACL user eventd logs in as ("default" when none)
   void lost(const std::string& reason);
   void schedule_reconnect();
   void drop_context(const std::string& reason);
@@ -114,6 +120,7 @@ class Connection {
   RedisState state_ = RedisState::Closed;
   bool stopping_ = false;
   bool ping_outstanding_ = false;
+  bool refused_ = false;  // a NOPERM since the last command that went through
   uint64_t ping_sent_ms_ = 0;
   std::size_t pending_ = 0;
   uint64_t reconnects_ = 0;
