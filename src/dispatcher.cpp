@@ -13,6 +13,7 @@
 #include "eventd/keys.hpp"
 #include "eventd/log.hpp"
 #include "eventd/routing.hpp"
+#include "eventd/trace_context.hpp"
 #include "eventd/utf8.hpp"
 
 #include <hiredis/hiredis.h>
@@ -30,7 +31,7 @@ constexpr std::string_view kUnknownType = "unknown";
 constexpr std::string_view kOwnHeaders[] = {
     "x-retry-count",         "x-error-code",        "x-error-message",   "x-failed-at",
     "x-original-exchange",   "x-original-routing-key", "x-original-queue", "x-last-error-code",
-    "x-last-error-message",  "x-defer-count",       AmqpConnection::kPublishTag,
+    "x-last-error-message",  "x-defer-count",       AmqpConnection::kPublishTag, kTraceIdHeader,
 };
 
 int64_t now_ms() {
@@ -87,6 +88,7 @@ struct Dispatcher::Job {
   int64_t timestamp_ms = 0;
   int64_t retry_count = 0;
   uint64_t started_ns = 0;
+  TraceContext trace;
   MessageCounters* counters = nullptr;
 };
 
@@ -116,6 +118,7 @@ void Dispatcher::on_delivery(Delivery&& delivery) {
   job->started_ns = uv_hrtime();
   metrics_.in_flight = static_cast<int64_t>(jobs_.size());
   const Delivery& d = job->delivery;
+  job->trace = trace_of(d.properties.headers());
   table_get_int(d.properties.headers(), "x-retry-count", job->retry_count);
   if (job->retry_count < 0) job->retry_count = 0;
 
@@ -203,7 +206,7 @@ void Dispatcher::start(JobIt job) {
                                                 "no handler for type '" + job->type + "' in this eventd"));
     return;
   }
-  Message msg{job->delivery, job->body, job->type, job->idem_key, job->timestamp_ms};
+  Message msg{job->delivery, job->body, job->type, job->idem_key, job->timestamp_ms, job->trace.trace_id};
   h->second->handle(msg, [this, job](HandlerResult result) { finish(job, std::move(result)); });
 }
 
@@ -221,6 +224,7 @@ void Dispatcher::finish(JobIt job, HandlerResult result) {
       when_replicated(job, [this, job] {
         ++job->counters->duplicates;
         log::debug("duplicate acked", {{"message_id", job->delivery.properties.message_id()},
+                                       {"trace_id", job->trace.trace_id},
                                        {"correlation_id", job->delivery.properties.correlation_id()},
                                        {"type", job->type}, {"queue", job->delivery.queue}});
         ack(job);
@@ -328,6 +332,12 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
     }
     std::string id = std::string(source_id) + ":" + std::to_string(i);
     amqp_basic_properties_t props = json_properties(id, type, now_s, correlation);
+    // The source's trace, with eventd's span of it as the parent.
+    FieldTable trace;
+    trace.add(kTraceparentHeader, job->trace.child_traceparent());
+    if (!job->trace.tracestate.empty()) trace.add(kTracestateHeader, job->trace.tracestate);
+    props.headers = trace.table();
+    props._flags |= AMQP_BASIC_HEADERS_FLAG;
     std::string target = route.routing_key;
     bool sent = amqp_.publish(route.exchange, route.routing_key, props, entry,
                               [this, job, progress, settle, reply, target](bool ok, const std::string& why) {
@@ -335,7 +345,8 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
                                 if (!ok && reply && why.starts_with(AmqpConnection::kUnroutable)) {
                                   // The requester's queue is gone: nobody waits for this reply.
                                   log::warn("reply queue missing; reply dropped",
-                                            {{"reply_to", target}, {"message_id", job->delivery.properties.message_id()}});
+                                            {{"reply_to", target}, {"message_id", job->delivery.properties.message_id()},
+                                             {"trace_id", job->trace.trace_id}});
                                 } else if (!ok && progress->failure.empty()) {
                                   progress->failure = "derived message to '" + target + "' not confirmed: " + why;
                                 }
@@ -389,7 +400,8 @@ struct Republish {
   Republish(const Delivery& d, FieldTable&& extra) : props(d.properties.get()), headers(std::move(extra)) {
     if (const amqp_table_t* original = d.properties.headers()) {
       for (int i = 0; i < original->num_entries; ++i) {
-        if (!is_eventd_header(as_view(original->entries[i].key))) headers.add_borrowed(original->entries[i]);
+        const std::string_view key = as_view(original->entries[i].key);
+        if (!is_eventd_header(key) && !headers.contains(key)) headers.add_borrowed(original->entries[i]);
       }
     }
     props._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
@@ -403,6 +415,13 @@ struct Republish {
     props.headers = headers.table();
   }
 };
+
+// A retry or dead letter names its trace; one whose trace eventd started carries it on,
+// so its next run and whatever it derives stay in that trace.
+void add_trace(FieldTable& extra, const TraceContext& trace) {
+  extra.add(kTraceIdHeader, trace.trace_id);
+  if (trace.started) extra.add(kTraceparentHeader, format_traceparent(trace.trace_id, new_span_id(), trace.flags));
+}
 
 void origin(const Delivery& d, std::string& exchange, std::string& routing_key) {
   // A message back from a retry queue arrives via the default exchange; its first
@@ -434,13 +453,14 @@ void Dispatcher::retry(JobIt job, const ProcessingError& error, uint32_t delay_m
       .add("x-original-queue", d.queue)
       .add("x-last-error-code", error_code_name(error.code))
       .add("x-last-error-message", cap_utf8(error.message, kMaxErrorMessageBytes));
+  add_trace(extra, job->trace);
   if (deferral || deferrals > 0) extra.add_int("x-defer-count", deferral ? deferrals + 1 : deferrals);
   Republish out(d, std::move(extra));
   log::Level level = deferral ? log::Level::Debug : log::Level::Info;
   if (log::enabled(level)) {
     log::write(level, deferral ? "deferring" : "retrying",
                {{"message_id", d.properties.message_id()}, {"correlation_id", d.properties.correlation_id()},
-                {"type", job->type}, {"queue", d.queue}, {"retry", deferral ? job->retry_count : job->retry_count + 1}, {"delay_ms", delay_ms},
+                {"trace_id", job->trace.trace_id}, {"type", job->type}, {"queue", d.queue}, {"retry", deferral ? job->retry_count : job->retry_count + 1}, {"delay_ms", delay_ms},
                 {"code", error_code_name(error.code)}, {"error", error.message}});
   }
   send_copy(job, retry_queue_name(d.queue, delay_ms), out.props,
@@ -484,9 +504,11 @@ void Dispatcher::dead_letter(JobIt job, const ProcessingError& error) {
       .add("x-original-routing-key", routing_key)
       .add("x-original-queue", d.queue)
       .add("x-failed-at", iso8601_now());
+  add_trace(extra, job->trace);
   Republish out(d, std::move(extra));
   log::warn("dead-lettering", {{"message_id", d.properties.message_id()},
-                               {"correlation_id", d.properties.correlation_id()}, {"type", job->type}, {"queue", d.queue},
+                               {"correlation_id", d.properties.correlation_id()}, {"trace_id", job->trace.trace_id},
+                               {"type", job->type}, {"queue", d.queue},
                                {"code", error_code_name(error.code)}, {"error", error.message}});
   send_copy(job, dead_letter_queue_name(d.queue), out.props, &MessageCounters::dead_lettered);
 }

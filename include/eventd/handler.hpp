@@ -25,6 +25,7 @@ struct Message {
   std::string_view type;
   std::string_view idempotency_key;  // keys::idempotency(): under the message's hash tag
   int64_t timestamp_ms;
+  std::string_view trace_id;  // for log lines about this message
 };
 
 // Messages a handler derives are first written to the source message's outbox in

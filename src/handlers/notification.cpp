@@ -228,7 +228,8 @@ void NotificationHandler::deliver_external(Channel& channel, const std::string& 
   }
   bool sent = lease_->add(
       {idem, keys::rate_limit(user, name), lease}, {std::to_string(wall_ms())},
-      [this, &channel, name, idem, lease, payload = std::move(payload), done](const redisReply* r) mutable {
+      [this, &channel, name, idem, lease, trace = std::string(message.trace_id), payload = std::move(payload),
+       done](const redisReply* r) mutable {
         long long code = 0, wait = 0;
         if (!script_pair(r, code, wait)) return done(script_failure(r));
         if (code == 0) return done(HandlerResult::duplicate());
@@ -248,14 +249,14 @@ void NotificationHandler::deliver_external(Channel& channel, const std::string& 
           redis_.command({"DEL", lease}, [](const redisReply*) {});
           return done(circuit_open(channel.breaker, channel.sink->kind(), name, at));
         }
-        channel.sink->deliver(std::move(payload), [this, &channel, name, idem, lease, done](SinkResult result) {
+        channel.sink->deliver(std::move(payload), [this, &channel, name, idem, lease, trace, done](SinkResult result) {
           const int64_t at = static_cast<int64_t>(uv_now(loop_));
           if (!result.ok) {
             // A 4xx is this message's fault, not the sink's: it does not open the circuit.
             if (result.retryable) channel.breaker.record_failure(at);
             else channel.breaker.record_success(at);
             redis_.command({"DEL", lease}, [](const redisReply*) {});
-            log::warn("notification delivery failed", {{"channel", name}, {"error", result.error},
+            log::warn("notification delivery failed", {{"channel", name}, {"trace_id", trace}, {"error", result.error},
                                                        {"retryable", result.retryable}});
             ProcessingError e{ErrorCode::DownstreamError, result.error, result.retryable};
             return done(HandlerResult::failed(std::move(e)));

@@ -322,6 +322,15 @@ def rabbitmqctl(*args, timeout=120):
     return run(["rabbitmqctl", "-n", RABBIT_NODE, *args], timeout=timeout)
 
 
+def stop_redis(fx):
+    """Stops the private Redis for the rest of this test; teardown starts it again."""
+    def start_again():
+        if not redis_up():
+            dev_services("start-redis")
+    fx.on_teardown(start_again)
+    dev_services("stop-redis")
+
+
 def dev_services(*args, timeout=120):
     return run([DEV_SERVICES, *args], timeout=timeout, env=dict(ENV))
 

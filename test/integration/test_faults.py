@@ -7,7 +7,7 @@ twice) and no message is left in the queue or dead-lettered.
 import time
 
 from harness import (WORK_QUEUES, dev_services, finish_and_count, history_len, mgmt, mgmt_up, now_ms, rabbitmqctl,
-                     redis, redis_up, wait_publisher, wait_until)
+                     redis, redis_up, stop_redis, wait_publisher, wait_until)
 
 N = 3000
 
@@ -30,19 +30,11 @@ def test_kill9_mid_stream(fx):
     finish_and_count(fx, d, "KILL", N)
 
 
-def restart_redis_on_teardown(fx):
-    def start_redis():
-        if not redis_up():
-            dev_services("start-redis")
-    fx.on_teardown(start_redis)
-
-
 def test_redis_outage_mid_stream(fx):
     d = fx.start_daemon({"quotes": {"historyLength": 5000}})
     pub = fx.publish_stream(d, "REDIS", N, rate=500)
     wait_until(lambda: history_len("REDIS") >= 300, 30, what="the stream to be under way")
-    restart_redis_on_teardown(fx)
-    dev_services("stop-redis")
+    stop_redis(fx)
     down_at = time.monotonic()
     assert not redis_up(), "Redis is still up"
     d.wait_log("redis unavailable: consumption paused", timeout=10)
@@ -61,8 +53,7 @@ def test_redis_outage_mid_stream(fx):
 
 def test_sigterm_while_redis_is_down(fx):
     d = fx.start_daemon({"quotes": {"historyLength": 5000}, "shutdown": {"drainTimeoutMs": 2000}})
-    restart_redis_on_teardown(fx)
-    dev_services("stop-redis")
+    stop_redis(fx)
     d.wait_log("redis unavailable: consumption paused", timeout=10)
     rc, out, err = d.eventctl("publish", "quote_update", '{"symbol":"RDOWN","price":1,"change":0}', "--count", "100")
     assert rc == 0, err

@@ -12,7 +12,7 @@ import urllib.request
 
 from harness import (BUILD_DIR, EVENTD, MONITORS_KEY, SOURCE_DIR, WORK_QUEUES, analysis_key, closed_port,
                      dev_services, history_key, idem_key, mgmt, notifications_key, now_ms, quote, quote_key, redis,
-                     redis_up, wait_until)
+                     redis_up, stop_redis, wait_until)
 from webhook_server import WebhookServer
 
 DLQS = [q + ".dlq" for q in WORK_QUEUES]
@@ -176,11 +176,7 @@ def test_health_and_readiness_follow_redis(fx):
     assert status == 200, f"/readyz answered {status} when ready: {body!r}"
     assert http_get(port, "/nope")[0] == 404
 
-    def restart_redis():
-        if not redis_up():
-            dev_services("start-redis")
-    fx.on_teardown(restart_redis)
-    dev_services("stop-redis")
+    stop_redis(fx)
     try:
         status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(http_get(port, "/readyz")), 15,
                                   what="/readyz to answer 503 with Redis down")

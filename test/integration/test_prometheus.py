@@ -11,7 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from harness import SOURCE_DIR, closed_port, dev_services, quote, redis_up, run, wait_until
+from harness import SOURCE_DIR, closed_port, dev_services, quote, redis_up, run, stop_redis, wait_until
 from test_operations import http_daemon, http_get, wait_metric
 
 RULES = os.path.join(SOURCE_DIR, "scripts", "prometheus", "eventd-rules.yml")
@@ -152,11 +152,7 @@ def test_prometheus_fires_and_resolves_the_redis_alert(fx):
     assert not bad, f"rules failing in Prometheus: {bad}"
     assert prom.alert_state("EventdRedisDown") is None, "EventdRedisDown active with Redis up"
 
-    def restart_redis():
-        if not redis_up():
-            dev_services("start-redis")
-    fx.on_teardown(restart_redis)
-    dev_services("stop-redis")
+    stop_redis(fx)
     try:
         seen = set()
 
