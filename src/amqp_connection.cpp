@@ -16,6 +16,7 @@
 
 #include "eventd/amqp_session.hpp"
 #include "eventd/amqp_table.hpp"
+#include "eventd/amqp_tls.hpp"
 #include "eventd/log.hpp"
 
 namespace eventd {
@@ -75,6 +76,7 @@ AmqpConnection::AmqpConnection(uv_loop_t* loop, const Config& config, Topology t
       prefetch_(config.amqp.prefetch),
       heartbeat_sec_(config.amqp.heartbeat_sec),
       connect_timeout_ms_(config.amqp.connect_timeout_ms),
+      tls_config_(config.amqp.tls),
       topology_(std::move(topology)),
       handlers_(std::move(handlers)),
       rotation_(endpoints_.size()) {
@@ -82,6 +84,7 @@ AmqpConnection::AmqpConnection(uv_loop_t* loop, const Config& config, Topology t
   reconnect_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   close_timer_.init(this, [loop](uv_timer_t* t) { return uv_timer_init(loop, t); });
   ack_check_.init(this, [loop](uv_check_t* c) { return uv_check_init(loop, c); });
+  drain_check_.init(this, [loop](uv_check_t* c) { return uv_check_init(loop, c); });
 }
 
 AmqpConnection::~AmqpConnection() {
@@ -102,6 +105,7 @@ void AmqpConnection::connect() {
   job->options.heartbeat_sec = heartbeat_sec_;
   job->options.connect_timeout_ms = connect_timeout_ms_;
   job->options.connection_name = "eventd";
+  job->options.tls = tls_config_;
   job->topology = &topology_;
   job->prefetch = prefetch_;
   job->req.data = job.get();
@@ -181,8 +185,13 @@ void AmqpConnection::adopt(amqp_connection_state_t conn) {
   uint64_t tick = hb > 0 ? std::max<uint64_t>(hb * 1000ull / 2, 500) : 5000;
   uv_timer_start(heartbeat_timer_.get(), on_heartbeat_timer, tick, tick);
   const AmqpEndpoint& node = endpoints_[rotation_.current()];
+  tls_ = node.tls;
+  // Input rabbitmq-c or OpenSSL holds is looked for once per loop pass, whatever
+  // read or wrote last (see pump()).
+  if (tls_) uv_check_start(drain_check_.get(), on_drain_check);
   log::info("amqp connected", {{"node", node.node()}, {"host", node.host}, {"port", node.port},
-                               {"vhost", node.vhost}, {"generation", generation_}});
+                               {"vhost", node.vhost}, {"tls", node.tls},
+                               {"login", node.external ? "EXTERNAL" : "PLAIN"}, {"generation", generation_}});
   if (handlers_.on_connected) handlers_.on_connected();
   if (state_ == AmqpState::Connected && consume_requested_) consume();
   if (state_ == AmqpState::Connected) pump();  // frames may already be buffered
@@ -368,20 +377,47 @@ void AmqpConnection::on_heartbeat_timer(uv_timer_t* handle) {
   self->pump();
 }
 
+// Input the socket will not signal again: frames rabbitmq-c queued during set-up's
+// RPCs, bytes in its read buffer, and over TLS records OpenSSL has decrypted but
+// rabbitmq-c has not read (SSL_pending; the uv_poll sees only the socket).
+bool AmqpConnection::input_buffered() const {
+  if (conn_ == nullptr) return false;
+  if (amqp_frames_enqueued(conn_) || amqp_data_in_buffer(conn_)) return true;
+  return tls_ && tls_pending(amqp_get_socket(conn_)) > 0;
+}
+
 void AmqpConnection::pump() {
+  // A zero-timeout read returns TIMEOUT once the socket has nothing either; what
+  // rabbitmq-c or OpenSSL still holds is drained too, so a delivery never waits for
+  // the next heartbeat tick. Once without progress, the rest waits for the socket.
+  bool retried = false;
   while (conn_ != nullptr) {
     amqp_frame_t frame;
     timeval zero{0, 0};
     int rc = amqp_simple_wait_frame_noblock(conn_, &frame, &zero);
-    if (rc == AMQP_STATUS_TIMEOUT) break;
+    if (rc == AMQP_STATUS_TIMEOUT) {
+      if (retried || !input_buffered()) break;
+      retried = true;
+      continue;
+    }
     if (rc != AMQP_STATUS_OK) {
-      fail(std::string("AMQP read failed: ") + amqp_error_string2(rc));
+      std::string why = amqp_error_string2(rc);
+      if (rc == AMQP_STATUS_SSL_ERROR) {
+        if (const std::string tls = tls_last_error(); !tls.empty()) why += ": " + tls;
+      }
+      fail("AMQP read failed: " + why);
       return;
     }
+    retried = false;
     last_rx_ms_ = uv_now(loop_);
     if (!handle_frame(frame)) return;  // the connection is gone
   }
   if (conn_ != nullptr) amqp_maybe_release_buffers(conn_);
+}
+
+void AmqpConnection::on_drain_check(uv_check_t* handle) {
+  auto* self = owner_of<AmqpConnection>(handle);
+  if (self != nullptr && self->state_ != AmqpState::Closed && self->input_buffered()) self->pump();
 }
 
 bool AmqpConnection::handle_frame(const amqp_frame_t& frame) {
@@ -581,6 +617,8 @@ void AmqpConnection::teardown() {
   window_.clear();
   acks_waiting_ = 0;
   if (ack_check_.initialised()) uv_check_stop(ack_check_.get());
+  if (drain_check_.initialised()) uv_check_stop(drain_check_.get());
+  tls_ = false;
   // Fail what the broker never confirmed; callers republish or leave the source
   // unacked (the broker requeues it).
   std::deque<PendingConfirm> pending = std::move(pending_);
@@ -664,6 +702,7 @@ void AmqpConnection::on_close_timer(uv_timer_t* handle) {
 
 void AmqpConnection::finish_stop() {
   ack_check_.close();
+  drain_check_.close();
   heartbeat_timer_.close();
   reconnect_timer_.close();
   close_timer_.close();

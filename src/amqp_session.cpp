@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "eventd/amqp_table.hpp"
+#include "eventd/amqp_tls.hpp"
 
 namespace eventd {
 namespace {
@@ -42,10 +43,17 @@ std::string describe_reply(const amqp_rpc_reply_t& reply) {
 }
 
 AmqpSession::AmqpSession(const AmqpEndpoint& ep, const SessionOptions& options) {
-  const std::string where = ep.host + ":" + std::to_string(ep.port);
+  const std::string where = ep.node();
   conn_ = amqp_new_connection();
   if (conn_ == nullptr) throw AmqpError("out of memory creating AMQP connection");
-  amqp_socket_t* socket = amqp_tcp_socket_new(conn_);
+  amqp_socket_t* socket = nullptr;
+  try {
+    socket = ep.tls ? new_tls_socket(conn_, options.tls, ep.host) : amqp_tcp_socket_new(conn_);
+  } catch (const AmqpError& e) {
+    amqp_destroy_connection(conn_);
+    conn_ = nullptr;
+    throw AmqpError("cannot connect to RabbitMQ at " + where + " over TLS: " + e.what());
+  }
   if (socket == nullptr) {
     amqp_destroy_connection(conn_);
     conn_ = nullptr;
@@ -54,9 +62,10 @@ AmqpSession::AmqpSession(const AmqpEndpoint& ep, const SessionOptions& options) 
   timeval connect_tv = to_timeval(options.connect_timeout_ms);
   int rc = amqp_socket_open_noblock(socket, ep.host.c_str(), ep.port, &connect_tv);
   if (rc != AMQP_STATUS_OK) {
+    const std::string why = ep.tls ? tls_open_error(socket, rc) : amqp_error_string2(rc);
     amqp_destroy_connection(conn_);
     conn_ = nullptr;
-    throw AmqpError("cannot connect to RabbitMQ at " + where + ": " + amqp_error_string2(rc));
+    throw AmqpError("cannot connect to RabbitMQ at " + where + (ep.tls ? " over TLS: " : ": ") + why);
   }
   amqp_set_handshake_timeout(conn_, &connect_tv);
   timeval rpc_tv = to_timeval(options.rpc_timeout_ms);
@@ -73,15 +82,28 @@ AmqpSession::AmqpSession(const AmqpEndpoint& ep, const SessionOptions& options) 
       .add("product", "eventd")
       .add_table("capabilities", std::move(capabilities));
   amqp_table_t client_table = client.table();
-  amqp_rpc_reply_t r = amqp_login_with_properties(conn_, ep.vhost.c_str(), 0, 131072, options.heartbeat_sec,
-                                                  &client_table, AMQP_SASL_METHOD_PLAIN, ep.user.c_str(),
-                                                  ep.password.c_str());
+  // EXTERNAL: the broker takes the user from the client certificate; rabbitmq-c sends
+  // the URI's user as the identity, which RabbitMQ ignores (and an empty one fails).
+  amqp_rpc_reply_t r =
+      ep.external ? amqp_login_with_properties(conn_, ep.vhost.c_str(), 0, 131072, options.heartbeat_sec,
+                                               &client_table, AMQP_SASL_METHOD_EXTERNAL, ep.user.c_str())
+                  : amqp_login_with_properties(conn_, ep.vhost.c_str(), 0, 131072, options.heartbeat_sec,
+                                               &client_table, AMQP_SASL_METHOD_PLAIN, ep.user.c_str(),
+                                               ep.password.c_str());
   if (r.reply_type != AMQP_RESPONSE_NORMAL) {
     std::string why = describe_reply(r);
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+      if (r.library_error == AMQP_STATUS_SSL_ERROR) {
+        // e.g. the broker refused the client certificate (TLS 1.3 says so after the handshake)
+        if (const std::string tls = tls_last_error(); !tls.empty()) why += ": " + tls;
+      } else if (r.library_error == AMQP_STATUS_BROKER_UNSUPPORTED_SASL_METHOD && ep.external) {
+        why += " (EXTERNAL needs the rabbitmq_auth_mechanism_ssl plugin and EXTERNAL in auth_mechanisms)";
+      }
+    }
     amqp_destroy_connection(conn_);
     conn_ = nullptr;
-    throw AmqpError("cannot log in to RabbitMQ at " + where + " as '" + ep.user + "' on vhost '" + ep.vhost +
-                    "': " + why);
+    const std::string as = ep.external ? " with the client certificate (SASL EXTERNAL)" : " as '" + ep.user + "'";
+    throw AmqpError("cannot log in to RabbitMQ at " + where + as + " on vhost '" + ep.vhost + "': " + why);
   }
   try {
     open_channel(kConsumeChannel);

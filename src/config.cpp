@@ -12,10 +12,13 @@
 #include <memory>
 #include <set>
 
+#include <sys/stat.h>
+
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <rapidjson/pointer.h>
 
+#include "eventd/credentials.hpp"
 #include "eventd/json_parse.hpp"
 #include "eventd/schema_registry.hpp"
 
@@ -301,20 +304,22 @@ AmqpEndpoint parse_amqp_url(const std::string& url) {
   const auto scheme_end = url.find("://");
   if (scheme_end != std::string::npos) {
     const std::string scheme = lower(std::string_view(url).substr(0, scheme_end));
-    if (scheme == "amqps") throw ConfigError("amqps:// (TLS) is not supported yet; use amqp://");
-    if (scheme != "amqp")
-      throw ConfigError("unsupported scheme " + quoted(scheme) + " in the AMQP URL; expected amqp://");
+    if (scheme != "amqp" && scheme != "amqps")
+      throw ConfigError("unsupported scheme " + quoted(scheme) + " in the AMQP URL; expected amqp:// or amqps://");
   }
   const UrlParts parts = split_url(url, kind, "amqp");
 
   AmqpEndpoint ep;
+  ep.tls = parts.scheme == "amqps";
   ep.host = parts.host;
-  if (parts.port) ep.port = *parts.port;
+  ep.port = parts.port.value_or(ep.tls ? 5671 : 5672);
   if (parts.has_userinfo) {
     const auto colon = parts.userinfo.find(':');
     ep.user = percent_decode(parts.userinfo.substr(0, colon), "AMQP URL user");
-    if (colon != std::string_view::npos)
+    if (colon != std::string_view::npos) {
       ep.password = percent_decode(parts.userinfo.substr(colon + 1), "AMQP URL password");
+      ep.has_password = true;
+    }
   }
   if (parts.path.size() > 1) {
     const std::string_view raw = parts.path.substr(1);
@@ -487,6 +492,78 @@ std::string RedisNodeAddress::text() const {
   return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
+namespace {
+
+// ---------------------------------------------------------------- amqp.tls and credentials
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+void check_readable(const std::string& path, const std::string& source, const std::string& pointer) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!file) fail(source, pointer, "cannot read " + quoted(path) + ": " + std::strerror(errno));
+}
+
+void parse_amqp_tls(const Value& doc, Config& cfg) {
+  AmqpTlsConfig& tls = cfg.amqp.tls;
+  tls.ca_file = string_at(doc, "/amqp/tls/caFile", "");
+  tls.cert_file = string_at(doc, "/amqp/tls/certFile", "");
+  tls.key_file = string_at(doc, "/amqp/tls/keyFile", "");
+  if (const Value* v = find(doc, "/amqp/tls/verifyPeer")) tls.verify_peer = v->GetBool();
+  if (tls.cert_file.empty() && !tls.key_file.empty())
+    fail(cfg.source, "/amqp/tls/keyFile", "needs /amqp/tls/certFile, the client certificate it belongs to");
+  if (!tls.cert_file.empty() && tls.key_file.empty())
+    fail(cfg.source, "/amqp/tls/certFile", "needs /amqp/tls/keyFile, the certificate's private key");
+  for (auto [value, pointer] : {std::pair<const std::string*, const char*>{&tls.ca_file, "/amqp/tls/caFile"},
+                                {&tls.cert_file, "/amqp/tls/certFile"},
+                                {&tls.key_file, "/amqp/tls/keyFile"}}) {
+    if (!value->empty()) check_readable(*value, cfg.source, pointer);
+  }
+}
+
+// The passwords of credentials.hpp replace the URLs' (every node's); then an amqps
+// node with a client certificate and no password logs in with SASL EXTERNAL.
+void apply_credentials(const Value& doc, Config& cfg, const char* credentials_directory) {
+  CredentialsConfig& cr = cfg.credentials;
+  cr.amqp_password_file = string_at(doc, "/credentials/amqpPasswordFile", "");
+  cr.redis_password_file = string_at(doc, "/credentials/redisPasswordFile", "");
+  if (const auto src = choose_secret_file(credentials_directory, kAmqpPasswordCredential, cr.amqp_password_file,
+                                          cfg.source + ": /credentials/amqpPasswordFile", &file_exists)) {
+    const std::string password = read_secret(*src);
+    for (auto& ep : cfg.amqp.endpoints) {
+      ep.password = password;
+      ep.has_password = true;
+    }
+    cr.amqp_password_from = src->where;
+  } else {
+    const bool any = std::any_of(cfg.amqp.endpoints.begin(), cfg.amqp.endpoints.end(),
+                                 [](const AmqpEndpoint& ep) { return ep.has_password; });
+    cr.amqp_password_from = any ? "url" : "none";
+  }
+  if (const auto src = choose_secret_file(credentials_directory, kRedisPasswordCredential, cr.redis_password_file,
+                                          cfg.source + ": /credentials/redisPasswordFile", &file_exists)) {
+    cfg.redis.endpoint.password = read_secret(*src);
+    cr.redis_password_from = src->where;
+  } else {
+    cr.redis_password_from = cfg.redis.endpoint.password.empty() ? "none" : "url";
+  }
+  for (auto& ep : cfg.amqp.endpoints) ep.external = ep.tls && !cfg.amqp.tls.cert_file.empty() && !ep.has_password;
+
+  // Which of the file's own values hold a password (the environment's do not count).
+  const auto holds = [&](const char* pointer, UrlKind kind) {
+    const Value* v = find(doc, pointer);
+    if (v != nullptr && url_holds_password({v->GetString(), v->GetStringLength()}, kind))
+      cfg.passwords_in_file.emplace_back(pointer);
+  };
+  holds("/amqp/url", UrlKind::Amqp);
+  holds("/amqp/managementUrl", UrlKind::Amqp);
+  holds("/redis/url", UrlKind::Redis);
+}
+
+}  // namespace
+
 Config parse_config(std::string_view text, const std::string& source, const char* (*getenv_fn)(const char*)) {
   rapidjson::Document doc;
   if (auto error = parse_json<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag |
@@ -494,7 +571,8 @@ Config parse_config(std::string_view text, const std::string& source, const char
     throw ConfigError(parse_error_message(text, *error, source));
   }
   check_duplicate_keys(doc, "", source);
-  if (auto error = registry().validate("config", doc)) throw ConfigError(source + ": " + *error);
+  // A schema error may quote the value: never a URL's password.
+  if (auto error = registry().validate("config", doc)) throw ConfigError(source + ": " + scrub_userinfo(*error));
 
   Config cfg;
   cfg.source = source;
@@ -598,6 +676,8 @@ Config parse_config(std::string_view text, const std::string& source, const char
   };
   cfg.amqp.endpoints = endpoint("EVENTD_AMQP_URL", "/amqp/url", cfg.amqp.url, parse_amqp_urls);
   cfg.redis.endpoint = endpoint("EVENTD_REDIS_URL", "/redis/url", cfg.redis.url, parse_redis_url);
+  parse_amqp_tls(doc, cfg);
+  apply_credentials(doc, cfg, env("CREDENTIALS_DIRECTORY"));
   // Several instances on one host: each its own port (a unit's Environment=).
   if (const char* value = env("EVENTD_HTTP_LISTEN")) {
     auto [host, port] = parse_listen(value, "EVENTD_HTTP_LISTEN");
@@ -608,7 +688,8 @@ Config parse_config(std::string_view text, const std::string& source, const char
   if (const char* value = env("EVENTD_MANAGEMENT_URL")) {
     std::string_view v(value);
     if (!v.starts_with("http://") && !v.starts_with("https://")) {
-      throw ConfigError("EVENTD_MANAGEMENT_URL: expected an http:// or https:// URL, got \"" + std::string(v) + "\"");
+      // Not quoted: the value may hold a password.
+      throw ConfigError("EVENTD_MANAGEMENT_URL: expected an http:// or https:// URL");
     }
     cfg.amqp.management_url = value;
   }
@@ -628,7 +709,13 @@ Config load_config(const std::string& path) {
   std::size_t n;
   while ((n = std::fread(buffer, 1, sizeof buffer, file.get())) > 0) text.append(buffer, n);
   if (std::ferror(file.get())) throw ConfigError(path + ": cannot read: " + std::strerror(errno));
-  return parse_config(text, path, [](const char* name) -> const char* { return std::getenv(name); });
+  Config cfg = parse_config(text, path, [](const char* name) -> const char* { return std::getenv(name); });
+  struct stat st {};
+  if (::fstat(fileno(file.get()), &st) == 0 && S_ISREG(st.st_mode)) {
+    if (auto warning = world_readable_warning(path, st.st_mode, cfg.passwords_in_file))
+      cfg.warnings.push_back(std::move(*warning));
+  }
+  return cfg;
 }
 
 }  // namespace eventd

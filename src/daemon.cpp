@@ -80,7 +80,10 @@ class Daemon {
                                   {"vhost", config_.amqp.endpoint().vhost},
                                   {"redis_host", config_.redis.endpoint.nodes.front().host},
                                   {"redis_port", config_.redis.endpoint.nodes.front().port},
-                                  {"redis_nodes", static_cast<uint64_t>(config_.redis.endpoint.nodes.size())}});
+                                  {"redis_nodes", static_cast<uint64_t>(config_.redis.endpoint.nodes.size())},
+                                  // where the passwords came from, never what they are
+                                  {"amqp_password", config_.credentials.amqp_password_from},
+                                  {"redis_password", config_.credentials.redis_password_from}});
     redis_.start();
     amqp_.start();
     return true;

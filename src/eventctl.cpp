@@ -30,6 +30,7 @@
 
 #include "eventd/amqp_session.hpp"
 #include "eventd/amqp_table.hpp"
+#include "eventd/credentials.hpp"
 #include "eventd/dispatcher.hpp"
 #include "eventd/eventctl_usage.hpp"
 #include "eventd/json_case.hpp"
@@ -130,12 +131,19 @@ int64_t now_ms() {
       .count();
 }
 
-Config load_cli_config(const std::string& path) {
+Config load_cli_config_quietly(const std::string& path) {
   if (!path.empty()) return load_config(path);
   if (const char* env = std::getenv("EVENTD_CONFIG"); env != nullptr && *env != '\0') return load_config(env);
   std::ifstream probe("/etc/eventd/eventd.jsonc");
   if (probe) return load_config("/etc/eventd/eventd.jsonc");
   return parse_config("{}", "built-in defaults", [](const char* name) -> const char* { return std::getenv(name); });
+}
+
+// The config, its warnings (a world-readable file with a password) on stderr.
+Config load_cli_config(const std::string& path) {
+  Config config = load_cli_config_quietly(path);
+  for (const auto& warning : config.warnings) std::fprintf(stderr, "eventctl: warning: %s\n", warning.c_str());
+  return config;
 }
 
 // A session on the first broker node that answers, in config order (any node of a
@@ -145,6 +153,7 @@ std::unique_ptr<AmqpSession> open_session(const Config& config) {
   options.heartbeat_sec = 0;
   options.connect_timeout_ms = config.amqp.connect_timeout_ms;
   options.connection_name = "eventctl";
+  options.tls = config.amqp.tls;
   const auto& nodes = config.amqp.endpoints;
   if (nodes.size() == 1) return std::make_unique<AmqpSession>(nodes.front(), options);
   std::string reasons;
@@ -324,6 +333,9 @@ std::optional<std::string> management_get(const Config& config, const std::strin
   curl_easy_setopt(curl.get(), CURLOPT_USERPWD, user.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(config.amqp.connect_timeout_ms));
   curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+  // An https management API behind the same private CA as the amqps listeners.
+  if (url.starts_with("https://") && !config.amqp.tls.ca_file.empty())
+    curl_easy_setopt(curl.get(), CURLOPT_CAINFO, config.amqp.tls.ca_file.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &body);
   curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, +[](char* p, size_t size, size_t n, void* out) {
     static_cast<std::string*>(out)->append(p, size * n);
@@ -366,7 +378,8 @@ int verify_topology(const Config& config, const Topology& topology) {
     std::string error;
     auto body = management_get(config, path, status, error);
     if (!body) {
-      throw AmqpError("cannot reach the RabbitMQ management API at " + config.amqp.management_url + ": " + error +
+      throw AmqpError("cannot reach the RabbitMQ management API at " + without_userinfo(config.amqp.management_url) +
+                      ": " + error +
                       " (set amqp.managementUrl or EVENTD_MANAGEMENT_URL)");
     }
     if (status == 401) throw AmqpError("the management API refused user '" + config.amqp.endpoint().user + "' (401)");

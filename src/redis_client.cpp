@@ -296,6 +296,11 @@ void RedisClient::on_request_reply(const std::shared_ptr<Request>& req, redis::C
     }
     if (error.starts_with("TRYAGAIN") && req->follow_redirects && req->tryagains < kMaxTryAgain) {
       // A multi-key request during a slot migration: the keys are split for a moment.
+      // After an ASK this is the importing node, which has some of the keys but not
+      // all (a new idempotency key, say) until the slot is its own: the ASK that led
+      // here is part of that wait, which kMaxTryAgain bounds, not a bounce of the
+      // redirect budget (16 rounds of ASK then TRYAGAIN would end it in under a second).
+      if (req->asking && req->redirects > 0) --req->redirects;
       ++req->tryagains;
       req->asking = false;
       tryagain_.push_back(req);

@@ -1,10 +1,15 @@
 // The daemon's AMQP connection, driven from the libuv loop.
 //
-// Setting up (TCP connect, login, channels, topology, qos, confirm.select) is a
-// series of blocking RPCs, so it runs on libuv's threadpool (uv_queue_work). Once up,
-// the connection belongs to the loop thread: a uv_poll on its socket reads frames
-// without blocking (rabbitmq-c with a zero timeout) and assembles deliveries, confirms
-// and returns; a timer keeps heartbeats flowing and notices a silent peer. No RPC is
+// Setting up (TCP connect, TLS handshake for amqps, login, channels, topology, qos,
+// confirm.select) is a series of blocking RPCs, so it runs on libuv's threadpool
+// (uv_queue_work). Once up, the connection belongs to the loop thread: a uv_poll on
+// its socket reads frames without blocking (rabbitmq-c with a zero timeout) and
+// assembles deliveries, confirms and returns; a timer keeps heartbeats flowing and
+// notices a silent peer. The uv_poll fires only on socket readability, so input
+// already off the socket is drained too: frames rabbitmq-c queued during set-up,
+// bytes in its buffer, and records OpenSSL decrypted (SSL_pending): after every read,
+// right after set-up, and over TLS once per loop pass (a uv_check), so a delivery
+// never sits in a buffer until the next heartbeat. No RPC is
 // made on the loop: basic.consume/cancel are sent as plain methods and their replies
 // read by the frame pump. Writes (ack, publish) go straight to the socket and block
 // the loop while its send buffer is full: a broker under a resource alarm announces
@@ -131,7 +136,9 @@ class AmqpConnection {
   static void on_reconnect_timer(uv_timer_t* handle);
   static void on_close_timer(uv_timer_t* handle);
   static void on_ack_check(uv_check_t* handle);
+  static void on_drain_check(uv_check_t* handle);
   void flush_acks();
+  bool input_buffered() const;
 
   void connect();
   void adopt(amqp_connection_state_t conn);
@@ -156,6 +163,7 @@ class AmqpConnection {
   uint16_t heartbeat_sec_;             // asked for; the broker may lower it
   uint16_t negotiated_heartbeat_sec_ = 0;  // of the current connection; 0: none
   uint32_t connect_timeout_ms_;
+  AmqpTlsConfig tls_config_;
   Topology topology_;
   Handlers handlers_;
 
@@ -165,6 +173,7 @@ class AmqpConnection {
   uint64_t reconnects_ = 0;
   uint64_t acks_sent_ = 0;
   bool stopping_ = false;
+  bool tls_ = false;  // the open connection is amqps
   bool blocked_ = false;
   bool consume_requested_ = false;  // what the owner wants, across reconnects
   bool consumers_sent_ = false;     // basic.consume sent on this connection
@@ -181,6 +190,7 @@ class AmqpConnection {
   uint64_t window_first_ = 1;
   std::size_t acks_waiting_ = 0;
   UvHandle<uv_check_t> ack_check_;
+  UvHandle<uv_check_t> drain_check_;  // over TLS: input_buffered() once per loop pass
   Inbound inbound_;
   NodeRotation rotation_;  // which node, how long to wait
   std::function<void()> stop_done_;

@@ -29,6 +29,7 @@ struct SessionOptions {
   uint32_t connect_timeout_ms = 5000;
   uint32_t rpc_timeout_ms = 10000;
   std::string connection_name = "eventd";
+  AmqpTlsConfig tls;  // for amqps:// endpoints
 };
 
 class AmqpSession {
@@ -36,7 +37,9 @@ class AmqpSession {
   static constexpr amqp_channel_t kConsumeChannel = 1;
   static constexpr amqp_channel_t kPublishChannel = 2;
 
-  // Connects, logs in and opens both channels. Throws AmqpError with one line.
+  // Connects (over TLS for an amqps:// endpoint), logs in (SASL EXTERNAL when the
+  // endpoint says so, else PLAIN) and opens both channels. Throws AmqpError with one
+  // line, which names the node and never a password.
   AmqpSession(const AmqpEndpoint& endpoint, const SessionOptions& options);
   ~AmqpSession();
   AmqpSession(const AmqpSession&) = delete;

@@ -21,12 +21,20 @@ class ConfigError : public std::runtime_error {
 
 enum class QueueType { Quorum, Classic };
 
-// amqp://user:password@host:port/vhost (vhost percent-decoded; "%2f" is "/").
+// amqp://user:password@host:port/vhost (vhost percent-decoded; "%2f" is "/"), or
+// amqps://... for TLS (port 5671 by default).
 struct AmqpEndpoint {
+  bool tls = false;  // amqps://
   std::string host = "127.0.0.1";
   int port = 5672;
   std::string user = "guest";
   std::string password = "guest";
+  // The URI had "user:password@", or a credential replaced the password. Without one,
+  // an amqps node with a client certificate logs in with SASL EXTERNAL.
+  bool has_password = false;
+  // SASL EXTERNAL: RabbitMQ takes the user from the client certificate (set by
+  // parse_config from the above and amqp.tls; `user` is sent as the identity).
+  bool external = false;
   std::string vhost = "/";
 
   // "host:port" ("[::1]:5672"): how logs, metrics and errors name the node. Never
@@ -64,9 +72,19 @@ struct RedisEndpoint {
   std::string user;  // empty: AUTH <password> as the default user
 };
 
+// TLS for amqps:// nodes (rabbitmq-c's OpenSSL socket); unused by amqp:// ones.
+struct AmqpTlsConfig {
+  std::string ca_file;    // PEM CA certificates to verify the broker with; empty: the system's
+  std::string cert_file;  // client certificate (PEM, may hold the chain), with key_file
+  std::string key_file;   // its private key (PEM, unencrypted)
+  // The broker's certificate chain and host name (or IP address) are checked; false
+  // only for tests against throw-away certificates.
+  bool verify_peer = true;
+};
+
 struct AmqpConfig {
-  // One amqp:// URI, or several separated by commas: the nodes of one cluster, in
-  // the order given; all on the same vhost.
+  // One amqp:// or amqps:// URI, or several separated by commas: the nodes of one
+  // cluster, in the order given; all on the same vhost.
   std::string url = "amqp://guest:guest@127.0.0.1:5672/%2f";
   std::vector<AmqpEndpoint> endpoints{AmqpEndpoint{}};  // never empty
   // The first node: the one eventctl tries first and the management API's default host.
@@ -75,6 +93,7 @@ struct AmqpConfig {
   uint16_t heartbeat_sec = 30;
   uint32_t connect_timeout_ms = 5000;
   std::string management_url;  // empty in the file: http://<host>:15672
+  AmqpTlsConfig tls;
 };
 
 struct RedisConfig {
@@ -159,6 +178,18 @@ struct NotifyConfig {
   }
 };
 
+// Passwords kept out of the URLs: files named here, or systemd credentials
+// ($CREDENTIALS_DIRECTORY/amqp-password, redis-password), which win over these. A
+// password from either replaces the URL's for every node (see credentials.hpp).
+struct CredentialsConfig {
+  std::string amqp_password_file;   // /credentials/amqpPasswordFile
+  std::string redis_password_file;  // /credentials/redisPasswordFile
+  // Where each password came from, for the start-up log (never the password):
+  // "url", "none", "$CREDENTIALS_DIRECTORY/amqp-password" or the file's path.
+  std::string amqp_password_from = "url";
+  std::string redis_password_from = "none";
+};
+
 // Bounds on what producers and operators send (DESIGN.md, "Security").
 struct LimitsConfig {
   // A message body larger than this is dead-lettered (VALIDATION_ERROR) without being
@@ -179,15 +210,23 @@ struct Config {
   uint32_t quote_history_length = 1000;
   uint32_t shutdown_drain_ms = 10000;
   std::string source;                      // file the config came from, for messages
+  CredentialsConfig credentials;
+  // JSON pointers of the file's values that hold a password (e.g. "/amqp/url"), and
+  // what load_config found worth a warning line (a world-readable file with them).
+  std::vector<std::string> passwords_in_file;
+  std::vector<std::string> warnings;
 };
 
 // Reads FILE (JSON with comments), validates it against schemas/config.schema.json,
 // fills defaults, then applies EVENTD_AMQP_URL / EVENTD_REDIS_URL from the
-// environment. Throws ConfigError with a one-line message.
+// environment and the passwords of credentials.hpp. Warns (Config::warnings) when
+// the file is readable by every user and holds a password. Throws ConfigError with a
+// one-line message, which never holds a password.
 Config load_config(const std::string& path);
 
 // The same from text; `source` names it in messages. `env` is consulted for the URL
-// overrides (nullptr: no overrides), so tests need not touch the process environment.
+// overrides and $CREDENTIALS_DIRECTORY (nullptr: none), so tests need not touch the
+// process environment.
 Config parse_config(std::string_view text, const std::string& source,
                     const char* (*getenv_fn)(const char*) = nullptr);
 

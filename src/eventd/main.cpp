@@ -6,6 +6,7 @@
 
 #include "eventd/config.hpp"
 #include "eventd/daemon.hpp"
+#include "eventd/log.hpp"
 
 namespace {
 
@@ -58,8 +59,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (check_only) {
+    for (const auto& warning : config.warnings) std::fprintf(stderr, "eventd: warning: %s\n", warning.c_str());
     std::printf("%s: ok\n", config_path.c_str());
     return 0;
   }
+  eventd::log::set_level(config.log_level);
+  for (const auto& warning : config.warnings) eventd::log::warn("config warning", {{"warning", warning}});
   return eventd::run_daemon(config);
 }

@@ -13,6 +13,15 @@ distribution). The nodes share the Erlang cookie of the rabbitmq user's home; no
 
 Meant to be swapped for `scripts/dev-services start-cluster` once that exists: the
 tests only use start_cluster(), Cluster and Node.
+
+start_node() starts one node the same way with a rabbitmq.conf and plugins of the
+caller's (the TLS tests: TLS listeners only, no management plugin):
+
+    node = start_node("eventd-it-tls", conf=lambda n: "listeners.tcp = none\n...",
+                      plugins=["rabbitmq_auth_mechanism_ssl"], amqp_ports=range(41000, 41050),
+                      dist_ports=range(41050, 41100))
+    node.ctl("add_user", "u", "p")   # rabbitmqctl -n <its node name> ...
+    node.stop()
 """
 import atexit
 import base64
@@ -75,19 +84,35 @@ def _mgmt_up(node):
         return False
 
 
+def _default_conf(node):
+    return (f"listeners.tcp.default = 127.0.0.1:{node.amqp_port}\n"
+            f"management.tcp.port = {node.mgmt_port}\n"
+            "management.tcp.ip = 127.0.0.1\n"
+            "loopback_users.guest = true\n"
+            "collect_statistics_interval = 1000\n")
+
+
 class Cluster:
-    def __init__(self, n, prefix):
+    """n nodes; `conf(node)` gives a node's rabbitmq.conf and `plugins` its enabled
+    plugins (without rabbitmq_management, there are no management ports)."""
+
+    def __init__(self, n, prefix, conf=_default_conf, plugins=("rabbitmq_management",), amqp_ports=AMQP_PORTS,
+                 dist_ports=DIST_PORTS):
         self.dir = tempfile.mkdtemp(prefix="eventd-cluster-")
         os.chmod(self.dir, 0o755)
-        amqp = _free_ports(AMQP_PORTS, n)
-        mgmt = _free_ports(MGMT_PORTS, n)
-        dist = _free_ports(DIST_PORTS, n)
+        self.conf = conf
+        self.plugins = list(plugins)
+        self.management = "rabbitmq_management" in self.plugins
+        amqp = _free_ports(amqp_ports, n)
+        mgmt = _free_ports(MGMT_PORTS, n) if self.management else [None] * n
+        dist = _free_ports(dist_ports, n, taken=amqp)
         self.nodes = []
         for i in range(n):
             name = f"{prefix}-{i + 1}@localhost"
             d = os.path.join(self.dir, f"node{i + 1}")
             self.nodes.append(Node(name, amqp[i], mgmt[i], dist[i], d,
-                                   f"amqp://guest:guest@127.0.0.1:{amqp[i]}/%2f", f"http://127.0.0.1:{mgmt[i]}"))
+                                   f"amqp://guest:guest@127.0.0.1:{amqp[i]}/%2f",
+                                   f"http://127.0.0.1:{mgmt[i]}" if self.management else None))
         self.procs = {}
         self.stopped = False
 
@@ -97,13 +122,9 @@ class Cluster:
         for sub in ("mnesia", "log"):
             os.makedirs(os.path.join(node.dir, sub), exist_ok=True)
         with open(os.path.join(node.dir, "rabbitmq.conf"), "w") as f:
-            f.write(f"listeners.tcp.default = 127.0.0.1:{node.amqp_port}\n"
-                    f"management.tcp.port = {node.mgmt_port}\n"
-                    "management.tcp.ip = 127.0.0.1\n"
-                    "loopback_users.guest = true\n"
-                    "collect_statistics_interval = 1000\n")
+            f.write(self.conf(node))
         with open(os.path.join(node.dir, "enabled_plugins"), "w") as f:
-            f.write("[rabbitmq_management].\n")
+            f.write(f"[{','.join(self.plugins)}].\n")
         for root, dirs, files in os.walk(self.dir):
             for entry in [root] + [os.path.join(root, x) for x in dirs + files]:
                 shutil.chown(entry, "rabbitmq", "rabbitmq")
@@ -147,7 +168,7 @@ class Cluster:
             _ctl(node.name, "start_app")
         for node in self.nodes:
             self._await(node, deadline)
-            while not _mgmt_up(node):
+            while self.management and not _mgmt_up(node):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"the management API of {node.name} did not answer")
                 time.sleep(0.5)
@@ -185,6 +206,10 @@ class Cluster:
     def node(self, amqp_port):
         return next(n for n in self.nodes if n.amqp_port == amqp_port)
 
+    def ctl(self, node, *args, timeout=120, check=True):
+        """rabbitmqctl on that node; the CompletedProcess."""
+        return _ctl(node.name, *args, timeout=timeout, check=check)
+
     def stop_app(self, node):
         _ctl(node.name, "stop_app")
 
@@ -215,12 +240,39 @@ def _stop_all():
 atexit.register(_stop_all)
 
 
-def start_cluster(n=3, prefix=None):
-    """n joined nodes, up; stop() them when done (also at interpreter exit)."""
-    cluster = Cluster(n, prefix or f"eventd-it-cluster-{os.getpid()}")
+def _start(cluster):
     _started.append(cluster)
     try:
         return cluster.start()
     except BaseException:
         cluster.stop()
         raise
+
+
+def start_cluster(n=3, prefix=None):
+    """n joined nodes, up; stop() them when done (also at interpreter exit)."""
+    return _start(Cluster(n, prefix or f"eventd-it-cluster-{os.getpid()}"))
+
+
+class PrivateNode:
+    """One node of its own (a Cluster of one): its Node fields, ctl() and stop()."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.node = cluster.nodes[0]
+        self.name = self.node.name
+        self.port = self.node.amqp_port
+        self.dir = self.node.dir
+
+    def ctl(self, *args, **kw):
+        return self.cluster.ctl(self.node, *args, **kw)
+
+    def stop(self):
+        self.cluster.stop()
+
+
+def start_node(prefix, conf, plugins=(), amqp_ports=AMQP_PORTS, dist_ports=DIST_PORTS):
+    """One node, up, with the rabbitmq.conf `conf(node)` and `plugins`; stop() it when
+    done (also at interpreter exit). node.amqp_port is the port conf should listen on."""
+    return PrivateNode(_start(Cluster(1, f"{prefix}-{os.getpid()}", conf=conf, plugins=plugins,
+                                      amqp_ports=amqp_ports, dist_ports=dist_ports)))

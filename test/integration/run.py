@@ -4,6 +4,12 @@ this folder (modules sorted by name, functions in file order), one at a time, ea
 with a fresh harness.Fixture and bounded by an alarm (the function's `timeout`
 attribute, default 120 s).
 
+A module may define setup_module() and teardown_module(): they run once, before its
+first selected test and after its last (bounded by their `timeout` attributes,
+default 300 s), for what its tests share, such as a private server. When
+setup_module() fails, each of the module's tests fails with its reason; teardown_module()
+runs all the same (it cleans up what setup got to).
+
     run.py [-k WORD]     only tests whose module::function name contains WORD
 
 Prints PASS/FAIL per test and, as the last line, "N passed, N failed". Exit code 0
@@ -24,6 +30,7 @@ sys.path.insert(0, HERE)
 import harness  # noqa: E402
 
 DEFAULT_TIMEOUT = 120
+MODULE_HOOK_TIMEOUT = 300
 
 
 def discover():
@@ -92,6 +99,27 @@ def run_one(name, fn):
     return False
 
 
+def module_hook(module, name):
+    """Runs module.<name>() if it exists; None, or why it failed."""
+    hook = getattr(module, name, None)
+    if hook is None:
+        return None
+    started = time.monotonic()
+    signal.alarm(getattr(hook, "timeout", MODULE_HOOK_TIMEOUT))
+    try:
+        hook()
+        return None
+    except BaseException as e:  # noqa: B902 - a failed hook fails the module's tests
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        reason = "timed out" if isinstance(e, harness.TestTimeout) else (str(e).replace("\n", " | ")
+                                                                         or type(e).__name__)
+        return f"{module.__name__}.{name}: {reason} [{type(e).__name__} at {where(e)}]"
+    finally:
+        signal.alarm(0)
+        print(f"     {module.__name__}.{name} took {time.monotonic() - started:.1f}s", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description="eventd integration tests")
     parser.add_argument("-k", dest="word", default="", help="only tests whose name contains WORD")
@@ -105,11 +133,22 @@ def main():
         print(f"FAIL discovery: {type(e).__name__}: {e}", flush=True)
         print("0 passed, 1 failed", flush=True)
         return 1
+    module, setup_error = None, None
     for name, fn in tests:
-        if run_one(name, fn):
+        if sys.modules[fn.__module__] is not module:
+            if module is not None and (error := module_hook(module, "teardown_module")):
+                print(f"    warning: {error}", flush=True)
+            module = sys.modules[fn.__module__]
+            setup_error = module_hook(module, "setup_module")
+        if setup_error is not None:
+            print(f"FAIL {name}: {setup_error} (0.0s)", flush=True)
+            failed += 1
+        elif run_one(name, fn):
             passed += 1
         else:
             failed += 1
+    if module is not None and (error := module_hook(module, "teardown_module")):
+        print(f"    warning: {error}", flush=True)
     print(f"integration tests took {time.monotonic() - started:.1f}s", flush=True)
     print(f"{passed} passed, {failed} failed", flush=True)
     return 0 if failed == 0 else 1

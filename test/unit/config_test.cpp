@@ -315,8 +315,8 @@ TEST_CASE("config: unknown keys are rejected with their pointer") {
   CHECK(error_of(R"({"amqp": {"heartbeat_sec": 10}})") ==
         R"(test.jsonc: /amqp/heartbeat_sec: unknown key; did you mean "heartbeatSec"?)");
   CHECK(error_of(R"({"metrics": {}})") ==
-        "test.jsonc: /metrics: unknown key; expected one of amqp, redis, topology, retry, idempotency, quotes, http, "
-        "log, notify, shutdown, limits");
+        "test.jsonc: /metrics: unknown key; expected one of amqp, redis, credentials, topology, retry, idempotency, "
+        "quotes, http, log, notify, shutdown, limits");
   CHECK(error_of(R"({"topology": {"queues": [{"name": "a", "exchange": "events", "durable": true}]}})") ==
         "test.jsonc: /topology/queues/0/durable: unknown key; expected one of name, exchange, bindingKey, type");
   CHECK(error_of(R"({"topology": {"exchanges": {"quote": {}}}})") ==
@@ -488,8 +488,8 @@ TEST_CASE("config: environment overrides the URLs") {
     CHECK(parse("{}").amqp.endpoint().host == "127.0.0.1");
   }
   SUBCASE("a bad variable is named in the error") {
-    g_env["EVENTD_AMQP_URL"] = "amqps://mq:5671/";
-    CHECK(error_of("{}") == "EVENTD_AMQP_URL: amqps:// (TLS) is not supported yet; use amqp://");
+    g_env["EVENTD_AMQP_URL"] = "amqp://mq:0/";
+    CHECK(error_of("{}") == R"(EVENTD_AMQP_URL: invalid port "0" in the AMQP URL; expected 1..65535)");
     g_env["EVENTD_AMQP_URL"] = "amqp://mq:5672/";
     g_env["EVENTD_REDIS_URL"] = "redis://cache/x";
     CHECK(error_of("{}") == R"(EVENTD_REDIS_URL: invalid database "x" in the Redis URL; expected an integer >= 0)");
@@ -507,7 +507,7 @@ TEST_CASE("config: environment overrides the URLs") {
 TEST_CASE("config: a bad URL in the file names its pointer") {
   EnvGuard env;
   CHECK(error_of(R"({"amqp": {"url": "http://mq/"}})") ==
-        R"(test.jsonc: /amqp/url: unsupported scheme "http" in the AMQP URL; expected amqp://)");
+        R"(test.jsonc: /amqp/url: unsupported scheme "http" in the AMQP URL; expected amqp:// or amqps://)");
   CHECK(error_of(R"({"redis": {"url": "127.0.0.1:6379"}})") ==
         "test.jsonc: /redis/url: missing scheme in the Redis URL; expected redis://host:port/...");
 }
@@ -527,6 +527,20 @@ TEST_CASE("config: parse_amqp_url") {
     const auto e = eventd::parse_amqp_url("amqp://alice@mq");
     CHECK(e.user == "alice");
     CHECK(e.password == "guest");
+    CHECK_FALSE(e.has_password);
+    CHECK(eventd::parse_amqp_url("amqp://alice:pw@mq").has_password);
+    CHECK_FALSE(eventd::parse_amqp_url("amqp://mq").has_password);
+  }
+  SUBCASE("amqps: TLS, port 5671 by default") {
+    const auto e = eventd::parse_amqp_url("amqps://u:p@mq.example/prod");
+    CHECK(e.tls);
+    CHECK(e.port == 5671);
+    CHECK(e.host == "mq.example");
+    CHECK(e.vhost == "prod");
+    CHECK(e.node() == "mq.example:5671");
+    CHECK(eventd::parse_amqp_url("AMQPS://mq:5999").port == 5999);
+    CHECK(eventd::parse_amqp_url("amqps://[::1]/").port == 5671);
+    CHECK_FALSE(eventd::parse_amqp_url("amqp://mq").tls);
   }
   SUBCASE("percent-decoding of user, password and vhost") {
     const auto e = eventd::parse_amqp_url("amqp://us%3Aer:p%2Fw%3A@mq/a%2Fb");
@@ -540,8 +554,8 @@ TEST_CASE("config: parse_amqp_url") {
     CHECK(e.port == 5673);
   }
   SUBCASE("malformed URLs") {
-    CHECK(amqp_error("amqps://mq/") == "amqps:// (TLS) is not supported yet; use amqp://");
-    CHECK(amqp_error("http://mq/") == R"(unsupported scheme "http" in the AMQP URL; expected amqp://)");
+    CHECK(amqp_error("http://mq/") == R"(unsupported scheme "http" in the AMQP URL; expected amqp:// or amqps://)");
+    CHECK(amqp_error("amqps://mq:x/") == R"(invalid port "x" in the AMQP URL; expected 1..65535)");
     CHECK(amqp_error("mq:5672") == "missing scheme in the AMQP URL; expected amqp://host:port/...");
     CHECK(amqp_error("amqp://") == "missing host in the AMQP URL");
     CHECK(amqp_error("amqp://user:pw@:5672/") == "missing host in the AMQP URL");
@@ -587,6 +601,16 @@ TEST_CASE("config: parse_amqp_urls") {
     CHECK(eps[2].user == "w");
     for (const auto& e : eps) CHECK(e.vhost == "/");
   }
+  SUBCASE("each node may be amqp or amqps") {
+    const auto eps = eventd::parse_amqp_urls("amqps://u:p@mq1/%2f, amqp://u:p@mq2/%2f,amqps://u:p@mq3:5999/%2f");
+    REQUIRE(eps.size() == 3);
+    CHECK(eps[0].tls);
+    CHECK(eps[0].node() == "mq1:5671");
+    CHECK_FALSE(eps[1].tls);
+    CHECK(eps[1].node() == "mq2:5672");
+    CHECK(eps[2].tls);
+    CHECK(eps[2].node() == "mq3:5999");
+  }
   SUBCASE("a comma inside a password is percent-encoded") {
     const auto eps = eventd::parse_amqp_urls("amqp://u:a%2Cb@mq1/,amqp://u:a%2Cb@mq2/");
     REQUIRE(eps.size() == 2);
@@ -596,9 +620,9 @@ TEST_CASE("config: parse_amqp_urls") {
     CHECK(amqp_list_error("amqp://mq1/,amqp://mq2:abc/") ==
           R"(URI 2 of 2: invalid port "abc" in the AMQP URL; expected 1..65535)");
     CHECK(amqp_list_error("http://mq1/,amqp://mq2/,amqp://mq3/") ==
-          R"(URI 1 of 3: unsupported scheme "http" in the AMQP URL; expected amqp://)");
-    CHECK(amqp_list_error("amqp://mq1/,amqps://mq2/") ==
-          "URI 2 of 2: amqps:// (TLS) is not supported yet; use amqp://");
+          R"(URI 1 of 3: unsupported scheme "http" in the AMQP URL; expected amqp:// or amqps://)");
+    CHECK(amqp_list_error("amqp://mq1/,amqps://mq2:0/") ==
+          R"(URI 2 of 2: invalid port "0" in the AMQP URL; expected 1..65535)");
     CHECK(amqp_list_error("amqp://mq1/, amqp:///") == "URI 2 of 2: missing host in the AMQP URL");
   }
   SUBCASE("an empty element is an error") {
