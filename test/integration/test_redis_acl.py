@@ -123,7 +123,10 @@ def test_missing_rights_are_one_clear_line_and_nothing_is_acked(fx):
     assert r("ACL", *acl_args(without=("+fcall",))) == "OK"
     fx.env = acl_env(fx, r)
     d = fx.daemon()
-    d.start().wait_ready()  # the handshake needs no FCALL
+    fx.topology_apply(d.config_path)
+    # The handshake needs no FCALL, but the portfolio schedule's first claim (an FCALL)
+    # comes at once, before any message: eventd may never get as far as ready.
+    d.start()
     fx.amqp.publish("market.quotes", "", quote("NOFC", 5.0), message_id="nofc-1")
     [line] = d.wait_log("redis refused a command", timeout=20)[:1]
     assert line["user"] == "eventd" and line["command"].startswith("FCALL eventd_"), line
