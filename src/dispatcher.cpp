@@ -206,7 +206,7 @@ void Dispatcher::start(JobIt job) {
                                                 "no handler for type '" + job->type + "' in this eventd"));
     return;
   }
-  Message msg{job->delivery, job->body, job->type, job->idem_key, job->timestamp_ms, job->trace.trace_id};
+  Message msg{job->delivery, job->body, job->type, job->idem_key, job->timestamp_ms, job->trace};
   h->second->handle(msg, [this, job](HandlerResult result) { finish(job, std::move(result)); });
 }
 
@@ -223,10 +223,12 @@ void Dispatcher::finish(JobIt job, HandlerResult result) {
       // Its key may not have reached a replica yet either.
       when_replicated(job, [this, job] {
         ++job->counters->duplicates;
-        log::debug("duplicate acked", {{"message_id", job->delivery.properties.message_id()},
-                                       {"trace_id", job->trace.trace_id},
-                                       {"correlation_id", job->delivery.properties.correlation_id()},
-                                       {"type", job->type}, {"queue", job->delivery.queue}});
+        if (log::enabled(log::Level::Debug)) {  // a trace id may have to be made for the line
+          log::debug("duplicate acked", {{"message_id", job->delivery.properties.message_id()},
+                                         {"trace_id", job->trace.trace_id()},
+                                         {"correlation_id", job->delivery.properties.correlation_id()},
+                                         {"type", job->type}, {"queue", job->delivery.queue}});
+        }
         ack(job);
       });
       return;
@@ -258,8 +260,14 @@ void Dispatcher::finish(JobIt job, HandlerResult result) {
 // runs again from the start, using up no attempt: the effects may have died with a
 // failed-over master, and only a rerun (deduplicated when they did not) puts them on
 // the node that serves the slot now.
-void Dispatcher::when_replicated(JobIt job, std::function<void()> then) {
+template <typename Then>
+void Dispatcher::when_replicated(JobIt job, Then&& then) {
+  // Without minReplicas (the common case) no callback is stored: nothing allocated.
   if (!redis_.replicas_required()) return then();
+  wait_for_replicas(job, std::function<void()>(std::forward<Then>(then)));
+}
+
+void Dispatcher::wait_for_replicas(JobIt job, std::function<void()> then) {
   redis_.wait_replicated(job->idem_key, [this, job, then = std::move(then)](bool ok) {
     if (ok) return then();
     ++metrics_.replica_waits_failed;
@@ -316,7 +324,7 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
     // The source's trace, with eventd's span of it as the parent.
     FieldTable trace;
     trace.add(kTraceparentHeader, job->trace.child_traceparent());
-    if (!job->trace.tracestate.empty()) trace.add(kTracestateHeader, job->trace.tracestate);
+    if (!job->trace.tracestate().empty()) trace.add(kTracestateHeader, job->trace.tracestate());
     props.headers = trace.table();
     props._flags |= AMQP_BASIC_HEADERS_FLAG;
     std::string target = derived->route.routing_key;
@@ -327,7 +335,7 @@ void Dispatcher::publish_outbox(JobIt job, Outbox outbox) {
                                   // The requester's queue is gone: nobody waits for this reply.
                                   log::warn("reply queue missing; reply dropped",
                                             {{"reply_to", target}, {"message_id", job->delivery.properties.message_id()},
-                                             {"trace_id", job->trace.trace_id}});
+                                             {"trace_id", job->trace.trace_id()}});
                                 } else if (!ok && progress->failure.empty()) {
                                   progress->failure = "derived message to '" + target + "' not confirmed: " + why;
                                 }
@@ -400,8 +408,8 @@ struct Republish {
 // A retry or dead letter names its trace; one whose trace eventd started carries it on,
 // so its next run and whatever it derives stay in that trace.
 void add_trace(FieldTable& extra, const TraceContext& trace) {
-  extra.add(kTraceIdHeader, trace.trace_id);
-  if (trace.started) extra.add(kTraceparentHeader, format_traceparent(trace.trace_id, new_span_id(), trace.flags));
+  extra.add(kTraceIdHeader, trace.trace_id());
+  if (trace.started()) extra.add(kTraceparentHeader, format_traceparent(trace.trace_id(), new_span_id(), trace.flags()));
 }
 
 void origin(const Delivery& d, std::string& exchange, std::string& routing_key) {
@@ -441,7 +449,7 @@ void Dispatcher::retry(JobIt job, const ProcessingError& error, uint32_t delay_m
   if (log::enabled(level)) {
     log::write(level, deferral ? "deferring" : "retrying",
                {{"message_id", d.properties.message_id()}, {"correlation_id", d.properties.correlation_id()},
-                {"trace_id", job->trace.trace_id}, {"type", job->type}, {"queue", d.queue}, {"retry", deferral ? job->retry_count : job->retry_count + 1}, {"delay_ms", delay_ms},
+                {"trace_id", job->trace.trace_id()}, {"type", job->type}, {"queue", d.queue}, {"retry", deferral ? job->retry_count : job->retry_count + 1}, {"delay_ms", delay_ms},
                 {"code", error_code_name(error.code)}, {"error", error.message}});
   }
   send_copy(job, retry_queue_name(d.queue, delay_ms), out.props,
@@ -488,7 +496,7 @@ void Dispatcher::dead_letter(JobIt job, const ProcessingError& error) {
   add_trace(extra, job->trace);
   Republish out(d, std::move(extra));
   log::warn("dead-lettering", {{"message_id", d.properties.message_id()},
-                               {"correlation_id", d.properties.correlation_id()}, {"trace_id", job->trace.trace_id},
+                               {"correlation_id", d.properties.correlation_id()}, {"trace_id", job->trace.trace_id()},
                                {"type", job->type}, {"queue", d.queue},
                                {"code", error_code_name(error.code)}, {"error", error.message}});
   send_copy(job, dead_letter_queue_name(d.queue), out.props, &MessageCounters::dead_lettered);

@@ -52,24 +52,30 @@ std::string format_traceparent(std::string_view trace_id, std::string_view paren
 std::string new_trace_id() { return random_hex(32); }
 std::string new_span_id() { return random_hex(16); }
 
+const std::string& TraceContext::trace_id() const {
+  if (trace_id_.empty()) trace_id_ = new_trace_id();
+  return trace_id_;
+}
+
+const std::string& TraceContext::span_id() const {
+  if (span_id_.empty()) span_id_ = new_span_id();
+  return span_id_;
+}
+
 TraceContext trace_of(const amqp_table_t* headers) {
   TraceContext t;
-  t.span_id = new_span_id();
   std::string text;
-  if (table_get_string(headers, kTraceparentHeader, text)) {
-    if (auto parent = parse_traceparent(text)) {
-      t.trace_id = std::move(parent->trace_id);
-      t.flags = std::move(parent->flags);
-      // The spec lets a vendor list grow to 32 members; a longer one is dropped, not
-      // carried into every message derived from it.
-      if (table_get_string(headers, kTracestateHeader, t.tracestate) && t.tracestate.size() > kMaxTracestateBytes) {
-        t.tracestate.clear();
-      }
-      return t;
+  if (headers == nullptr || !table_get_string(headers, kTraceparentHeader, text)) return t;
+  if (auto parent = parse_traceparent(text)) {
+    t.trace_id_ = std::move(parent->trace_id);
+    t.flags_ = std::move(parent->flags);
+    t.started_ = false;
+    // The spec lets a vendor list grow to 32 members; a longer one is dropped, not
+    // carried into every message derived from it.
+    if (table_get_string(headers, kTracestateHeader, t.tracestate_) && t.tracestate_.size() > kMaxTracestateBytes) {
+      t.tracestate_.clear();
     }
   }
-  t.trace_id = new_trace_id();
-  t.started = true;
   return t;
 }
 

@@ -69,7 +69,9 @@ class Dispatcher {
   void finish(JobIt job, HandlerResult result);
   void ack(JobIt job);
   // Runs `then` once the job's Redis effects are on enough replicas (redis.minReplicas).
-  void when_replicated(JobIt job, std::function<void()> then);
+  template <typename Then>
+  void when_replicated(JobIt job, Then&& then);
+  void wait_for_replicas(JobIt job, std::function<void()> then);
   static void on_replica_timer(uv_timer_t* handle);
   void publish_outbox(JobIt job, Outbox outbox);
   void finish_outbox(JobIt job);

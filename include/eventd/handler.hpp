@@ -13,6 +13,7 @@
 
 #include "eventd/amqp_message.hpp"
 #include "eventd/processing_error.hpp"
+#include "eventd/trace_context.hpp"
 
 namespace eventd {
 
@@ -25,7 +26,7 @@ struct Message {
   std::string_view type;
   std::string_view idempotency_key;  // keys::idempotency(): under the message's hash tag
   int64_t timestamp_ms;
-  std::string_view trace_id;  // for log lines about this message
+  const TraceContext& trace;  // for log lines about this message
 };
 
 // Messages a handler derives are first written to the source message's outbox in

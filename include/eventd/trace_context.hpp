@@ -37,16 +37,26 @@ std::string new_span_id();
 
 // A message's trace as eventd handles it: its trace id (the producer's, or a new one),
 // eventd's span for this delivery (the parent of whatever it derives), the flags and
-// the producer's tracestate.
-struct TraceContext {
-  std::string trace_id;
-  std::string span_id;
-  std::string flags = "01";
-  std::string tracestate;
-  bool started = false;  // no valid traceparent came with the message: eventd began the trace
+// the producer's tracestate. New ids are made on first use: most messages derive
+// nothing and are never logged, and the hot path should not pay for random ids.
+class TraceContext {
+ public:
+  const std::string& trace_id() const;
+  const std::string& span_id() const;
+  const std::string& flags() const { return flags_; }
+  const std::string& tracestate() const { return tracestate_; }
+  bool started() const { return started_; }  // no valid traceparent came: eventd began the trace
 
   // The traceparent of a message eventd derives from this one.
-  std::string child_traceparent() const { return format_traceparent(trace_id, span_id, flags); }
+  std::string child_traceparent() const { return format_traceparent(trace_id(), span_id(), flags_); }
+
+ private:
+  friend TraceContext trace_of(const amqp_table_t* headers);
+  mutable std::string trace_id_;  // empty until first use when started_
+  mutable std::string span_id_;   // empty until first use
+  std::string flags_ = "01";
+  std::string tracestate_;
+  bool started_ = true;
 };
 
 // From a delivery's headers (nullptr: none).

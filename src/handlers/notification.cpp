@@ -228,7 +228,7 @@ void NotificationHandler::deliver_external(Channel& channel, const std::string& 
   }
   bool sent = lease_->add(
       {idem, keys::rate_limit(user, name), lease}, {std::to_string(wall_ms())},
-      [this, &channel, name, idem, lease, trace = std::string(message.trace_id), payload = std::move(payload),
+      [this, &channel, name, idem, lease, trace = &message.trace, payload = std::move(payload),
        done](const redisReply* r) mutable {
         long long code = 0, wait = 0;
         if (!script_pair(r, code, wait)) return done(script_failure(r));
@@ -256,7 +256,7 @@ void NotificationHandler::deliver_external(Channel& channel, const std::string& 
             if (result.retryable) channel.breaker.record_failure(at);
             else channel.breaker.record_success(at);
             redis_.command({"DEL", lease}, [](const redisReply*) {});
-            log::warn("notification delivery failed", {{"channel", name}, {"trace_id", trace}, {"error", result.error},
+            log::warn("notification delivery failed", {{"channel", name}, {"trace_id", trace->trace_id()}, {"error", result.error},
                                                        {"retryable", result.retryable}});
             ProcessingError e{ErrorCode::DownstreamError, result.error, result.retryable};
             return done(HandlerResult::failed(std::move(e)));

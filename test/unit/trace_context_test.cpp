@@ -46,29 +46,29 @@ TEST_CASE("trace context: from a delivery's headers") {
     h.add("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").add("tracestate", "congo=t61rcWkgMzE");
     amqp_table_t table = h.table();
     TraceContext t = trace_of(&table);
-    CHECK_FALSE(t.started);
-    CHECK(t.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736");
-    CHECK(t.tracestate == "congo=t61rcWkgMzE");
-    CHECK(t.span_id != "00f067aa0ba902b7");
+    CHECK_FALSE(t.started());
+    CHECK(t.trace_id() == "4bf92f3577b34da6a3ce929d0e0e4736");
+    CHECK(t.tracestate() == "congo=t61rcWkgMzE");
+    CHECK(t.span_id() != "00f067aa0ba902b7");
     auto child = parse_traceparent(t.child_traceparent());
     REQUIRE(child);
-    CHECK(child->trace_id == t.trace_id);
-    CHECK(child->parent_id == t.span_id);
+    CHECK(child->trace_id == t.trace_id());
+    CHECK(child->parent_id == t.span_id());
   }
   SUBCASE("none, or an invalid one: eventd starts a trace") {
-    CHECK(trace_of(nullptr).started);
+    CHECK(trace_of(nullptr).started());
     FieldTable h;
     h.add("traceparent", "garbage");
     amqp_table_t table = h.table();
     TraceContext t = trace_of(&table);
-    CHECK(t.started);
-    CHECK(t.trace_id.size() == 32);
+    CHECK(t.started());
+    CHECK(t.trace_id().size() == 32);
   }
   SUBCASE("an oversized tracestate is dropped") {
     FieldTable h;
     h.add("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         .add("tracestate", std::string(kMaxTracestateBytes + 1, 'a'));
     amqp_table_t table = h.table();
-    CHECK(trace_of(&table).tracestate.empty());
+    CHECK(trace_of(&table).tracestate().empty());
   }
 }
