@@ -197,9 +197,9 @@ class Daemon {
     acks_at_drain_ = amqp_.acks_sent();
     sd_notify(0, "STOPPING=1");
     amqp_.cancel();
-    checks_.stop();
     uv_timer_start(drain_timer_.get(), on_drain_timeout, config_.shutdown_drain_ms, 0);
     uv_timer_start(shutdown_timer_.get(), on_shutdown_deadline, shutdown_deadline_ms(), 0);
+    checks_.stop();  // claims no more; may finish the drain at once
     if (dispatcher_.in_flight() == 0 && checks_.in_flight() == 0) finish_drain();
   }
 
