@@ -11,7 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from harness import (EVENTCTL, Amqp, closed_port, finish_and_count, history_len, mgmt, quote, redis,
+from harness import (EVENTCTL, Amqp, closed_port, finish_and_count, history_key, history_len, mgmt, quote, redis,
                      wait_publisher, wait_until, while_binary_is_relinked)
 from rabbit_cluster import start_cluster
 from test_operations import metric, scrape
@@ -206,10 +206,10 @@ def test_classic_retry_queue_of_an_older_eventd_is_kept(fx):
     assert rc == 0 and "1 retry queue(s) made classic" in out, (out, err)
 
     # It still works: a retryable failure waits in it and comes back.
-    redis("SET", "eventd:history:OLDRETRY", "not a list")
+    redis("SET", history_key("OLDRETRY"), "not a list")
     fx.amqp.publish("market.quotes", "", quote("OLDRETRY", 1.0), message_id="old-retry-1")
     d.wait_log("retrying", timeout=15)
-    redis("DEL", "eventd:history:OLDRETRY")
+    redis("DEL", history_key("OLDRETRY"))
     wait_until(lambda: history_len("OLDRETRY") == 1, 20, 0.1, what="the retried quote applied")
     assert d.stop() == 0
 
