@@ -51,8 +51,8 @@ inline constexpr CommandHelp kCommands[] = {
      "eventctl [--config FILE] monitor status USER\n"
      "eventctl [--config FILE] monitor list\n",
      "  monitor start     start (or replace) USER's monitor; SPEC is JSON, @FILE or -\n"
-     "  monitor stop      stop it (its rules stop firing; the spec is kept)\n"
-     "  monitor status    the monitor as JSON\n"
+     "  monitor stop      stop it (its rules and checks stop; the spec is kept)\n"
+     "  monitor status    the monitor as JSON, its positions valued at the latest quotes\n"
      "  monitor list      every user with a monitor, its status and rule count\n"},
 };
 
