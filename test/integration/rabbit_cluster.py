@@ -141,12 +141,22 @@ class Cluster:
                                                  stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
 
+    def _tail(self, node, n=3):
+        """The last lines of the node's output that say something (its boot error)."""
+        try:
+            with open(os.path.join(self.dir, f"{os.path.basename(node.dir)}.stdout"), "rb") as f:
+                lines = [l.strip() for l in f.read().decode("utf-8", "replace").splitlines() if l.strip()]
+        except OSError:
+            return "no output"
+        return " | ".join(l[:300] for l in lines[-n:]) or "no output"
+
     def _await(self, node, deadline):
         # await_startup fails at once while the node has not registered with epmd.
         while True:
             proc = self.procs[node.name]
             if proc.poll() is not None:
-                raise AssertionError(f"RabbitMQ {node.name} exited ({proc.returncode}); see {node.dir}/log")
+                # Its directory goes with stop(): say here why it exited.
+                raise AssertionError(f"RabbitMQ {node.name} exited ({proc.returncode}): {self._tail(node)}")
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"RabbitMQ {node.name} did not start in time; see {node.dir}/log")
