@@ -656,14 +656,16 @@ using BlockingRedis = redis::BlockingClient;
 // ones come in (their cooldowns start fresh) and the owners entry lists them. Keys of
 // {<SYMBOL>} only, so the call goes to one slot; running it again leaves the same state,
 // which is what lets a rerun of `monitor start` or `stop` repair a half-done one.
+// It keeps the quote hash's keys::kQuoteHasRules field ("@rules") in step with the
+// specs: eventd evaluates a symbol's rules only while that field is there.
 // KEYS: rule specs, the rule index of each condition (keys::kConditions order), rule
-// state, rule owners. ARGV: userId, the new alertIds as a JSON array ('' for none), then
+// state, rule owners, quote. ARGV: userId, the new alertIds as a JSON array ('' for none), then
 // per rule: alertId, condition (1-based in kConditions), threshold (exact),
 // "<cooldownSec> <alert fields JSON>" (see quote_update.cpp).
 // Reads and decides first, then writes: a key of another type fails the run before
 // anything is written.
 constexpr const char* kSymbolRulesScript = R"lua(
-local want = {'hash', 'zset', 'zset', 'zset', 'zset', 'hash', 'hash'}
+local want = {'hash', 'zset', 'zset', 'zset', 'zset', 'hash', 'hash', 'hash'}
 for i, key in ipairs(KEYS) do
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want[i] then
@@ -688,6 +690,7 @@ for i = 3, #ARGV, 4 do
   redis.call('ZADD', KEYS[1 + tonumber(ARGV[i + 1])], ARGV[i + 2], member)
 end
 if ARGV[2] == '' then redis.call('HDEL', KEYS[7], user) else redis.call('HSET', KEYS[7], user, ARGV[2]) end
+if redis.call('HLEN', KEYS[1]) > 0 then redis.call('HSET', KEYS[8], '@rules', '1') else redis.call('HDEL', KEYS[8], '@rules') end
 return (#ARGV - 2) / 4
 )lua";
 
@@ -733,10 +736,19 @@ struct SymbolRules {
 
 void replace_symbol_rules(BlockingRedis& redis, const std::string& user, const std::string& symbol,
                           const SymbolRules* rules) {
-  std::vector<std::string> cmd{"EVAL", kSymbolRulesScript, "7", keys::rules(symbol)};
+  static const std::string script = [] {
+    std::string lua = kSymbolRulesScript;
+    const std::string_view marker = "@rules";
+    for (std::size_t at = lua.find(marker); at != std::string::npos; at = lua.find(marker, at)) {
+      lua.replace(at, marker.size(), keys::kQuoteHasRules);
+    }
+    return lua;
+  }();
+  std::vector<std::string> cmd{"EVAL", script, "8", keys::rules(symbol)};
   for (auto& index : keys::rule_indexes(symbol)) cmd.push_back(std::move(index));
   cmd.push_back(keys::rule_state(symbol));
   cmd.push_back(keys::rule_owners(symbol));
+  cmd.push_back(keys::quote(symbol));
   cmd.push_back(user);
   cmd.push_back(rules != nullptr ? rules->alert_ids : "");
   if (rules != nullptr) cmd.insert(cmd.end(), rules->args.begin(), rules->args.end());

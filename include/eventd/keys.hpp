@@ -57,6 +57,10 @@ inline constexpr std::array<std::string_view, 4> kConditions{"price_above", "pri
                                                              "change_pct_below"};
 
 std::string quote(std::string_view symbol);    // eventd:quote:{SYM}
+// The quote hash's field that says the symbol has rules (eventctl keeps it with the rule
+// specs): a quote of a symbol without it is stored by the cheap function, which reads
+// no rule key, and one with it goes to the function that evaluates the rules.
+inline constexpr std::string_view kQuoteHasRules = "rules";
 std::string history(std::string_view symbol);  // eventd:history:{SYM}
 std::string rules(std::string_view symbol);    // eventd:rules:{SYM}
 // eventd:ruleidx:{SYM}:<condition>

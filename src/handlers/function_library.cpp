@@ -15,8 +15,10 @@ local function batched(one, nkeys, nargs, nshared)
     local shared = {}
     for i = 1, nshared do shared[i] = args[1 + i] end
     local out = {}
+    -- One K and one A for all items (every slot is overwritten): no tables per item.
+    -- The per-message functions must not keep them past their return.
+    local k, a = {}, {}
     for i = 0, n - 1 do
-      local k, a = {}, {}
       for j = 1, nkeys do k[j] = keys[i * nkeys + j] end
       for j = 1, nargs do a[j] = args[1 + nshared + i * nargs + j] end
       local ok, result = pcall(one, k, a, shared)

@@ -13,7 +13,15 @@
 namespace eventd {
 namespace {
 
-// One quote (K, A, S as in function_library.hpp):
+// Two functions store a quote. Most symbols have no rules, and their quotes go to the
+// cheap one, which reads and writes three keys; a symbol's quote hash has the field
+// keys::kQuoteHasRules ("@rules" below) while the symbol has rules, and the cheap
+// function, finding it (or a pending outbox, which only the other can publish), writes
+// nothing and answers kNeedsRules: the handler sends the quote again to the function
+// that evaluates rules and remembers the symbol, whose later quotes go there at once,
+// until that function answers kNoRules.
+//
+// The watched-symbol function (K, A, S as in function_library.hpp):
 // K: 1 idempotency, 2 quote hash, 3 history list, 4 rule specs, 5 outbox, 6-9 the rule
 //    index of each condition (keys::kConditions order), 10 rule state: all under {<SYMBOL>}.
 // A: price, change, timestamp, symbol, correlation id. S: ttl, history length, trim at.
@@ -36,9 +44,8 @@ namespace {
 // that this function touches one slot). The alert is assembled from the stored fields as
 // eventctl wrote them, so ids and thresholds reach alert_triggered exactly.
 //
-// The common case is cheap: most symbols have no rules (one EXISTS, no range query, no
-// JSON), and the history is trimmed only once it is `trim at` long, not on every push
-// (it holds between historyLength and `trim at` prices).
+// No JSON unless a rule fires, and the history is trimmed only once it is `trim at`
+// long, not on every push (it holds between historyLength and `trim at` prices).
 constexpr const char* kQuoteLua = R"lua(
 -- Rules of the index whose threshold the move from `from` to `to` crossed into.
 local function crossed(index, from, to, upward)
@@ -84,10 +91,10 @@ local function quote(K, A, S)
   local seen = already_seen(K[1], K[5])
   if seen then return seen end
   local price, change, ts = tonumber(A[1]), tonumber(A[2]), tonumber(A[3])
-  local previous = redis.call('HMGET', K[2], 'timestamp', 'price', 'change')
+  local previous = redis.call('HMGET', K[2], 'timestamp', 'price', 'change', '@rules')
   local newest = (not previous[1]) or tonumber(previous[1]) <= ts
   local fired, fired_rules = {}, {}
-  if newest and previous[2] and redis.call('EXISTS', K[4]) == 1 then
+  if newest and previous[2] and previous[4] then
     fired, fired_rules = fire(K, A, previous, price, change, ts)
   end
   if redis.call('RPUSH', K[3], A[1]) > tonumber(S[3]) then redis.call('LTRIM', K[3], -tonumber(S[2]), -1) end
@@ -95,9 +102,56 @@ local function quote(K, A, S)
     redis.call('HSET', K[2], 'price', A[1], 'change', A[2], 'timestamp', A[3])
   end
   for _, member in ipairs(fired_rules) do redis.call('HSET', K[10], member, A[3]) end
-  return settle(K[1], K[5], S[1], fired)
+  local result = settle(K[1], K[5], S[1], fired)
+  if result == 1 and not previous[4] then return @no_rules end
+  return result
 end
 )lua";
+
+// The cheap function. K: idempotency, quote hash, history list. A: price, change,
+// timestamp. S as above. Four commands for a new quote, and the idempotency check is one
+// SET NX GET that also marks the message done: the writes after it cannot fail but the
+// push to the history (its key is not read first), and when that fails the key is
+// removed again, so a failed run leaves nothing.
+constexpr const char* kUnwatchedQuoteLua = R"lua(
+local function quote_unwatched(K, A, S)
+  local previous = redis.call('HMGET', K[2], 'timestamp', '@rules')
+  if previous[2] then return @needs_rules end
+  local seen = redis.call('SET', K[1], '1', 'NX', 'GET', 'EX', S[1])
+  if seen then
+    if seen == 'pending' then return @needs_rules end
+    return 0
+  end
+  local length = redis.pcall('RPUSH', K[3], A[1])
+  if type(length) == 'table' then
+    redis.call('DEL', K[1])
+    return length
+  end
+  if length > tonumber(S[3]) then redis.call('LTRIM', K[3], -tonumber(S[2]), -1) end
+  if (not previous[1]) or tonumber(previous[1]) <= tonumber(A[3]) then
+    redis.call('HSET', K[2], 'price', A[1], 'change', A[2], 'timestamp', A[3])
+  end
+  return 1
+end
+)lua";
+
+// The functions' answers besides script_result's: the cheap function's "send it to the
+// other", and the other's "applied, and the symbol has no rules (any more)".
+constexpr long long kNeedsRules = 9;
+constexpr long long kNoRules = 3;
+
+// `lua` with the marker field and the answer codes spelled in.
+std::string with_names(std::string lua) {
+  const std::pair<std::string_view, std::string> names[] = {{"@rules", std::string(keys::kQuoteHasRules)},
+                                                            {"@needs_rules", std::to_string(kNeedsRules)},
+                                                            {"@no_rules", std::to_string(kNoRules)}};
+  for (const auto& [from, to] : names) {
+    for (std::size_t at = lua.find(from); at != std::string::npos; at = lua.find(from, at + to.size())) {
+      lua.replace(at, from.size(), to);
+    }
+  }
+  return lua;
+}
 
 }  // namespace
 
@@ -134,32 +188,78 @@ uint32_t history_trim_at(uint32_t history_length) { return history_length + std:
 
 QuoteUpdateHandler::QuoteUpdateHandler(uv_loop_t* loop, RedisClient& redis, const Config& config)
     : ScriptHandler(loop, redis, config,
-                    {"quote", std::string(kOutboxLua) + kRulesLua, kQuoteLua, 10, 5, 3}) {
-  batch_->set_shared_args({ttl_, std::to_string(config.quote_history_length),
-                           std::to_string(history_trim_at(config.quote_history_length))});
+                    {"quote", std::string(kOutboxLua) + kRulesLua, watched_lua(), 10, 5, 3}),
+      unwatched_(register_function(loop, redis, {"quote_unwatched", "", unwatched_lua(), 3, 3, 3},
+                                   config.redis.batch_size)) {
+  std::vector<std::string> shared{ttl_, std::to_string(config.quote_history_length),
+                                  std::to_string(history_trim_at(config.quote_history_length))};
+  unwatched_->set_shared_args(shared);
+  batch_->set_shared_args(std::move(shared));
 }
+
+const std::string& QuoteUpdateHandler::watched_lua() {
+  static const std::string lua = with_names(kQuoteLua);
+  return lua;
+}
+const std::string& QuoteUpdateHandler::unwatched_lua() {
+  static const std::string lua = with_names(kUnwatchedQuoteLua);
+  return lua;
+}
+
+namespace {
+std::string_view string_member(const rapidjson::Value& body, const char* name) {
+  auto m = body.FindMember(name);
+  if (m == body.MemberEnd() || !m->value.IsString()) return {};
+  return {m->value.GetString(), m->value.GetStringLength()};
+}
+}  // namespace
 
 void QuoteUpdateHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
-  std::string_view symbol(body["symbol"].GetString(), body["symbol"].GetStringLength());
-  std::string price = format_number(body["price"].GetDouble());
-  std::string change = format_number(body["change"].GetDouble());
-  std::string timestamp = std::to_string(message.timestamp_ms);
-  const std::string quote = keys::quote(symbol), history = keys::history(symbol), rules = keys::rules(symbol);
-  const std::string outbox = keys::outbox(message.idempotency_key), state = keys::rule_state(symbol);
+  const std::string_view symbol = string_member(body, "symbol");
+  if (watched_.contains(symbol)) return send_watched(body, message.idempotency_key, message.timestamp_ms, std::move(done));
+  // The body and the idempotency key stay valid until `done` (handler.hpp).
+  const rapidjson::Value* kept = &body;
+  const std::string_view idempotency = message.idempotency_key;
+  const int64_t timestamp = message.timestamp_ms;
+  bool sent = unwatched_->add(
+      {std::string(idempotency), keys::quote(symbol), keys::history(symbol)},
+      {format_number(body["price"].GetDouble()), format_number(body["change"].GetDouble()), std::to_string(timestamp)},
+      [this, kept, idempotency, timestamp, done](const redisReply* reply) {
+        if (reply != nullptr && reply->type == REDIS_REPLY_INTEGER && reply->integer == kNeedsRules) {
+          remember_watched(string_member(*kept, "symbol"));
+          return send_watched(*kept, idempotency, timestamp, done);
+        }
+        done(script_result(reply));
+      });
+  if (!sent) done(HandlerResult::redis_unavailable());
+}
+
+void QuoteUpdateHandler::remember_watched(std::string_view symbol) {
+  // Bounded: symbols with rules are few, but a flood of distinct ones must not grow
+  // this without end; forgetting costs each one a resend, never a missed rule.
+  if (watched_.size() >= kMaxWatched) watched_.clear();
+  watched_.emplace(symbol);
+}
+
+void QuoteUpdateHandler::send_watched(const rapidjson::Value& body, std::string_view idempotency, int64_t timestamp,
+                                      HandlerDone done) {
+  const std::string_view symbol = string_member(body, "symbol");
   const auto index = keys::rule_indexes(symbol);
   static_assert(keys::kConditions[0] == "price_above" && keys::kConditions[1] == "price_below" &&
                     keys::kConditions[2] == "change_pct_above" && keys::kConditions[3] == "change_pct_below",
                 "the function takes the rule indexes as K[6..9] in this order");
-  std::string_view correlation;
-  if (auto c = body.FindMember("correlationId"); c != body.MemberEnd() && c->value.IsString()) {
-    correlation = std::string_view(c->value.GetString(), c->value.GetStringLength());
-  }
-  bool sent = batch_->add({std::string(message.idempotency_key), quote, history, rules, outbox, index[0], index[1],
-                           index[2], index[3], state},
-                          {std::move(price), std::move(change), std::move(timestamp), std::string(symbol),
-                           std::string(correlation)},
-                          [done](const redisReply* reply) { done(script_result(reply)); });
+  bool sent = batch_->add({std::string(idempotency), keys::quote(symbol), keys::history(symbol), keys::rules(symbol),
+                           keys::outbox(idempotency), index[0], index[1], index[2], index[3], keys::rule_state(symbol)},
+                          {format_number(body["price"].GetDouble()), format_number(body["change"].GetDouble()),
+                           std::to_string(timestamp), std::string(symbol),
+                           std::string(string_member(body, "correlationId"))},
+                          [this, symbol = std::string(symbol), done](const redisReply* reply) {
+                            if (reply != nullptr && reply->type == REDIS_REPLY_INTEGER && reply->integer == kNoRules) {
+                              watched_.erase(symbol);
+                            }
+                            done(script_result(reply));
+                          });
   if (!sent) done(HandlerResult::redis_unavailable());
 }
 

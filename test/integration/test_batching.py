@@ -57,6 +57,7 @@ def test_a_poison_message_fails_alone_in_its_batch(fx):
     assert "WRONGTYPE" in dead.headers["x-error-message"], dead.headers
     assert redis("GET", "eventd:history:{P7}") == "not a list"
     assert redis("EXISTS", "eventd:quote:{P7}") == 0, "the failed run stored the quote"
+    assert redis("EXISTS", "eventd:idem:{P7}:P7-0") == 0, "the failed run marked the message done"
     assert d.stop() == 0
 
 

@@ -16,7 +16,7 @@ import time
 
 from harness import (CONDITIONS, MONITORS_KEY, alerts_key, analysis_key, history_key, idem_key, monitor_key,
                      monitor_symbols_key, notifications_key, now_ms, quote, quote_key, redis, rule_index_key,
-                     rule_owners_key, rule_state_key, rules_key, wait_until)
+                     outbox_key, rule_owners_key, rule_state_key, rules_key, wait_until)
 from webhook_server import WebhookServer
 
 _ids = itertools.count(1)
@@ -421,6 +421,65 @@ def test_stopped_monitor_triggers_nothing(fx):
     assert alerts("stop-a") == [], f"a stopped monitor fired: {alerts('stop-a')}"
     assert stream("stop-a") == [], "a stopped monitor was notified"
     assert len(stream("stop-b")) == 1
+
+
+def test_rules_on_a_symbol_already_quoted_are_seen_at_once_each_time(fx):
+    # eventd stores the quotes of a symbol without rules with a cheaper function and
+    # learns that a symbol has rules from its quote hash's "rules" field, which eventctl
+    # keeps: rules added to a symbol eventd has quoted, removed, and added back must
+    # each count from the very next quote.
+    fx.start_daemon(domain_config(fx))
+    base = now_ms() - 60_000
+    step = itertools.count()
+
+    def q(price):
+        send_quote(fx, "LATE", price, ts=base + next(step) * 1000)
+
+    for price in (190, 210, 190):  # no rules yet: nothing fires
+        q(price)
+    assert redis("HGET", quote_key("LATE"), "rules") is None
+    spec = {"rules": [rule(1, "LATE", "price_above", 200, 0)], "channels": ["push"]}
+    monitor_start(fx, "late", spec)
+    assert redis("HGET", quote_key("LATE"), "rules") == "1", redis("HGETALL", quote_key("LATE"))
+    q(201)
+    wait_until(lambda: len(alerts("late")) == 1, 15, what="the alert of the rule added to a quoted symbol")
+    q(190)
+    rc, _, err = fx.eventctl("monitor", "stop", "late")
+    assert rc == 0, err
+    assert redis("HGET", quote_key("LATE"), "rules") is None, "monitor stop left the symbol marked"
+    for price in (205, 190, 206):  # crossings with no rules
+        q(price)
+    settle(fx)
+    assert len(alerts("late")) == 1, f"a stopped monitor fired: {alerts('late')}"
+    monitor_start(fx, "late", spec)
+    for price in (207, 190, 208):  # 206 -> 207 crosses nothing; 190 -> 208 does
+        q(price)
+    wait_until(lambda: len(alerts("late")) == 2, 15, what="the alert after the rule came back")
+    settle(fx)
+    assert [a["currentValue"] for a in alerts("late")] == [201, 208], alerts("late")
+    assert len(stream("late")) == 2
+    assert sorted(redis("HKEYS", quote_key("LATE"))) == ["change", "price", "rules", "timestamp"]
+    assert redis("LLEN", history_key("LATE")) == 11
+
+
+def test_a_pending_outbox_is_published_for_a_symbol_without_rules(fx):
+    # A quote applied before a crash, its alert recorded but never confirmed, comes back
+    # (its idempotency key reads "pending") when the symbol has no rules any more, so
+    # eventd takes it to the cheap function first: that one must hand it on, and the
+    # alert is published once; the quote is not applied again.
+    fx.start_daemon(domain_config(fx))
+    monitor_start(fx, "pend", {"rules": [], "channels": ["push"]})
+    mid = "pend-q-1"
+    alert = {"type": "alert_triggered", "timestamp": now_ms(), "symbol": "PEND", "currentValue": 201,
+             "userId": "pend", "alertId": 1, "condition": "price_above", "threshold": 200}
+    redis("RPUSH", outbox_key("PEND", mid), json.dumps(alert))
+    redis("SET", idem_key("PEND", mid), "pending")
+    send_quote(fx, "PEND", 201, message_id=mid)
+    wait_until(lambda: len(alerts("pend")) == 1, 15, what="the pending alert published and handled")
+    settle(fx)
+    assert alerts("pend") == [alert], alerts("pend")
+    assert redis("EXISTS", history_key("PEND")) == 0, "the quote was applied again"
+    assert redis("EXISTS", quote_key("PEND")) == 0, "the quote was applied again"
 
 
 def user_rules(user, symbol):

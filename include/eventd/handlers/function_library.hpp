@@ -3,7 +3,8 @@
 // messages of one loop pass that live on one node cost one FCALL.
 //
 // The handler's Lua defines `local function <name>(K, A, S)` for ONE message: K its
-// keys, A its arguments, S the arguments shared by the batch (e.g. the TTL). The
+// keys, A its arguments, S the arguments shared by the batch (e.g. the TTL); K and A
+// are reused for the next message, so the function must not keep them. The
 // library wraps it: each message runs in a pcall of its own, so an error is that
 // message's result (an error element) and the others go on. Flagged
 // allow-cross-slot-keys, for a standalone Redis, where a batch holds the keys of many

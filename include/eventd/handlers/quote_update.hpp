@@ -3,6 +3,11 @@
 // also evaluates the symbol's alert rules. Its keys: keys.hpp, all under {<SYMBOL>}.
 #pragma once
 
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+
 #include "eventd/config.hpp"
 #include "eventd/handler.hpp"
 #include "eventd/handlers/script_handler.hpp"
@@ -22,6 +27,21 @@ class QuoteUpdateHandler : public ScriptHandler {
   // Registers its function with `redis`; construct before redis.start().
   QuoteUpdateHandler(uv_loop_t* loop, RedisClient& redis, const Config& config);
   void handle(const Message& message, HandlerDone done) override;
+
+ private:
+  static constexpr std::size_t kMaxWatched = 65536;
+  struct StringHash {  // lookups by string_view, without a std::string per quote
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  static const std::string& watched_lua();
+  static const std::string& unwatched_lua();
+  void send_watched(const rapidjson::Value& body, std::string_view idempotency, int64_t timestamp, HandlerDone done);
+  void remember_watched(std::string_view symbol);
+
+  std::unique_ptr<redis::Batcher> unwatched_;  // quotes of symbols without rules
+  // Symbols whose quotes found rules lately: theirs skip the cheap function.
+  std::unordered_set<std::string, StringHash, std::equal_to<>> watched_;
 };
 
 // Maps a message's result from a handler's function (1 applied, 0 duplicate, {1|2,
