@@ -11,8 +11,15 @@
 // The clock runs from the first delivery to the last ack written to the socket, so
 // connection set-up is excluded (scripts/bench times eventd the same way: first to
 // last effect). Prints one JSON object on stdout; exit 0 only if N were drained.
+//
+// --mark-redis-port P --mark-symbol SYM: the latency reference. For each delivery,
+// before its ack, SET the key eventd would write last for it (its idempotency key under
+// {SYM}) on the Redis at 127.0.0.1:P (the SETs of the deliveries read together are
+// pipelined, and acked with one multiple-ack once answered): bench-latency, which times
+// those SETs, then measures the broker and one Redis write per message, without eventd.
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
+#include <hiredis/hiredis.h>
 #include <sys/resource.h>
 
 #include <chrono>
@@ -22,6 +29,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "eventd/keys.hpp"
 
 namespace {
 
@@ -65,6 +74,8 @@ int main(int argc, char** argv) {
   unsigned prefetch = 500;
   unsigned ack_every = 1;
   double timeout_s = 120;
+  int mark_port = 0;
+  std::string mark_symbol;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -77,11 +88,21 @@ int main(int argc, char** argv) {
     else if (a == "--prefetch") prefetch = static_cast<unsigned>(std::strtoul(value().c_str(), nullptr, 10));
     else if (a == "--ack-every") ack_every = static_cast<unsigned>(std::strtoul(value().c_str(), nullptr, 10));
     else if (a == "--timeout-s") timeout_s = std::strtod(value().c_str(), nullptr);
+    else if (a == "--mark-redis-port") mark_port = std::atoi(value().c_str());
+    else if (a == "--mark-symbol") mark_symbol = value();
     else die("unknown argument " + a + " (see the comment at the top of bench/ceiling.cpp)");
   }
   if (count == 0) die("--count N is required");
   if (prefetch == 0 || prefetch > 65535) die("--prefetch must be 1..65535");
   if (ack_every == 0 || ack_every > prefetch) die("--ack-every must be 1..prefetch");
+
+  if ((mark_port != 0) != !mark_symbol.empty()) die("--mark-redis-port and --mark-symbol go together");
+  redisContext* mark = nullptr;
+  if (mark_port != 0) {
+    mark = redisConnect("127.0.0.1", mark_port);
+    if (mark == nullptr || mark->err) die("cannot connect to Redis for --mark-redis-port");
+  }
+  const eventd::keys::Tag mark_tag(mark_symbol);
 
   std::vector<char> url_buf(url.begin(), url.end());
   url_buf.push_back('\0');
@@ -139,6 +160,32 @@ int main(int argc, char** argv) {
     }
     ++received;
     last_tag = env.delivery_tag;
+    if (mark != nullptr) {
+      // Pipelined: the SETs of every delivery already read go out together, and their
+      // acks (one multiple-ack) once Redis has answered them all.
+      const amqp_basic_properties_t& p = env.message.properties;
+      if (!(p._flags & AMQP_BASIC_MESSAGE_ID_FLAG)) die("--mark-redis-port: a message without message_id");
+      const std::string id(static_cast<const char*>(p.message_id.bytes), p.message_id.len);
+      const std::string key = eventd::keys::idempotency(mark_tag, id, "quote_update", "");
+      if (redisAppendCommand(mark, "SET %b 1 EX 3600", key.data(), key.size()) != REDIS_OK) die("--mark-redis-port: SET failed");
+      amqp_destroy_envelope(&env);
+      ++unacked;
+      if ((amqp_frames_enqueued(conn) || amqp_data_in_buffer(conn)) && received < count) {
+        last = Clock::now();
+        continue;
+      }
+      for (; unacked > 0; --unacked) {
+        void* reply = nullptr;
+        if (redisGetReply(mark, &reply) != REDIS_OK || reply == nullptr ||
+            static_cast<redisReply*>(reply)->type == REDIS_REPLY_ERROR) {
+          die("--mark-redis-port: SET failed");
+        }
+        freeReplyObject(reply);
+      }
+      if (amqp_basic_ack(conn, 1, last_tag, 1) != AMQP_STATUS_OK) die("basic.ack failed");
+      last = Clock::now();
+      continue;
+    }
     amqp_destroy_envelope(&env);
     if (++unacked >= ack_every || received == count) {
       if (amqp_basic_ack(conn, 1, last_tag, ack_every > 1 ? 1 : 0) != AMQP_STATUS_OK) die("basic.ack failed");
@@ -153,6 +200,7 @@ int main(int argc, char** argv) {
   amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
   amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
   amqp_destroy_connection(conn);
+  if (mark != nullptr) redisFree(mark);
 
   double secs = received > 1 ? std::chrono::duration<double>(last - first).count() : 0.0;
   // N messages over the span from the first to the last: N-1 intervals.

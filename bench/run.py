@@ -37,7 +37,9 @@ How each figure is measured (also in scripts/bench --help):
                the eventd process, read right before it is stopped.
   latency      bench-latency (bench/latency.cpp): fixed-rate publisher + Redis
                keyspace notification (SET of eventd:idem:{<SYMBOL>}:<message_id>) subscriber in
-               one process, one monotonic clock.
+               one process, one monotonic clock. The reference: the same runs with
+               bench-ceiling in eventd's place, SETting each message's key (pipelined)
+               before acking it: the broker's and one Redis write's share.
   baseline     --baseline-build-dir: the eventd and eventctl of another revision, in a
                vhost of their own (their topology), drained right after this build's
                drain on the same servers, with the same figures.
@@ -840,17 +842,44 @@ def parse_monitor(path, own_addr):
     return {"top": top, "lua": lua}
 
 
+def latency_run(ctx, qtype, rate):
+    p = run([ctx.latency, "--amqp-url", amqp_url(f"bench-{qtype}"), "--redis-port", str(REDIS_PORT),
+             "--rate", str(rate), "--duration-s", str(ctx.latency_s), "--warmup-s", "1",
+             "--grace-s", str(ctx.grace_s), "--symbol", "BENCHLAT"],
+            timeout=ctx.latency_s + ctx.grace_s + 60)
+    return json.loads(p.stdout)
+
+
+def latency_reference(ctx, qtype, rates):
+    """The same runs with bench-ceiling in eventd's place, marking each message in Redis
+    with a SET (pipelined) before acking it: what the broker and one Redis write cost,
+    no eventd."""
+    out = {}
+    for rate in rates:
+        count = int((1 + ctx.latency_s) * rate)  # what bench-latency sends (its warm-up included)
+        consumer = subprocess.Popen(
+            [ctx.ceiling, "--url", amqp_url(f"bench-{qtype}"), "--queue", QUOTES, "--count", str(count),
+             "--prefetch", str(PREFETCH), "--timeout-s", str(ctx.latency_s + ctx.grace_s + 30),
+             "--mark-redis-port", str(REDIS_PORT), "--mark-symbol", "BENCHLAT"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)  # consuming before the first publish
+            out[rate] = latency_run(ctx, qtype, rate)
+            consumer.communicate(timeout=ctx.grace_s + 60)
+        finally:
+            if consumer.poll() is None:
+                consumer.kill()
+                consumer.wait()
+    return out
+
+
 def latency(ctx, cfg, http_port, qtype, rates):
     ev = Eventd(ctx, cfg, f"latency-{qtype}")
     out = {}
     try:
         ev.wait_ready(http_port)
         for rate in rates:
-            p = run([ctx.latency, "--amqp-url", amqp_url(f"bench-{qtype}"), "--redis-port", str(REDIS_PORT),
-                     "--rate", str(rate), "--duration-s", str(ctx.latency_s), "--warmup-s", "1",
-                     "--grace-s", str(ctx.grace_s), "--symbol", "BENCHLAT"],
-                    timeout=ctx.latency_s + ctx.grace_s + 60)
-            out[rate] = json.loads(p.stdout)
+            out[rate] = latency_run(ctx, qtype, rate)
             if not ev.alive():
                 raise RuntimeError(f"eventd exited during the latency run; see {ev.log_path}")
     finally:
@@ -1133,6 +1162,9 @@ def main():
             if "latency" not in skip:
                 log(f"[{qtype}] latency at {rates} msg/s, {ctx.latency_s:g} s each (+1 s warm-up)")
                 redis.fresh()
+                r["latency_reference"] = latency_reference(ctx, qtype, rates)
+                broker.purge(QUOTES)
+                redis.fresh()
                 r["latency"] = latency(ctx, cfg, http_port, qtype, rates)
                 broker.purge(QUOTES)
             if "monitors" not in skip:
@@ -1244,6 +1276,8 @@ def report(ctx, info, n, types, rates, results, with_baseline):
     for rate in rates:
         row(f"latency publish → effect @ {rate:,} msg/s", lambda r, rate=rate: lat_cell(r["latency"][rate], ctx.grace_s),
             T_P99 if rate == 2000 else "")
+        row(f"  … reference without eventd: bench-ceiling SETs each message's key, then acks, @ {rate:,} msg/s",
+            lambda r, rate=rate: lat_cell(r["latency_reference"][rate], ctx.grace_s))
     mon_label = f"drain with {MONITORS:,} running monitors (2,000 rules, none crossing) (msg/s)"
     row(mon_label, lambda r: "not implemented yet" if r["monitors"] is None else
         fnum(r["monitors"]["rate"]) + (f" (stopped after {ctx.monitors_timeout:g} s: {r['monitors']['done']:,} of {n:,})"

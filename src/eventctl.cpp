@@ -690,7 +690,7 @@ for i = 3, #ARGV, 4 do
   redis.call('ZADD', KEYS[1 + tonumber(ARGV[i + 1])], ARGV[i + 2], member)
 end
 if ARGV[2] == '' then redis.call('HDEL', KEYS[7], user) else redis.call('HSET', KEYS[7], user, ARGV[2]) end
-if redis.call('HLEN', KEYS[1]) > 0 then redis.call('HSET', KEYS[8], '@rules', '1') else redis.call('HDEL', KEYS[8], '@rules') end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[8], '@rules', '1') else redis.call('HDEL', KEYS[8], '@rules') end
 return (#ARGV - 2) / 4
 )lua";
 
