@@ -503,7 +503,8 @@ def write_config(ctx, vhost, qtype, redis_url=None, name=None):
     http_port = free_port()
     cfg = {
         "amqp": {"url": amqp_url(vhost), "prefetch": PREFETCH},
-        "redis": {"url": redis_url or f"redis://127.0.0.1:{REDIS_PORT}/0"},
+        "redis": {"url": redis_url or f"redis://127.0.0.1:{REDIS_PORT}/0",
+                  **({"batchSize": ctx.batch_size} if ctx.batch_size else {})},
         "topology": {"queues": [{"name": n, "exchange": ex, "bindingKey": key, "type": qtype}
                                 for n, ex, key in WORK_QUEUES]},
         "http": {"enabled": True, "listen": f"127.0.0.1:{http_port}"},
@@ -1066,6 +1067,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100000)
+    ap.add_argument("--batch-size", type=int, default=0, help="redis.batchSize of eventd (default: its own)")
     ap.add_argument("--latency-s", type=float, default=10)
     ap.add_argument("--grace-s", type=float, default=20)
     ap.add_argument("--drain-timeout", type=float, default=180)

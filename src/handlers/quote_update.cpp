@@ -127,7 +127,13 @@ local function quote_unwatched(K, A, S)
     redis.call('DEL', K[1])
     return length
   end
-  if length > tonumber(S[3]) then redis.call('LTRIM', K[3], -tonumber(S[2]), -1) end
+  -- S is the batch's own table: its numbers are converted once per batch.
+  local trim_at = S.trim_at
+  if not trim_at then
+    trim_at, S.keep = tonumber(S[3]), -tonumber(S[2])
+    S.trim_at = trim_at
+  end
+  if length > trim_at then redis.call('LTRIM', K[3], S.keep, -1) end
   if (not previous[1]) or tonumber(previous[1]) <= tonumber(A[3]) then
     redis.call('HSET', K[2], 'price', A[1], 'change', A[2], 'timestamp', A[3])
   end

@@ -23,7 +23,7 @@ def prefill(fx, symbols, per_symbol):
 
 
 def test_a_backlog_goes_in_batches_and_each_message_counts_once(fx):
-    d = fx.daemon({"quotes": {"historyLength": 5000}, "amqp": {"prefetch": 500}})
+    d = fx.daemon({"quotes": {"historyLength": 5000}, "amqp": {"prefetch": 500}, "redis": {"batchSize": 100}})
     fx.topology_apply(d.config_path)
     symbols = [f"B{i}" for i in range(20)]
     prefill(fx, symbols, 50)
@@ -31,7 +31,7 @@ def test_a_backlog_goes_in_batches_and_each_message_counts_once(fx):
     d.start().wait_ready()
     wait_until(lambda: all(history_len(s) == 50 for s in symbols), 60, 0.1, what="every quote applied")
     calls = fcalls()
-    # 1,000 messages; at most redis.batchSize (100) per call, as many as one loop pass has.
+    # 1,000 messages; at most redis.batchSize (100 here) per call, as many as one loop pass has.
     assert 10 <= calls < 500, f"{calls} FCALLs for 1000 quotes: not batched"
     assert d.stop() == 0
     for s in symbols:

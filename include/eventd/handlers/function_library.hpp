@@ -4,7 +4,8 @@
 //
 // The handler's Lua defines `local function <name>(K, A, S)` for ONE message: K its
 // keys, A its arguments, S the arguments shared by the batch (e.g. the TTL); K and A
-// are reused for the next message, so the function must not keep them. The
+// are reused for the next message, so the function must not keep them; S is the
+// call's own table, where a function may keep what it derives from it. The
 // library wraps it: each message runs in a pcall of its own, so an error is that
 // message's result (an error element) and the others go on. Flagged
 // allow-cross-slot-keys, for a standalone Redis, where a batch holds the keys of many
