@@ -105,7 +105,7 @@ struct RedisConfig {
   uint32_t min_replicas = 0;
   uint32_t replica_timeout_ms = 1000;
   // At most this many messages of one type go to one Redis node in one call.
-  uint32_t batch_size = 500;  // amqp.prefetch's default: one call can take a loop pass's all
+  uint32_t batch_size = 100;
 };
 
 struct ExchangeConfig {
