@@ -42,6 +42,7 @@
 #include "eventd/retry_policy.hpp"
 #include "eventd/routing.hpp"
 #include "eventd/schema_registry.hpp"
+#include "eventd/text.hpp"
 #include "eventd/topology.hpp"
 #include "eventd/utf8.hpp"
 
@@ -736,14 +737,7 @@ struct SymbolRules {
 
 void replace_symbol_rules(BlockingRedis& redis, const std::string& user, const std::string& symbol,
                           const SymbolRules* rules) {
-  static const std::string script = [] {
-    std::string lua = kSymbolRulesScript;
-    const std::string_view marker = "@rules";
-    for (std::size_t at = lua.find(marker); at != std::string::npos; at = lua.find(marker, at)) {
-      lua.replace(at, marker.size(), keys::kQuoteHasRules);
-    }
-    return lua;
-  }();
+  static const std::string script = replace_all(kSymbolRulesScript, "@rules", keys::kQuoteHasRules);
   std::vector<std::string> cmd{"EVAL", script, "8", keys::rules(symbol)};
   for (auto& index : keys::rule_indexes(symbol)) cmd.push_back(std::move(index));
   cmd.push_back(keys::rule_state(symbol));

@@ -5,16 +5,12 @@
 
 #include <cstdio>
 
+#include "eventd/json_member.hpp"
+
 namespace eventd::keys {
 namespace {
 
 constexpr std::string_view kIdem = "eventd:idem:";
-
-std::string_view field(const rapidjson::Value& body, const char* name) {
-  auto m = body.FindMember(name);
-  if (m == body.MemberEnd() || !m->value.IsString()) return {};
-  return {m->value.GetString(), m->value.GetStringLength()};
-}
 
 // "<prefix>{<tag>}" and, when given, ":<rest>".
 std::string tagged(std::string_view prefix, const Tag& tag, std::string_view rest = {}) {
@@ -49,8 +45,8 @@ Tag::Tag(std::string_view value) {
 
 Tag message_tag(std::string_view type, const rapidjson::Value& body) {
   if (!body.IsObject()) return Tag(std::string_view());
-  if (type == "quote_update" || type == "analysis_request") return Tag(field(body, "symbol"));
-  return Tag(field(body, "userId"));
+  if (type == "quote_update" || type == "analysis_request") return Tag(string_member(body, "symbol"));
+  return Tag(string_member(body, "userId"));
 }
 
 std::string idempotency(const Tag& tag, std::string_view message_id, std::string_view type, std::string_view body) {

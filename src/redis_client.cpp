@@ -10,6 +10,7 @@
 
 #include "eventd/log.hpp"
 #include "eventd/redis/slot.hpp"
+#include "eventd/text.hpp"
 
 namespace eventd {
 namespace {
@@ -54,12 +55,7 @@ std::string RedisClient::add_library(std::string_view code) {
   char name[32];
   std::snprintf(name, sizeof name, "eventd_%016llx",
                 static_cast<unsigned long long>(XXH3_64bits(code.data(), code.size())));
-  std::string body(code);
-  constexpr std::string_view kPlaceholder = "@lib";
-  for (auto at = body.find(kPlaceholder); at != std::string::npos; at = body.find(kPlaceholder, at)) {
-    body.replace(at, kPlaceholder.size(), name);
-    at += std::strlen(name);
-  }
+  const std::string body = replace_all(std::string(code), "@lib", name);
   libraries_.push_back({name, "#!lua name=" + std::string(name) + "\n" + body});
   return name;
 }

@@ -13,6 +13,7 @@
 
 #include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/quote_update.hpp"
+#include "eventd/json_member.hpp"
 #include "eventd/keys.hpp"
 
 namespace eventd {
@@ -45,11 +46,7 @@ local function analysis_complete(K, A, S)
 end
 )lua";
 
-std::string get_string(const rapidjson::Value& v, const char* key) {
-  auto m = v.FindMember(key);
-  return m != v.MemberEnd() && m->value.IsString() ? std::string(m->value.GetString(), m->value.GetStringLength())
-                                                   : std::string();
-}
+std::string get_string(const rapidjson::Value& v, const char* key) { return std::string(string_member(v, key)); }
 
 void key(JsonWriter& w, const char* k) { w.Key(k); }
 // JSON has no infinity or NaN (extreme prices can overflow a sum): write null.

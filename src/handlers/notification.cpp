@@ -12,6 +12,7 @@
 
 #include "eventd/handlers/function_library.hpp"
 #include "eventd/handlers/rules_lua.hpp"
+#include "eventd/json_member.hpp"
 #include "eventd/keys.hpp"
 #include "eventd/log.hpp"
 
@@ -66,11 +67,7 @@ int64_t wall_ms() {
       .count();
 }
 
-std::string field(const rapidjson::Value& v, const char* key) {
-  auto m = v.FindMember(key);
-  return m != v.MemberEnd() && m->value.IsString() ? std::string(m->value.GetString(), m->value.GetStringLength())
-                                                   : std::string();
-}
+std::string field(const rapidjson::Value& v, const char* key) { return std::string(string_member(v, key)); }
 
 std::string json_of(const rapidjson::Value& v) {
   rapidjson::StringBuffer buf;

@@ -8,7 +8,9 @@
 
 #include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/rules_lua.hpp"
+#include "eventd/json_member.hpp"
 #include "eventd/keys.hpp"
+#include "eventd/text.hpp"
 
 namespace eventd {
 namespace {
@@ -148,15 +150,9 @@ constexpr long long kNoRules = 3;
 
 // `lua` with the marker field and the answer codes spelled in.
 std::string with_names(std::string lua) {
-  const std::pair<std::string_view, std::string> names[] = {{"@rules", std::string(keys::kQuoteHasRules)},
-                                                            {"@needs_rules", std::to_string(kNeedsRules)},
-                                                            {"@no_rules", std::to_string(kNoRules)}};
-  for (const auto& [from, to] : names) {
-    for (std::size_t at = lua.find(from); at != std::string::npos; at = lua.find(from, at + to.size())) {
-      lua.replace(at, from.size(), to);
-    }
-  }
-  return lua;
+  lua = replace_all(std::move(lua), "@rules", keys::kQuoteHasRules);
+  lua = replace_all(std::move(lua), "@needs_rules", std::to_string(kNeedsRules));
+  return replace_all(std::move(lua), "@no_rules", std::to_string(kNoRules));
 }
 
 }  // namespace
@@ -212,29 +208,24 @@ const std::string& QuoteUpdateHandler::unwatched_lua() {
   return lua;
 }
 
-namespace {
-std::string_view string_member(const rapidjson::Value& body, const char* name) {
-  auto m = body.FindMember(name);
-  if (m == body.MemberEnd() || !m->value.IsString()) return {};
-  return {m->value.GetString(), m->value.GetStringLength()};
-}
-}  // namespace
-
 void QuoteUpdateHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value& body = message.body;
   const std::string_view symbol = string_member(body, "symbol");
-  if (watched_.contains(symbol)) return send_watched(body, message.idempotency_key, message.timestamp_ms, std::move(done));
-  // The body and the idempotency key stay valid until `done` (handler.hpp).
+  if (watched_.contains(symbol)) {
+    return send_watched(body, symbol, message.idempotency_key, message.timestamp_ms, std::move(done));
+  }
+  // The body (and `symbol`, a view into it) and the idempotency key stay valid until
+  // `done` (handler.hpp).
   const rapidjson::Value* kept = &body;
   const std::string_view idempotency = message.idempotency_key;
   const int64_t timestamp = message.timestamp_ms;
   bool sent = unwatched_->add(
       {std::string(idempotency), keys::quote(symbol), keys::history(symbol)},
       {format_number(body["price"].GetDouble()), format_number(body["change"].GetDouble()), std::to_string(timestamp)},
-      [this, kept, idempotency, timestamp, done](const redisReply* reply) {
+      [this, kept, symbol, idempotency, timestamp, done](const redisReply* reply) {
         if (reply != nullptr && reply->type == REDIS_REPLY_INTEGER && reply->integer == kNeedsRules) {
-          remember_watched(string_member(*kept, "symbol"));
-          return send_watched(*kept, idempotency, timestamp, done);
+          remember_watched(symbol);
+          return send_watched(*kept, symbol, idempotency, timestamp, done);
         }
         done(script_result(reply));
       });
@@ -248,9 +239,8 @@ void QuoteUpdateHandler::remember_watched(std::string_view symbol) {
   watched_.emplace(symbol);
 }
 
-void QuoteUpdateHandler::send_watched(const rapidjson::Value& body, std::string_view idempotency, int64_t timestamp,
-                                      HandlerDone done) {
-  const std::string_view symbol = string_member(body, "symbol");
+void QuoteUpdateHandler::send_watched(const rapidjson::Value& body, std::string_view symbol,
+                                      std::string_view idempotency, int64_t timestamp, HandlerDone done) {
   const auto index = keys::rule_indexes(symbol);
   static_assert(keys::kConditions[0] == "price_above" && keys::kConditions[1] == "price_below" &&
                     keys::kConditions[2] == "change_pct_above" && keys::kConditions[3] == "change_pct_below",
@@ -260,9 +250,9 @@ void QuoteUpdateHandler::send_watched(const rapidjson::Value& body, std::string_
                           {format_number(body["price"].GetDouble()), format_number(body["change"].GetDouble()),
                            std::to_string(timestamp), std::string(symbol),
                            std::string(string_member(body, "correlationId"))},
-                          [this, symbol = std::string(symbol), done](const redisReply* reply) {
+                          [this, symbol, done](const redisReply* reply) {
                             if (reply != nullptr && reply->type == REDIS_REPLY_INTEGER && reply->integer == kNoRules) {
-                              watched_.erase(symbol);
+                              if (auto it = watched_.find(symbol); it != watched_.end()) watched_.erase(it);
                             }
                             done(script_result(reply));
                           });

@@ -36,7 +36,9 @@ class QuoteUpdateHandler : public ScriptHandler {
   };
   static const std::string& watched_lua();
   static const std::string& unwatched_lua();
-  void send_watched(const rapidjson::Value& body, std::string_view idempotency, int64_t timestamp, HandlerDone done);
+  // `symbol`: the body's, a view into it.
+  void send_watched(const rapidjson::Value& body, std::string_view symbol, std::string_view idempotency,
+                    int64_t timestamp, HandlerDone done);
   void remember_watched(std::string_view symbol);
 
   std::unique_ptr<redis::Batcher> unwatched_;  // quotes of symbols without rules
