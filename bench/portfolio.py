@@ -173,7 +173,8 @@ class Bench:
         rng = random.Random(7)
         symbols = [f"S{i:04d}" for i in range(a.symbols)]
         now = int(time.time() * 1000)
-        self.redis.pipeline([("HSET", f"eventd:quote:{{{s}}}", "price", 100 + i % 50, "change", 0.5, "timestamp", now)
+        # Stored quotes as quote_update writes them (include/eventd/stored_quote.hpp).
+        self.redis.pipeline([("SET", f"eventd:quote:{{{s}}}", f"{now} {100 + i % 50} 0.5")
                              for i, s in enumerate(symbols)])
         started = time.monotonic()
         procs, users = [], []

@@ -42,6 +42,7 @@
 #include "eventd/retry_policy.hpp"
 #include "eventd/routing.hpp"
 #include "eventd/schema_registry.hpp"
+#include "eventd/stored_quote.hpp"
 #include "eventd/text.hpp"
 #include "eventd/topology.hpp"
 #include "eventd/utf8.hpp"
@@ -657,22 +658,24 @@ using BlockingRedis = redis::BlockingClient;
 // ones come in (their cooldowns start fresh) and the owners entry lists them. Keys of
 // {<SYMBOL>} only, so the call goes to one slot; running it again leaves the same state,
 // which is what lets a rerun of `monitor start` or `stop` repair a half-done one.
-// It keeps the quote hash's keys::kQuoteHasRules field ("@rules") in step with the
-// specs: eventd evaluates a symbol's rules only while that field is there.
+// It keeps the stored quote's mark (keys::kQuoteHasRules, stored_quote.hpp) in step
+// with the specs: eventd evaluates a symbol's rules only while the quote is marked.
 // KEYS: rule specs, the rule index of each condition (keys::kConditions order), rule
 // state, rule owners, quote. ARGV: userId, the new alertIds as a JSON array ('' for none), then
 // per rule: alertId, condition (1-based in kConditions), threshold (exact),
 // "<cooldownSec> <alert fields JSON>" (see quote_update.cpp).
 // Reads and decides first, then writes: a key of another type fails the run before
-// anything is written.
+// anything is written (but the conversion of an older eventd's quote hash).
 constexpr const char* kSymbolRulesScript = R"lua(
-local want = {'hash', 'zset', 'zset', 'zset', 'zset', 'hash', 'hash', 'hash'}
-for i, key in ipairs(KEYS) do
+local want = {'hash', 'zset', 'zset', 'zset', 'zset', 'hash', 'hash'}
+for i = 1, #want do
+  local key = KEYS[i]
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want[i] then
     return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want[i])
   end
 end
+local ts, price, change, marked = read_quote(KEYS[8])
 local user = ARGV[1]
 local members = {}
 local owned = redis.call('HGET', KEYS[7], user)
@@ -691,7 +694,11 @@ for i = 3, #ARGV, 4 do
   redis.call('ZADD', KEYS[1 + tonumber(ARGV[i + 1])], ARGV[i + 2], member)
 end
 if ARGV[2] == '' then redis.call('HDEL', KEYS[7], user) else redis.call('HSET', KEYS[7], user, ARGV[2]) end
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[8], '@rules', '1') else redis.call('HDEL', KEYS[8], '@rules') end
+local has_rules = redis.call('EXISTS', KEYS[1]) == 1
+if has_rules ~= marked then
+  local value = quote_value(ts, price, change, has_rules)
+  if value then redis.call('SET', KEYS[8], value) else redis.call('DEL', KEYS[8]) end
+end
 return (#ARGV - 2) / 4
 )lua";
 
@@ -737,7 +744,7 @@ struct SymbolRules {
 
 void replace_symbol_rules(BlockingRedis& redis, const std::string& user, const std::string& symbol,
                           const SymbolRules* rules) {
-  static const std::string script = replace_all(kSymbolRulesScript, "@rules", keys::kQuoteHasRules);
+  static const std::string script = stored_quote_lua() + kSymbolRulesScript;
   std::vector<std::string> cmd{"EVAL", script, "8", keys::rules(symbol)};
   for (auto& index : keys::rule_indexes(symbol)) cmd.push_back(std::move(index));
   cmd.push_back(keys::rule_state(symbol));
@@ -778,13 +785,9 @@ rapidjson::Value portfolio_status(BlockingRedis& redis, const std::string& user,
   const int64_t now = now_ms();
   portfolio::Quotes quotes;
   for (const auto& symbol : spec.symbols) {
-    auto q = redis.run({"HMGET", keys::quote(symbol), "price", "change", "timestamp"});
-    if (q->elements == 3 && q->element[0]->type == REDIS_REPLY_STRING && q->element[2]->type == REDIS_REPLY_STRING) {
-      quotes.emplace(symbol, portfolio::Quote{std::strtod(q->element[0]->str, nullptr),
-                                              q->element[1]->type == REDIS_REPLY_STRING
-                                                  ? std::strtod(q->element[1]->str, nullptr)
-                                                  : 0.0,
-                                              std::strtoll(q->element[2]->str, nullptr, 10)});
+    auto q = redis.run({"GET", keys::quote(symbol)});
+    if (q->type == REDIS_REPLY_STRING) {
+      if (auto stored = parse_stored_quote({q->str, q->len}); stored.quote) quotes.emplace(symbol, *stored.quote);
     }
   }
   const portfolio::Valuation v = portfolio::value(spec.positions, quotes);

@@ -17,6 +17,7 @@
 #include "eventd/json_parse.hpp"
 #include "eventd/log.hpp"
 #include "eventd/routing.hpp"
+#include "eventd/stored_quote.hpp"
 
 namespace eventd {
 namespace {
@@ -329,17 +330,12 @@ bool PortfolioChecks::read_quote(const std::string& symbol,
   auto read = std::make_shared<QuoteRead>();
   read->waiting.push_back(std::move(done));
   quote_reads_.emplace(symbol, read);
-  const bool sent = redis_.command({"HMGET", keys::quote(symbol), "price", "change", "timestamp"},
-                                   [this, symbol, read](const redisReply* r) {
+  const bool sent = redis_.command({"GET", keys::quote(symbol)}, [this, symbol, read](const redisReply* r) {
     if (auto it = quote_reads_.find(symbol); it != quote_reads_.end() && it->second == read) quote_reads_.erase(it);
-    const bool ok = r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == 3;
+    // Not a string: none yet, or an older eventd's hash, converted at the symbol's next quote.
+    const bool ok = r != nullptr && r->type != REDIS_REPLY_ERROR;
     std::optional<portfolio::Quote> quote;
-    int64_t ts = 0;
-    if (ok && r->element[0]->type == REDIS_REPLY_STRING && integer(r->element[2], ts)) {
-      quote = portfolio::Quote{std::strtod(r->element[0]->str, nullptr),
-                               r->element[1]->type == REDIS_REPLY_STRING ? std::strtod(r->element[1]->str, nullptr) : 0,
-                               ts};
-    }
+    if (ok && r->type == REDIS_REPLY_STRING) quote = parse_stored_quote({r->str, r->len}).quote;
     for (auto& callback : read->waiting) callback(ok, quote);
   });
   if (!sent) {

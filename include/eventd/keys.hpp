@@ -56,8 +56,8 @@ std::string lease(std::string_view idempotency_key);
 inline constexpr std::array<std::string_view, 4> kConditions{"price_above", "price_below", "change_pct_above",
                                                              "change_pct_below"};
 
-std::string quote(std::string_view symbol);    // eventd:quote:{SYM}
-// The quote hash's field that says the symbol has rules (eventctl keeps it with the rule
+std::string quote(std::string_view symbol);    // eventd:quote:{SYM}, format: stored_quote.hpp
+// The stored quote's mark that says the symbol has rules (eventctl keeps it with the rule
 // specs): a quote of a symbol without it is stored by the cheap function, which reads
 // no rule key, and one with it goes to the function that evaluates the rules.
 inline constexpr std::string_view kQuoteHasRules = "rules";

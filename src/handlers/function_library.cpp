@@ -8,7 +8,7 @@ std::string function_library_code(const FunctionSpec& spec) {
   std::string code(spec.prelude);
   code += spec.body;
   // A redis.call error reaches pcall as a table with `err`; a Lua error as a string.
-  code += R"lua(
+  if (!spec.whole_batch) code += R"lua(
 local function batched(one, nkeys, nargs, nshared)
   return function(keys, args)
     local n = tonumber(args[1])
@@ -33,9 +33,12 @@ local function batched(one, nkeys, nargs, nshared)
   end
 end
 )lua";
-  code += "redis.register_function{function_name='@lib_" + name + "', callback=batched(" + name + ", " +
-          std::to_string(spec.keys) + ", " + std::to_string(spec.args) + ", " + std::to_string(spec.shared) +
-          "), flags={'allow-cross-slot-keys'}}\n";
+  const std::string callback = spec.whole_batch ? name
+                                                : "batched(" + name + ", " + std::to_string(spec.keys) + ", " +
+                                                      std::to_string(spec.args) + ", " + std::to_string(spec.shared) +
+                                                      ")";
+  code += "redis.register_function{function_name='@lib_" + name + "', callback=" + callback +
+          ", flags={'allow-cross-slot-keys'}}\n";
   return code;
 }
 

@@ -10,28 +10,30 @@
 #include "eventd/handlers/rules_lua.hpp"
 #include "eventd/json_member.hpp"
 #include "eventd/keys.hpp"
+#include "eventd/stored_quote.hpp"
 #include "eventd/text.hpp"
 
 namespace eventd {
 namespace {
 
-// Two functions store a quote. Most symbols have no rules, and their quotes go to the
-// cheap one, which reads and writes three keys; a symbol's quote hash has the field
-// keys::kQuoteHasRules ("@rules" below) while the symbol has rules, and the cheap
-// function, finding it (or a pending outbox, which only the other can publish), writes
-// nothing and answers kNeedsRules: the handler sends the quote again to the function
-// that evaluates rules and remembers the symbol, whose later quotes go there at once,
-// until that function answers kNoRules.
+// Two functions store a quote (its format: stored_quote.hpp). Most symbols have no
+// rules, and their quotes go to the cheap one, which reads and writes three keys; a
+// symbol's stored quote carries the mark keys::kQuoteHasRules while the symbol has
+// rules, and the cheap function, finding it (or a pending outbox, which only the other
+// can publish), leaves everything as it was and answers kNeedsRules: the handler sends
+// the quote again to the function that evaluates rules and remembers the symbol, whose
+// later quotes go there at once, until that function answers kNoRules.
 //
 // The watched-symbol function (K, A, S as in function_library.hpp):
-// K: 1 idempotency, 2 quote hash, 3 history list, 4 rule specs, 5 outbox, 6-9 the rule
+// K: 1 idempotency, 2 quote, 3 history list, 4 rule specs, 5 outbox, 6-9 the rule
 //    index of each condition (keys::kConditions order), 10 rule state: all under {<SYMBOL>}.
 // A: price, change, timestamp, symbol, correlation id. S: ttl, history length, trim at.
 //
 // Redis does not roll a function back when a command in it fails (e.g. WRONGTYPE), and a
 // retry of a half-applied quote would see itself as the previous quote and lose its
 // alerts. So it reads and decides first, then writes, starting with the one write whose
-// key it has not read (the history list): a failed run has written nothing. The
+// key it has not read (the history list): a failed run has written nothing (but the
+// conversion of an older eventd's quote hash, which changes no content). The
 // idempotency key is written last.
 //
 // Rules of running monitors (written by `eventctl monitor start`) are indexed per
@@ -56,9 +58,8 @@ local function crossed(index, from, to, upward)
   return redis.call('ZRANGEBYSCORE', index, min, max)
 end
 -- The alerts of every rule the move crossed, and the rules that fired.
-local function fire(K, A, previous, price, change, ts)
+local function fire(K, A, before_price, before_change, price, change, ts)
   local fired, fired_rules = {}, {}
-  local before_price, before_change = tonumber(previous[2]), tonumber(previous[3])
   local checks = {{K[6], before_price, price, true, A[1]},
                   {K[7], before_price, price, false, A[1]}}
   local before_pct, pct = change_percent(before_price, before_change), change_percent(price, change)
@@ -93,53 +94,74 @@ local function quote(K, A, S)
   local seen = already_seen(K[1], K[5])
   if seen then return seen end
   local price, change, ts = tonumber(A[1]), tonumber(A[2]), tonumber(A[3])
-  local previous = redis.call('HMGET', K[2], 'timestamp', 'price', 'change', '@rules')
-  local newest = (not previous[1]) or tonumber(previous[1]) <= ts
+  local before_ts, before_price, before_change, marked = read_quote(K[2])
+  local newest = (not before_ts) or tonumber(before_ts) <= ts
   local fired, fired_rules = {}, {}
-  if newest and previous[2] and previous[4] then
-    fired, fired_rules = fire(K, A, previous, price, change, ts)
+  if newest and before_price and marked then
+    fired, fired_rules = fire(K, A, tonumber(before_price), tonumber(before_change), price, change, ts)
   end
   if redis.call('RPUSH', K[3], A[1]) > tonumber(S[3]) then redis.call('LTRIM', K[3], -tonumber(S[2]), -1) end
-  if newest then
-    redis.call('HSET', K[2], 'price', A[1], 'change', A[2], 'timestamp', A[3])
-  end
+  if newest then redis.call('SET', K[2], quote_value(A[3], A[1], A[2], marked)) end
   for _, member in ipairs(fired_rules) do redis.call('HSET', K[10], member, A[3]) end
   local result = settle(K[1], K[5], S[1], fired)
-  if result == 1 and not previous[4] then return @no_rules end
+  if result == 1 and not marked then return @no_rules end
   return result
 end
 )lua";
 
-// The cheap function. K: idempotency, quote hash, history list. A: price, change,
-// timestamp. S as above. Four commands for a new quote, and the idempotency check is one
-// SET NX GET that also marks the message done: the writes after it cannot fail but the
-// push to the history (its key is not read first), and when that fails the key is
-// removed again, so a failed run leaves nothing.
+// The cheap function takes the whole call (function_library.hpp, whole_batch). Per
+// quote, K: idempotency, quote, history list; A: price, change, timestamp; shared: ttl,
+// history length, trim at. Three commands for a new quote: the idempotency check is one
+// SET NX GET that also marks the message done (a duplicate costs that one command), the
+// quote is read and replaced with one SET GET, and the price pushed to the history. A
+// quote that is not this function's to store (the symbol's is marked, or not a string)
+// or whose push fails puts back what it changed, so that a failed or handed-on run
+// leaves nothing; a late quote (older than the stored one) puts the newer one back and
+// goes to the history only. Never raises: commands through redis.pcall.
 constexpr const char* kUnwatchedQuoteLua = R"lua(
-local function quote_unwatched(K, A, S)
-  local previous = redis.call('HMGET', K[2], 'timestamp', '@rules')
-  if previous[2] then return @needs_rules end
-  local seen = redis.call('SET', K[1], '1', 'NX', 'GET', 'EX', S[1])
+local function store_unwatched(idem, quote, history, price, change, ts, ttl, keep, trim_at)
+  local seen = redis.pcall('SET', idem, '1', 'NX', 'GET', 'EX', ttl)
   if seen then
     if seen == 'pending' then return @needs_rules end
+    if type(seen) == 'table' then return seen end
     return 0
   end
-  local length = redis.pcall('RPUSH', K[3], A[1])
-  if type(length) == 'table' then
-    redis.call('DEL', K[1])
-    return length
+  local result = 1
+  local old = redis.pcall('SET', quote, quote_value(ts, price, change, false), 'GET')
+  if type(old) == 'table' then
+    result = @needs_rules  -- not a string (an older eventd's hash): the other function reads it
+  elseif old then
+    if string.byte(old, -1) == QUOTE_MARK_BYTE then
+      result = @needs_rules
+    else
+      local old_ts = tonumber(string.match(old, '^%S+'))
+      if old_ts and old_ts > tonumber(ts) then redis.pcall('SET', quote, old) end
+    end
   end
-  -- S is the batch's own table: its numbers are converted once per batch.
-  local trim_at = S.trim_at
-  if not trim_at then
-    trim_at, S.keep = tonumber(S[3]), -tonumber(S[2])
-    S.trim_at = trim_at
+  if result == 1 then
+    local length = redis.pcall('RPUSH', history, price)
+    if type(length) == 'table' then
+      result = length
+    elseif length > trim_at then
+      redis.pcall('LTRIM', history, keep, -1)
+    end
   end
-  if length > trim_at then redis.call('LTRIM', K[3], S.keep, -1) end
-  if (not previous[1]) or tonumber(previous[1]) <= tonumber(A[3]) then
-    redis.call('HSET', K[2], 'price', A[1], 'change', A[2], 'timestamp', A[3])
+  if result ~= 1 then
+    if old == false then redis.pcall('DEL', quote) elseif type(old) == 'string' then redis.pcall('SET', quote, old) end
+    redis.pcall('DEL', idem)
   end
-  return 1
+  return result
+end
+local function quote_unwatched(keys, args)
+  local n = tonumber(args[1])
+  local ttl, keep, trim_at = args[2], -tonumber(args[3]), tonumber(args[4])
+  local out = {}
+  for i = 0, n - 1 do
+    local k, a = i * 3, 4 + i * 3
+    out[i + 1] = store_unwatched(keys[k + 1], keys[k + 2], keys[k + 3], args[a + 1], args[a + 2], args[a + 3],
+                                 ttl, keep, trim_at)
+  end
+  return out
 end
 )lua";
 
@@ -148,9 +170,8 @@ end
 constexpr long long kNeedsRules = 9;
 constexpr long long kNoRules = 3;
 
-// `lua` with the marker field and the answer codes spelled in.
+// `lua` with the answer codes spelled in.
 std::string with_names(std::string lua) {
-  lua = replace_all(std::move(lua), "@rules", keys::kQuoteHasRules);
   lua = replace_all(std::move(lua), "@needs_rules", std::to_string(kNeedsRules));
   return replace_all(std::move(lua), "@no_rules", std::to_string(kNoRules));
 }
@@ -190,8 +211,9 @@ uint32_t history_trim_at(uint32_t history_length) { return history_length + std:
 
 QuoteUpdateHandler::QuoteUpdateHandler(uv_loop_t* loop, RedisClient& redis, const Config& config)
     : ScriptHandler(loop, redis, config,
-                    {"quote", std::string(kOutboxLua) + kRulesLua, watched_lua(), 10, 5, 3}),
-      unwatched_(register_function(loop, redis, {"quote_unwatched", "", unwatched_lua(), 3, 3, 3},
+                    {"quote", std::string(kOutboxLua) + kRulesLua + stored_quote_lua(), watched_lua(), 10, 5, 3}),
+      unwatched_(register_function(loop, redis,
+                                   {"quote_unwatched", stored_quote_lua(), unwatched_lua(), 3, 3, 3, /*whole_batch=*/true},
                                    config.redis.batch_size)) {
   std::vector<std::string> shared{ttl_, std::to_string(config.quote_history_length),
                                   std::to_string(history_trim_at(config.quote_history_length))};

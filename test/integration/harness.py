@@ -215,9 +215,29 @@ def history_len(symbol):
     return redis("LLEN", history_key(symbol))
 
 
-def latest_quote(symbol):
-    flat = redis("HGETALL", quote_key(symbol))
-    return dict(zip(flat[::2], flat[1::2]))
+# The stored quote (include/eventd/stored_quote.hpp): "<timestamp> <price> <change>",
+# then " rules" while the symbol has rules; "rules" alone with rules and no quote yet.
+QUOTE_MARK = "rules"
+
+
+def stored_quote(price, change, timestamp, rules=False):
+    """The value quote_update stores for this quote."""
+    return f"{timestamp} {price} {change}" + (f" {QUOTE_MARK}" if rules else "")
+
+
+def parse_stored_quote(value):
+    """{"timestamp", "price", "change"} (strings; none without a quote), and "rules": True while marked."""
+    if value is None:
+        return {}
+    words = value.split(" ")
+    out = dict(zip(("timestamp", "price", "change"), words[:3])) if len(words) >= 3 else {}
+    if words[-1] == QUOTE_MARK:
+        out["rules"] = True
+    return out
+
+
+def latest_quote(symbol, r=None):
+    return parse_stored_quote((r or redis)("GET", quote_key(symbol)))
 
 
 # ---------------------------------------------------------------- Redis keys (include/eventd/keys.hpp)

@@ -5,7 +5,7 @@ import json
 import time
 
 from harness import (SCHEDULE_SHARDS, alerts_key, notifications_key, now_ms, portfolio_state_key, quote_key,
-                     schedule_entry, schedule_key, wait_until)
+                     schedule_entry, schedule_key, stored_quote, wait_until)
 from test_domain import domain_config
 
 
@@ -22,7 +22,7 @@ def test_cluster_portfolio_checks_spread_over_the_masters_each_alert_once(fx):
     d2.start().wait_ready(60)
     base = now_ms() - 60_000
     for symbol in ("CPA", "CPB"):
-        r("HSET", quote_key(symbol), "price", "100", "change", "0", "timestamp", base)
+        r("SET", quote_key(symbol), stored_quote(100, 0, base))
     users = [f"cp-{i}" for i in range(40)]
     for u in users:
         spec = {"rules": [{"alertId": 1, "condition": "portfolio_value_below", "threshold": 1500}],
@@ -38,7 +38,7 @@ def test_cluster_portfolio_checks_spread_over_the_masters_each_alert_once(fx):
         return int(v) if v else 0
     first = {u: 0 for u in users}
     wait_until(lambda: all(checked(u) > first[u] for u in users), 20, what="a check of every user")
-    r("HSET", quote_key("CPA"), "price", "40", "change", "-60", "timestamp", base + 1000)  # value 1400
+    r("SET", quote_key("CPA"), stored_quote(40, -60, base + 1000))  # value 1400
     wait_until(lambda: all(r("LLEN", alerts_key(u)) >= 1 for u in users), 30, what="every user's alert")
     seen = {u: checked(u) for u in users}
     wait_until(lambda: all(checked(u) > seen[u] for u in users), 20, what="another check of every user")

@@ -15,8 +15,8 @@ import statistics
 import time
 
 from harness import (CONDITIONS, MONITORS_KEY, alerts_key, analysis_key, history_key, idem_key, monitor_key,
-                     monitor_symbols_key, notifications_key, now_ms, quote, quote_key, redis, rule_index_key,
-                     outbox_key, rule_owners_key, rule_state_key, rules_key, wait_until)
+                     latest_quote, monitor_symbols_key, notifications_key, now_ms, quote, quote_key, redis,
+                     rule_index_key, outbox_key, rule_owners_key, rule_state_key, rules_key, stored_quote, wait_until)
 from webhook_server import WebhookServer
 
 _ids = itertools.count(1)
@@ -319,7 +319,7 @@ def test_failed_quote_script_writes_nothing_so_its_retry_still_fires(fx):
     redis("SET", history_key("WRT"), "not a list")
     mid = send_quote(fx, "WRT", 101, ts=base + 1000, wait=False)
     wait_until(lambda: d.logged("retrying"), 15, what="the failing quote to be retried")
-    assert redis("HGET", quote_key("WRT"), "price") == "99", "a failed run stored the quote"
+    assert latest_quote("WRT").get("price") == "99", "a failed run stored the quote"
     assert redis("HGETALL", rule_state_key("WRT")) == [], "a failed run set the rule's cooldown"
     redis("DEL", history_key("WRT"))
     wait_until(lambda: processed("WRT", mid), 20, what="the retried quote applied")
@@ -425,8 +425,7 @@ def test_stopped_monitor_triggers_nothing(fx):
 
 def test_rules_on_a_symbol_already_quoted_are_seen_at_once_each_time(fx):
     # eventd stores the quotes of a symbol without rules with a cheaper function and
-    # learns that a symbol has rules from its quote hash's "rules" field, which eventctl
-    # keeps: rules added to a symbol eventd has quoted, removed, and added back must
+    # learns that a symbol has rules from its stored quote's mark, which eventctl keeps: rules added to a symbol eventd has quoted, removed, and added back must
     # each count from the very next quote.
     fx.start_daemon(domain_config(fx))
     base = now_ms() - 60_000
@@ -437,16 +436,16 @@ def test_rules_on_a_symbol_already_quoted_are_seen_at_once_each_time(fx):
 
     for price in (190, 210, 190):  # no rules yet: nothing fires
         q(price)
-    assert redis("HGET", quote_key("LATE"), "rules") is None
+    assert "rules" not in latest_quote("LATE")
     spec = {"rules": [rule(1, "LATE", "price_above", 200, 0)], "channels": ["push"]}
     monitor_start(fx, "late", spec)
-    assert redis("HGET", quote_key("LATE"), "rules") == "1", redis("HGETALL", quote_key("LATE"))
+    assert latest_quote("LATE").get("rules"), redis("GET", quote_key("LATE"))
     q(201)
     wait_until(lambda: len(alerts("late")) == 1, 15, what="the alert of the rule added to a quoted symbol")
     q(190)
     rc, _, err = fx.eventctl("monitor", "stop", "late")
     assert rc == 0, err
-    assert redis("HGET", quote_key("LATE"), "rules") is None, "monitor stop left the symbol marked"
+    assert "rules" not in latest_quote("LATE"), "monitor stop left the symbol marked"
     for price in (205, 190, 206):  # crossings with no rules
         q(price)
     settle(fx)
@@ -458,8 +457,51 @@ def test_rules_on_a_symbol_already_quoted_are_seen_at_once_each_time(fx):
     settle(fx)
     assert [a["currentValue"] for a in alerts("late")] == [201, 208], alerts("late")
     assert len(stream("late")) == 2
-    assert sorted(redis("HKEYS", quote_key("LATE"))) == ["change", "price", "rules", "timestamp"]
+    assert redis("GET", quote_key("LATE")) == stored_quote(208, 0, base + 10_000, rules=True), \
+        redis("GET", quote_key("LATE"))
     assert redis("LLEN", history_key("LATE")) == 11
+
+
+def test_a_failed_quote_of_a_symbol_without_rules_leaves_the_stored_quote_as_it_was(fx):
+    # The cheap function replaces the stored quote before it pushes the price: when the
+    # push fails, the quote it replaced and the idempotency key must be as they were.
+    d = fx.start_daemon(domain_config(fx, None, {"log": {"level": "debug"}}))
+    base = now_ms() - 60_000
+    send_quote(fx, "RST", 10, ts=base)
+    redis("SET", history_key("RST"), "not a list")
+    mid = send_quote(fx, "RST", 11, ts=base + 1000, wait=False)
+    wait_until(lambda: d.logged("retrying"), 15, what="the failing quote to be retried")
+    assert redis("GET", quote_key("RST")) == stored_quote(10, 0, base), redis("GET", quote_key("RST"))
+    assert redis("EXISTS", idem_key("RST", mid)) == 0, "a failed run kept the idempotency key"
+    redis("DEL", history_key("RST"))
+    wait_until(lambda: processed("RST", mid), 20, what="the retried quote applied")
+    assert redis("GET", quote_key("RST")) == stored_quote(11, 0, base + 1000)
+    assert redis("LRANGE", history_key("RST"), 0, -1) == ["11"]
+
+
+def test_quote_hashes_of_an_older_eventd_are_converted_with_their_rules_mark(fx):
+    # Before 2026-12 the latest quote was a hash (price, change, timestamp, and "rules"
+    # while the symbol had rules). The next quote converts it, and so does eventctl when
+    # it changes the symbol's rules; a symbol marked in the hash keeps its rules, and its
+    # stored quote is the reference the next one crosses from.
+    fx.start_daemon(domain_config(fx))
+    base = now_ms() - 60_000
+    redis("HSET", quote_key("OLDQ"), "price", "10", "change", "0", "timestamp", base)
+    send_quote(fx, "OLDQ", 11, ts=base + 1000)
+    assert redis("GET", quote_key("OLDQ")) == stored_quote(11, 0, base + 1000), redis("GET", quote_key("OLDQ"))
+
+    redis("HSET", quote_key("OLDE"), "price", "5", "change", "0", "timestamp", base)
+    monitor_start(fx, "olde", {"rules": [rule(1, "OLDE", "price_above", 6, 0)], "channels": ["push"]})
+    assert redis("GET", quote_key("OLDE")) == stored_quote(5, 0, base, rules=True), redis("GET", quote_key("OLDE"))
+
+    monitor_start(fx, "oldr", {"rules": [rule(1, "OLDR", "price_above", 200, 0)], "channels": ["push"]})
+    redis("DEL", quote_key("OLDR"))  # what an older eventd and eventctl left
+    redis("HSET", quote_key("OLDR"), "price", "199", "change", "0", "timestamp", base, "rules", "1")
+    send_quote(fx, "OLDR", 201, ts=base + 1000)
+    wait_until(lambda: len(alerts("oldr")) == 1, 15, what="the alert crossing from the converted quote")
+    assert alerts("oldr")[0]["currentValue"] == 201, alerts("oldr")
+    assert redis("GET", quote_key("OLDR")) == stored_quote(201, 0, base + 1000, rules=True), \
+        redis("GET", quote_key("OLDR"))
 
 
 def test_a_pending_outbox_is_published_for_a_symbol_without_rules(fx):

@@ -14,7 +14,7 @@ import time
 
 from harness import (MONITORS_KEY, monitor_key, now_ms, portfolio_outbox_key, portfolio_state_key, quote_key,
                      mgmt, rabbitmqctl, redis, schedule_claims_key, schedule_entry, schedule_key,
-                     wait_until)
+                     stored_quote, wait_until)
 from test_domain import alerts, domain_config, monitor_start, send_quote, settle, stream
 
 INTERVAL = 1000
@@ -68,8 +68,7 @@ def prule(alert_id, condition, threshold=None, symbol=None, seconds=None, cooldo
 
 def set_quote(symbol, price, change=0.0, ts=None):
     """The latest quote as quote_update stores it (the key layout is the contract)."""
-    redis("HSET", quote_key(symbol), "price", repr(price), "change", repr(change),
-          "timestamp", now_ms() if ts is None else ts)
+    redis("SET", quote_key(symbol), stored_quote(repr(price), repr(change), now_ms() if ts is None else ts))
 
 
 def fired(user):
@@ -334,7 +333,7 @@ def test_a_takeover_publishes_what_a_dead_instance_recorded_and_does_not_run_the
     # the member claimed (score = its lease, now expired), the claim's due time, the
     # state of the applied check, the alert in the outbox.
     send_quote_at = now_ms()
-    redis("HSET", quote_key("PFK"), "price", "5", "change", "0", "timestamp", send_quote_at)
+    redis("SET", quote_key("PFK"), stored_quote(5, 0, send_quote_at))
     spec = {"rules": [prule(1, "portfolio_value_below", 100)], "channels": ["push"],
             "positions": [position("PFK", 1)], "checkIntervalMs": INTERVAL}
     monitor_start(fx, "pfk", spec)

@@ -11,6 +11,12 @@
 // allow-cross-slot-keys, for a standalone Redis, where a batch holds the keys of many
 // slots (a Redis Cluster refuses declared keys of several slots whatever the flag: there
 // the Batcher keeps a batch to one slot).
+//
+// A hot function may instead take the whole call (`whole_batch`): `<name>(keys, args)`
+// with the Batcher's layout (args[1] the count, then the shared arguments, then each
+// message's), returning one result per message. It saves the wrapper's pcall and
+// copies, and must then never raise (an error would fail every message of the call):
+// it runs its commands with redis.pcall and answers an error as that message's result.
 #pragma once
 
 #include <uv.h>
@@ -32,6 +38,7 @@ struct FunctionSpec {
   std::size_t keys;          // per message
   std::size_t args;          // per message
   std::size_t shared;        // per call
+  bool whole_batch = false;  // <name>(keys, args) runs the whole call itself (above)
 };
 
 // The library's Lua (without its "#!lua" line; "@lib" stands for its name).
