@@ -27,6 +27,8 @@ class QuoteUpdateHandler : public ScriptHandler {
   // Registers its function with `redis`; construct before redis.start().
   QuoteUpdateHandler(uv_loop_t* loop, RedisClient& redis, const Config& config);
   void handle(const Message& message, HandlerDone done) override;
+  // The cheap function's Lua, answer codes spelled in (public for its unit test).
+  static const std::string& unwatched_lua();
 
  private:
   static constexpr std::size_t kMaxWatched = 65536;
@@ -35,7 +37,6 @@ class QuoteUpdateHandler : public ScriptHandler {
     std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
   static const std::string& watched_lua();
-  static const std::string& unwatched_lua();
   // `symbol`: the body's, a view into it.
   void send_watched(const rapidjson::Value& body, std::string_view symbol, std::string_view idempotency,
                     int64_t timestamp, HandlerDone done);

@@ -1,0 +1,237 @@
+// The cheap quote function (quote_update.cpp) in Lua 5.1, the interpreter Redis embeds,
+// against a fake of the five commands it runs: it must leave everything as it was
+// whenever it does not store a quote, and answer every message of a batch on its own.
+#include <doctest/doctest.h>
+
+#include <lua.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "eventd/handlers/quote_update.hpp"
+#include "eventd/stored_quote.hpp"
+
+namespace {
+
+// db[key] = {t = 'string' | 'list' | 'hash', v = value}; replies as Redis hands them to
+// Lua (nil bulk -> false, errors -> {err = ...}).
+constexpr const char* kFakeRedis = R"lua(
+local db = {}
+local function wrongtype() return {err = 'WRONGTYPE Operation against a key holding the wrong kind of value'} end
+redis = {}
+function redis.pcall(cmd, key, ...)
+  local a, e = {...}, db[key]
+  if cmd == 'SET' then
+    local nx, get, i = false, false, 2
+    while a[i] do
+      if a[i] == 'NX' then nx = true elseif a[i] == 'GET' then get = true elseif a[i] == 'EX' then i = i + 1 end
+      i = i + 1
+    end
+    if get and e and e.t ~= 'string' then return wrongtype() end
+    local old = (e and e.v) or false
+    if nx and e then return old end
+    db[key] = {t = 'string', v = a[1]}
+    if get then return old end
+    return {ok = 'OK'}
+  elseif cmd == 'RPUSH' then
+    if e and e.t ~= 'list' then return wrongtype() end
+    if not e then e = {t = 'list', v = {}}; db[key] = e end
+    for _, x in ipairs(a) do e.v[#e.v + 1] = x end
+    return #e.v
+  elseif cmd == 'LTRIM' then  -- the function's form: LTRIM key -N -1
+    local keep = {}
+    for j = math.max(#e.v + tonumber(a[1]) + 1, 1), #e.v do keep[#keep + 1] = e.v[j] end
+    e.v = keep
+    return {ok = 'OK'}
+  elseif cmd == 'DEL' then
+    db[key] = nil
+    return 1
+  end
+  error('the fake has no ' .. cmd)
+end
+local function put(t, key, value)
+  if t == 'list' then
+    local v = {}
+    for x in string.gmatch(value, '[^,]+') do v[#v + 1] = x end
+    value = v
+  end
+  db[key] = {t = t, v = value}
+end
+-- 'none', or the type and the value as text (a list joined by commas).
+local function read(key)
+  local e = db[key]
+  if not e then return 'none' end
+  if e.t == 'list' then return 'list ' .. table.concat(e.v, ',') end
+  if e.t == 'hash' then return 'hash' end
+  return 'string ' .. e.v
+end
+)lua";
+
+struct LuaClose {
+  void operator()(lua_State* L) const { lua_close(L); }
+};
+
+struct Quote {
+  std::string symbol, id, price, change, ts;
+};
+
+// Keys as the handler gives them, shortened: idem:<id>, quote:<SYM>, history:<SYM>.
+// Shared: ttl 60, history length 3, trimmed once 4 long.
+class CheapQuote {
+ public:
+  CheapQuote() : L_(luaL_newstate()) {
+    REQUIRE(L_ != nullptr);
+    luaL_openlibs(L());
+    const std::string chunk = std::string(kFakeRedis) + eventd::stored_quote_lua() +
+                              eventd::QuoteUpdateHandler::unwatched_lua() +
+                              "return {run = quote_unwatched, put = put, read = read}";
+    REQUIRE(luaL_loadbuffer(L(), chunk.data(), chunk.size(), "quote_unwatched") == 0);
+    if (lua_pcall(L(), 0, 1, 0) != 0) FAIL(lua_tostring(L(), -1));
+    lib_ = luaL_ref(L(), LUA_REGISTRYINDEX);
+  }
+
+  // One result per quote: "1", "0", "9", or "error" for an error reply.
+  std::vector<std::string> run(const std::vector<Quote>& quotes) {
+    push("run");
+    lua_newtable(L());  // keys
+    int k = 0;
+    for (const Quote& q : quotes) {
+      for (const std::string& key : {"idem:" + q.id, "quote:" + q.symbol, "history:" + q.symbol}) {
+        lua_pushstring(L(), key.c_str());
+        lua_rawseti(L(), -2, ++k);
+      }
+    }
+    lua_newtable(L());  // args
+    int a = 0;
+    for (const std::string& arg : {std::to_string(quotes.size()), std::string("60"), std::string("3"),
+                                   std::string("4")}) {
+      lua_pushstring(L(), arg.c_str());
+      lua_rawseti(L(), -2, ++a);
+    }
+    for (const Quote& q : quotes) {
+      for (const std::string* arg : {&q.price, &q.change, &q.ts}) {
+        lua_pushstring(L(), arg->c_str());
+        lua_rawseti(L(), -2, ++a);
+      }
+    }
+    if (lua_pcall(L(), 2, 1, 0) != 0) FAIL("the function raised: " << lua_tostring(L(), -1));
+    std::vector<std::string> out;
+    for (std::size_t i = 1; i <= quotes.size(); ++i) {
+      lua_rawgeti(L(), -1, static_cast<int>(i));
+      if (lua_istable(L(), -1)) {
+        lua_getfield(L(), -1, "err");
+        out.push_back(lua_isstring(L(), -1) ? "error" : "table");
+        lua_pop(L(), 1);
+      } else {
+        out.push_back(lua_tostring(L(), -1) ? lua_tostring(L(), -1) : "nil");
+      }
+      lua_pop(L(), 1);
+    }
+    lua_pop(L(), 1);
+    return out;
+  }
+
+  void put(const char* type, const std::string& key, const std::string& value) {
+    push("put");
+    lua_pushstring(L(), type);
+    lua_pushstring(L(), key.c_str());
+    lua_pushstring(L(), value.c_str());
+    if (lua_pcall(L(), 3, 0, 0) != 0) FAIL(lua_tostring(L(), -1));
+  }
+
+  std::string read(const std::string& key) {
+    push("read");
+    lua_pushstring(L(), key.c_str());
+    if (lua_pcall(L(), 1, 1, 0) != 0) FAIL(lua_tostring(L(), -1));
+    std::string out = lua_tostring(L(), -1);
+    lua_pop(L(), 1);
+    return out;
+  }
+
+ private:
+  lua_State* L() { return L_.get(); }
+  void push(const char* name) {
+    lua_rawgeti(L(), LUA_REGISTRYINDEX, lib_);
+    lua_getfield(L(), -1, name);
+    lua_remove(L(), -2);
+  }
+
+  std::unique_ptr<lua_State, LuaClose> L_;
+  int lib_ = LUA_NOREF;
+};
+
+}  // namespace
+
+TEST_CASE("cheap quote function: a new quote, its duplicate, a late quote, the trim") {
+  CheapQuote f;
+  CHECK(f.run({{"A", "m1", "10", "0.5", "1000"}}) == std::vector<std::string>{"1"});
+  CHECK(f.read("idem:m1") == "string 1");
+  CHECK(f.read("quote:A") == "string 1000 10 0.5");
+  CHECK(f.read("history:A") == "list 10");
+
+  CHECK(f.run({{"A", "m1", "10", "0.5", "1000"}}) == std::vector<std::string>{"0"});  // one SET NX, nothing else
+  CHECK(f.read("history:A") == "list 10");
+
+  // Older than the stored one: to the history only, the newer quote stays.
+  CHECK(f.run({{"A", "m0", "9", "0.1", "900"}}) == std::vector<std::string>{"1"});
+  CHECK(f.read("quote:A") == "string 1000 10 0.5");
+  CHECK(f.read("history:A") == "list 10,9");
+
+  // Trimmed back to the history length once longer than "trim at".
+  CHECK(f.run({{"A", "m2", "11", "0", "1100"}, {"A", "m3", "12", "0", "1200"}, {"A", "m4", "13", "0", "1300"}}) ==
+        std::vector<std::string>{"1", "1", "1"});
+  CHECK(f.read("history:A") == "list 11,12,13");
+  CHECK(f.read("quote:A") == "string 1300 13 0");
+}
+
+TEST_CASE("cheap quote function: a quote it hands on leaves everything as it was") {
+  CheapQuote f;
+  // The symbol has rules: its quotes are the other function's.
+  f.put("string", "quote:R", "1000 10 0.5 rules");
+  CHECK(f.run({{"R", "r1", "11", "0", "1100"}}) == std::vector<std::string>{"9"});
+  CHECK(f.read("quote:R") == "string 1000 10 0.5 rules");
+  CHECK(f.read("idem:r1") == "none");
+  CHECK(f.read("history:R") == "none");
+  f.put("string", "quote:M", "rules");  // rules, no quote yet
+  CHECK(f.run({{"M", "r2", "11", "0", "1100"}}) == std::vector<std::string>{"9"});
+  CHECK(f.read("quote:M") == "string rules");
+  CHECK(f.read("idem:r2") == "none");
+
+  // A pending outbox: only the other function publishes it.
+  f.put("string", "idem:p1", "pending");
+  CHECK(f.run({{"P", "p1", "5", "0", "1000"}}) == std::vector<std::string>{"9"});
+  CHECK(f.read("idem:p1") == "string pending");
+  CHECK(f.read("quote:P") == "none");
+
+  // An older eventd's quote hash: the other function converts it.
+  f.put("hash", "quote:H", "");
+  CHECK(f.run({{"H", "h1", "5", "0", "1000"}}) == std::vector<std::string>{"9"});
+  CHECK(f.read("quote:H") == "hash");
+  CHECK(f.read("idem:h1") == "none");
+  CHECK(f.read("history:H") == "none");
+}
+
+TEST_CASE("cheap quote function: a failed push puts the quote back, and fails only its own message") {
+  CheapQuote f;
+  f.put("string", "quote:W", "1000 10 0.5");
+  f.put("string", "history:W", "not a list");
+  f.put("string", "history:N", "not a list");
+  const auto results = f.run({{"OK", "o1", "1", "0", "1000"},
+                              {"W", "w1", "11", "0", "1100"},
+                              {"N", "n1", "7", "0", "1000"},
+                              {"OK", "o2", "2", "0", "1100"}});
+  CHECK(results == std::vector<std::string>{"1", "error", "error", "1"});
+  CHECK(f.read("quote:W") == "string 1000 10 0.5");  // as it was
+  CHECK(f.read("quote:N") == "none");                // it had none
+  CHECK(f.read("idem:w1") == "none");
+  CHECK(f.read("idem:n1") == "none");
+  CHECK(f.read("quote:OK") == "string 1100 2 0");
+  CHECK(f.read("history:OK") == "list 1,2");
+
+  // A stored value that is not a quote is replaced, not a reason to fail.
+  f.put("string", "quote:G", "garbage");
+  CHECK(f.run({{"G", "g1", "3", "0", "1000"}}) == std::vector<std::string>{"1"});
+  CHECK(f.read("quote:G") == "string 1000 3 0");
+}
