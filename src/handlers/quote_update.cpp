@@ -111,23 +111,26 @@ end
 
 // The cheap function takes the whole call (function_library.hpp, whole_batch). Per
 // quote, K: idempotency, quote, history list; A: price, change, timestamp; shared: ttl,
-// history length, trim at. Three commands for a new quote: the idempotency check is one
-// SET NX GET that also marks the message done (a duplicate costs that one command), the
-// quote is read and replaced with one SET GET, and the price pushed to the history. A
-// quote that is not this function's to store (the symbol's is marked, or not a string)
-// or whose push fails puts back what it changed, so that a failed or handed-on run
-// leaves nothing; a late quote (older than the stored one) puts the newer one back and
-// goes to the history only. Never raises: commands through redis.pcall.
+// history length, trim at. First each quote's idempotency check: one SET NX GET that
+// also marks the message done (a duplicate costs that one command). Then, per symbol,
+// the new quotes of the call together, as if one after the other: the newest of them
+// (by timestamp; of equal ones, the last) replaces the stored quote with one SET GET,
+// unless the stored one is newer (it is put back: the call's quotes are all late), and
+// their prices go to the history in their order with one RPUSH. So a quote costs three
+// commands when its symbol has one quote in the call, and about one when a busy symbol
+// has many. A symbol whose quotes are not this function's (its quote is marked, or not
+// a string) or whose push fails gets back what the call changed, its messages'
+// idempotency keys included, and each of them that answer: a failed or handed-on
+// message leaves nothing, and the other symbols' messages are unaffected. Never
+// raises: commands through redis.pcall.
 constexpr const char* kUnwatchedQuoteLua = R"lua(
-local function store_unwatched(idem, quote, history, price, change, ts, ttl, keep, trim_at)
-  local seen = redis.pcall('SET', idem, '1', 'NX', 'GET', 'EX', ttl)
-  if seen then
-    if seen == 'pending' then return @needs_rules end
-    if type(seen) == 'table' then return seen end
-    return 0
-  end
+-- The symbol's new quotes of the call, from `head` on through `after`: store them.
+local function store_symbol(keys, args, head, newest, after, keep, trim_at)
+  local quote, history = keys[head * 3 - 1], keys[head * 3]
+  local a = 4 + (newest - 1) * 3
+  local ts = args[a + 3]
   local result = 1
-  local old = redis.pcall('SET', quote, quote_value(ts, price, change, false), 'GET')
+  local old = redis.pcall('SET', quote, quote_value(ts, args[a + 1], args[a + 2], false), 'GET')
   if type(old) == 'table' then
     result = @needs_rules  -- not a string (an older eventd's hash): the other function reads it
   elseif old then
@@ -139,7 +142,17 @@ local function store_unwatched(idem, quote, history, price, change, ts, ttl, kee
     end
   end
   if result == 1 then
-    local length = redis.pcall('RPUSH', history, price)
+    local length
+    if not after[head] then
+      length = redis.pcall('RPUSH', history, args[4 + (head - 1) * 3 + 1])
+    else
+      local prices, m = {}, head
+      while m do
+        prices[#prices + 1] = args[4 + (m - 1) * 3 + 1]
+        m = after[m]
+      end
+      length = redis.pcall('RPUSH', history, unpack(prices))
+    end
     if type(length) == 'table' then
       result = length
     elseif length > trim_at then
@@ -148,7 +161,11 @@ local function store_unwatched(idem, quote, history, price, change, ts, ttl, kee
   end
   if result ~= 1 then
     if old == false then redis.pcall('DEL', quote) elseif type(old) == 'string' then redis.pcall('SET', quote, old) end
-    redis.pcall('DEL', idem)
+    local m = head
+    while m do
+      redis.pcall('DEL', keys[m * 3 - 2])
+      m = after[m]
+    end
   end
   return result
 end
@@ -156,10 +173,43 @@ local function quote_unwatched(keys, args)
   local n = tonumber(args[1])
   local ttl, keep, trim_at = args[2], -tonumber(args[3]), tonumber(args[4])
   local out = {}
-  for i = 0, n - 1 do
-    local k, a = i * 3, 4 + i * 3
-    out[i + 1] = store_unwatched(keys[k + 1], keys[k + 2], keys[k + 3], args[a + 1], args[a + 2], args[a + 3],
-                                 ttl, keep, trim_at)
+  -- The new quotes, per symbol (quote key) without a table each: heads lists each
+  -- symbol's first message; after[m] is the next message of m's symbol; newest[head]
+  -- the newest message of head's symbol.
+  local first, last, heads, after, newest = {}, {}, {}, {}, {}
+  for i = 1, n do
+    local seen = redis.pcall('SET', keys[i * 3 - 2], '1', 'NX', 'GET', 'EX', ttl)
+    if seen then
+      if seen == 'pending' then
+        out[i] = @needs_rules
+      elseif type(seen) == 'table' then
+        out[i] = seen
+      else
+        out[i] = 0
+      end
+    else
+      out[i] = 1
+      local quote = keys[i * 3 - 1]
+      local head = first[quote]
+      if not head then
+        first[quote], last[quote], newest[i] = i, i, i
+        heads[#heads + 1] = i
+      else
+        after[last[quote]] = i
+        last[quote] = i
+        if tonumber(args[4 + i * 3]) >= tonumber(args[4 + newest[head] * 3]) then newest[head] = i end
+      end
+    end
+  end
+  for _, head in ipairs(heads) do
+    local result = store_symbol(keys, args, head, newest[head], after, keep, trim_at)
+    if result ~= 1 then
+      local m = head
+      while m do
+        out[m] = result
+        m = after[m]
+      end
+    end
   end
   return out
 end

@@ -235,3 +235,47 @@ TEST_CASE("cheap quote function: a failed push puts the quote back, and fails on
   CHECK(f.run({{"G", "g1", "3", "0", "1000"}}) == std::vector<std::string>{"1"});
   CHECK(f.read("quote:G") == "string 1000 3 0");
 }
+
+TEST_CASE("cheap quote function: a symbol's quotes in one call are stored as if one after the other") {
+  CheapQuote f;
+  // Message order into the history; the newest by timestamp (1200, not the last) stored;
+  // the same message twice in one call counts once.
+  CHECK(f.run({{"A", "m1", "10", "0", "1000"},
+               {"A", "m2", "11", "0.5", "1200"},
+               {"B", "b1", "5", "0", "1000"},
+               {"A", "m3", "12", "0", "1100"},
+               {"A", "m2", "11", "0.5", "1200"}}) == std::vector<std::string>{"1", "1", "1", "1", "0"});
+  CHECK(f.read("history:A") == "list 10,11,12");
+  CHECK(f.read("quote:A") == "string 1200 11 0.5");
+  CHECK(f.read("history:B") == "list 5");
+  CHECK(f.read("quote:B") == "string 1000 5 0");
+  for (const char* id : {"m1", "m2", "m3", "b1"}) CHECK(f.read(std::string("idem:") + id) == "string 1");
+
+  // Of equal timestamps the last wins, as when each replaces the one before.
+  CHECK(f.run({{"E", "e1", "1", "0", "1000"}, {"E", "e2", "2", "0", "1000"}}) == std::vector<std::string>{"1", "1"});
+  CHECK(f.read("quote:E") == "string 1000 2 0");
+
+  // A call whose quotes are all older than the stored one: history only.
+  CHECK(f.run({{"A", "l1", "8", "0", "900"}, {"A", "l2", "9", "0", "950"}}) == std::vector<std::string>{"1", "1"});
+  CHECK(f.read("quote:A") == "string 1200 11 0.5");
+  CHECK(f.read("history:A") == "list 12,8,9");  // 5 long: trimmed back to 3
+}
+
+TEST_CASE("cheap quote function: a symbol handed on or failed takes all its quotes of the call, and only them") {
+  CheapQuote f;
+  f.put("string", "quote:R", "1000 10 0.5 rules");
+  f.put("string", "quote:W", "1000 10 0.5");
+  f.put("string", "history:W", "not a list");
+  const auto results = f.run({{"R", "r1", "11", "0", "1100"},
+                              {"W", "w1", "12", "0", "1100"},
+                              {"OK", "o1", "1", "0", "1000"},
+                              {"R", "r2", "13", "0", "1200"},
+                              {"W", "w2", "14", "0", "1200"}});
+  CHECK(results == std::vector<std::string>{"9", "error", "1", "9", "error"});
+  CHECK(f.read("quote:R") == "string 1000 10 0.5 rules");
+  CHECK(f.read("quote:W") == "string 1000 10 0.5");
+  CHECK(f.read("history:R") == "none");
+  for (const char* id : {"r1", "r2", "w1", "w2"}) CHECK(f.read(std::string("idem:") + id) == "none");
+  CHECK(f.read("quote:OK") == "string 1000 1 0");
+  CHECK(f.read("idem:o1") == "string 1");
+}
