@@ -785,7 +785,7 @@ rapidjson::Value portfolio_status(BlockingRedis& redis, const std::string& user,
   const int64_t now = now_ms();
   portfolio::Quotes quotes;
   for (const auto& symbol : spec.symbols) {
-    auto q = redis.run({"GET", keys::quote(symbol)});
+    auto q = redis.run({"EVAL", read_quote_script(), "1", keys::quote(symbol)});
     if (q->type == REDIS_REPLY_STRING) {
       if (auto stored = parse_stored_quote({q->str, q->len}); stored.quote) quotes.emplace(symbol, *stored.quote);
     }

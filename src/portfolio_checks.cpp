@@ -331,18 +331,37 @@ bool PortfolioChecks::read_quote(const std::string& symbol,
   read->waiting.push_back(std::move(done));
   quote_reads_.emplace(symbol, read);
   const bool sent = redis_.command({"GET", keys::quote(symbol)}, [this, symbol, read](const redisReply* r) {
-    if (auto it = quote_reads_.find(symbol); it != quote_reads_.end() && it->second == read) quote_reads_.erase(it);
-    // Not a string: none yet, or an older eventd's hash, converted at the symbol's next quote.
-    const bool ok = r != nullptr && r->type != REDIS_REPLY_ERROR;
+    if (r != nullptr && r->type == REDIS_REPLY_ERROR && std::string_view(r->str, r->len).starts_with("WRONGTYPE") &&
+        read_legacy_quote(symbol, read)) {
+      return;
+    }
     std::optional<portfolio::Quote> quote;
-    if (ok && r->type == REDIS_REPLY_STRING) quote = parse_stored_quote({r->str, r->len}).quote;
-    for (auto& callback : read->waiting) callback(ok, quote);
+    if (r != nullptr && r->type == REDIS_REPLY_STRING) quote = parse_stored_quote({r->str, r->len}).quote;
+    answer_quote_read(symbol, read, r != nullptr && r->type != REDIS_REPLY_ERROR, quote);
   });
   if (!sent) {
     quote_reads_.erase(symbol);
     return false;
   }
   return true;
+}
+
+bool PortfolioChecks::read_legacy_quote(const std::string& symbol, const std::shared_ptr<QuoteRead>& read) {
+  const auto& f = kLegacyQuoteFields;
+  return redis_.command({"HMGET", keys::quote(symbol), f[0], f[1], f[2]}, [this, symbol, read](const redisReply* r) {
+    const bool ok = r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == kLegacyQuoteFields.size();
+    std::array<std::optional<std::string_view>, kLegacyQuoteFields.size()> fields;
+    for (std::size_t i = 0; ok && i < fields.size(); ++i) {
+      if (r->element[i]->type == REDIS_REPLY_STRING) fields[i].emplace(r->element[i]->str, r->element[i]->len);
+    }
+    answer_quote_read(symbol, read, ok, ok ? parse_legacy_quote(fields).quote : std::nullopt);
+  });
+}
+
+void PortfolioChecks::answer_quote_read(const std::string& symbol, const std::shared_ptr<QuoteRead>& read, bool ok,
+                                        std::optional<portfolio::Quote> quote) {
+  if (auto it = quote_reads_.find(symbol); it != quote_reads_.end() && it->second == read) quote_reads_.erase(it);
+  for (auto& callback : read->waiting) callback(ok, quote);
 }
 
 void PortfolioChecks::run_function(CheckIt check) {

@@ -82,6 +82,21 @@ StoredQuote parse_stored_quote(std::string_view value) {
   return out;
 }
 
+StoredQuote parse_legacy_quote(const std::array<std::optional<std::string_view>, 3>& fields) {
+  if (!fields[0] || !fields[1]) return {};
+  std::string value(*fields[0]);
+  value += ' ';
+  value += *fields[1];
+  value += ' ';
+  value += fields[2] ? *fields[2] : "0";
+  return parse_stored_quote(value);
+}
+
+const std::string& read_quote_script() {
+  static const std::string script = stored_quote_lua() + "read_quote(KEYS[1])\nreturn redis.call('GET', KEYS[1])\n";
+  return script;
+}
+
 const std::string& stored_quote_lua() {
   static const std::string lua =
       replace_all(replace_all(kStoredQuoteLua, "@rules", keys::kQuoteHasRules), "@mark_byte",

@@ -101,6 +101,10 @@ class PortfolioChecks {
   void read_monitor(CheckIt check);
   void read_quotes(CheckIt check);
   bool read_quote(const std::string& symbol, std::function<void(bool ok, std::optional<portfolio::Quote>)> done);
+  // A quote still in an older eventd's hash (stored_quote.hpp).
+  bool read_legacy_quote(const std::string& symbol, const std::shared_ptr<QuoteRead>& read);
+  void answer_quote_read(const std::string& symbol, const std::shared_ptr<QuoteRead>& read, bool ok,
+                         std::optional<portfolio::Quote> quote);
   void run_function(CheckIt check);
   void on_function(CheckIt check, const redisReply* reply);
   void publish(CheckIt check);

@@ -6,6 +6,7 @@
 // that read it: C++ (eventctl, portfolio checks) and the Lua of the functions.
 #pragma once
 
+#include <array>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -21,6 +22,16 @@ struct StoredQuote {
 
 // A value that is not a stored quote reads as no quote.
 StoredQuote parse_stored_quote(std::string_view value);
+
+// Before 2026-12 the quote was a hash; eventd converts one at the symbol's next quote.
+// Until then readers that meet it (WRONGTYPE to a GET) read it with
+// HMGET <key> kLegacyQuoteFields... and parse the three fields (absent: nullopt).
+inline constexpr std::array<std::string_view, 3> kLegacyQuoteFields{"timestamp", "price", "change"};
+StoredQuote parse_legacy_quote(const std::array<std::optional<std::string_view>, 3>& fields);
+
+// An EVAL script for readers that may write: KEYS[1] a quote key; returns the stored
+// value (nil: none), an older eventd's hash converted first.
+const std::string& read_quote_script();
 
 // Lua helpers (local functions) for the libraries and scripts that touch the quote:
 //   quote_fields(value) -> ts, price, change (strings, or nil), marked (boolean)

@@ -149,6 +149,24 @@ def test_portfolio_status_values_positions_at_the_latest_quotes(fx):
     assert {r["alertId"]: r["holdsNow"] for r in p["rules"]}[1] is True  # 4875 < 5000
 
 
+def test_quote_hashes_of_an_older_eventd_are_read_by_checks_and_status(fx):
+    # Before 2026-12 the latest quote was a hash, converted at the symbol's next quote: a
+    # symbol not quoted since the upgrade still values its positions, in a check (which
+    # only reads) and in `monitor status` (which converts it).
+    fx.start_daemon(checks_config(fx))
+    ts = now_ms() - 30_000
+    redis("HSET", quote_key("PFO"), "price", "20", "change", "-1", "timestamp", ts)
+    spec = {"rules": [prule(1, "portfolio_value_below", 250)], "channels": ["push"], "checkIntervalMs": INTERVAL,
+            "positions": [position("PFO", 10)]}
+    monitor_start(fx, "pf-old", spec)
+    wait_until(lambda: fired("pf-old") == [(1, "portfolio_value_below")], 15, what="the alert from the hash's quote")
+    assert alerts("pf-old")[0]["currentValue"] == 200, alerts("pf-old")
+    assert redis("TYPE", quote_key("PFO")) == "hash", "a check wrote the quote"
+    [pfo] = status(fx, "pf-old")["portfolio"]["positions"]
+    assert pfo["price"] == 20 and pfo["change"] == -1 and pfo["quoteTime"] == ts, pfo
+    assert redis("GET", quote_key("PFO")) == stored_quote(20, -1, ts), "monitor status left the hash"
+
+
 def test_portfolio_spec_mistakes_are_one_line_each(fx):
     held = [position("AAPL", 1, 100), position("MSFT", 2)]
     invalid = [

@@ -3,15 +3,13 @@
 // whenever it does not store a quote, and answer every message of a batch on its own.
 #include <doctest/doctest.h>
 
-#include <lua.hpp>
-
-#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "eventd/handlers/quote_update.hpp"
 #include "eventd/stored_quote.hpp"
+#include "lua_chunk.hpp"
 
 namespace {
 
@@ -69,28 +67,18 @@ local function read(key)
 end
 )lua";
 
-struct LuaClose {
-  void operator()(lua_State* L) const { lua_close(L); }
-};
-
 struct Quote {
   std::string symbol, id, price, change, ts;
 };
 
 // Keys as the handler gives them, shortened: idem:<id>, quote:<SYM>, history:<SYM>.
 // Shared: ttl 60, history length 3, trimmed once 4 long.
-class CheapQuote {
+class CheapQuote : public eventd::test::LuaChunk {
  public:
-  CheapQuote() : L_(luaL_newstate()) {
-    REQUIRE(L_ != nullptr);
-    luaL_openlibs(L());
-    const std::string chunk = std::string(kFakeRedis) + eventd::stored_quote_lua() +
-                              eventd::QuoteUpdateHandler::unwatched_lua() +
-                              "return {run = quote_unwatched, put = put, read = read}";
-    REQUIRE(luaL_loadbuffer(L(), chunk.data(), chunk.size(), "quote_unwatched") == 0);
-    if (lua_pcall(L(), 0, 1, 0) != 0) FAIL(lua_tostring(L(), -1));
-    lib_ = luaL_ref(L(), LUA_REGISTRYINDEX);
-  }
+  CheapQuote()
+      : LuaChunk(std::string(kFakeRedis) + eventd::stored_quote_lua() + eventd::QuoteUpdateHandler::unwatched_lua() +
+                     "return {run = quote_unwatched, put = put, read = read}",
+                 "quote_unwatched") {}
 
   // One result per quote: "1", "0", "9", or "error" for an error reply.
   std::vector<std::string> run(const std::vector<Quote>& quotes) {
@@ -116,7 +104,7 @@ class CheapQuote {
         lua_rawseti(L(), -2, ++a);
       }
     }
-    if (lua_pcall(L(), 2, 1, 0) != 0) FAIL("the function raised: " << lua_tostring(L(), -1));
+    call(2, 1);  // a raise fails the test
     std::vector<std::string> out;
     for (std::size_t i = 1; i <= quotes.size(); ++i) {
       lua_rawgeti(L(), -1, static_cast<int>(i));
@@ -138,28 +126,18 @@ class CheapQuote {
     lua_pushstring(L(), type);
     lua_pushstring(L(), key.c_str());
     lua_pushstring(L(), value.c_str());
-    if (lua_pcall(L(), 3, 0, 0) != 0) FAIL(lua_tostring(L(), -1));
+    call(3, 0);
   }
 
   std::string read(const std::string& key) {
     push("read");
     lua_pushstring(L(), key.c_str());
-    if (lua_pcall(L(), 1, 1, 0) != 0) FAIL(lua_tostring(L(), -1));
+    call(1, 1);
     std::string out = lua_tostring(L(), -1);
     lua_pop(L(), 1);
     return out;
   }
 
- private:
-  lua_State* L() { return L_.get(); }
-  void push(const char* name) {
-    lua_rawgeti(L(), LUA_REGISTRYINDEX, lib_);
-    lua_getfield(L(), -1, name);
-    lua_remove(L(), -2);
-  }
-
-  std::unique_ptr<lua_State, LuaClose> L_;
-  int lib_ = LUA_NOREF;
 };
 
 }  // namespace

@@ -2,37 +2,26 @@
 // Lua 5.1, the interpreter Redis embeds: edge-triggering, cooldown, token bucket.
 #include <doctest/doctest.h>
 
-#include <lua.hpp>
-
 #include <cmath>
 #include <limits>
-#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "eventd/handlers/rules_lua.hpp"
+#include "lua_chunk.hpp"
 
 namespace {
 
-struct LuaClose {
-  void operator()(lua_State* L) const { lua_close(L); }
-};
-
 // The library's functions, called by name from the table the chunk returns.
-class RulesLua {
+class RulesLua : public eventd::test::LuaChunk {
  public:
-  RulesLua() : L_(luaL_newstate()) {
-    REQUIRE(L_ != nullptr);
-    luaL_openlibs(L_.get());
-    std::string chunk = std::string(eventd::kRulesLua) +
-                        "return {exact = exact, crossed_range = crossed_range, change_percent = change_percent,"
-                        " cooldown_over = cooldown_over, bucket_take = bucket_take, portfolio_fires = portfolio_fires}";
-    REQUIRE(luaL_loadbuffer(L_.get(), chunk.data(), chunk.size(), "rules_lua") == 0);
-    REQUIRE(lua_pcall(L_.get(), 0, 1, 0) == 0);
-    lib_ = luaL_ref(L_.get(), LUA_REGISTRYINDEX);
-  }
+  RulesLua()
+      : LuaChunk(std::string(eventd::kRulesLua) +
+                     "return {exact = exact, crossed_range = crossed_range, change_percent = change_percent,"
+                     " cooldown_over = cooldown_over, bucket_take = bucket_take, portfolio_fires = portfolio_fires}",
+                 "rules_lua") {}
 
   // Score bounds in ZRANGEBYSCORE syntax, or nullopt for "no rule can have crossed".
   std::optional<std::pair<std::string, std::string>> crossed_range(double from, double to, bool upward) {
@@ -113,23 +102,10 @@ class RulesLua {
   }
 
  private:
-  lua_State* L() { return L_.get(); }
-  void push(const char* name) {
-    lua_rawgeti(L(), LUA_REGISTRYINDEX, lib_);
-    lua_getfield(L(), -1, name);
-    lua_remove(L(), -2);
-  }
   void push_optional(std::optional<double> v) {
     if (v) lua_pushnumber(L(), *v);
     else lua_pushnil(L());
   }
-  void call(int args, int results) {
-    int rc = lua_pcall(L(), args, results, 0);
-    if (rc != 0) FAIL(lua_tostring(L(), -1));
-  }
-
-  std::unique_ptr<lua_State, LuaClose> L_;
-  int lib_ = LUA_NOREF;
 };
 
 // Does a score fall inside ZRANGEBYSCORE bounds ("(" = exclusive)?

@@ -2,33 +2,22 @@
 // Lua (run here in Lua 5.1, the interpreter Redis embeds) writes and reads it.
 #include <doctest/doctest.h>
 
-#include <lua.hpp>
-
-#include <memory>
+#include <array>
 #include <optional>
 #include <string>
 
 #include "eventd/stored_quote.hpp"
+#include "lua_chunk.hpp"
 
 namespace {
 
-struct LuaClose {
-  void operator()(lua_State* L) const { lua_close(L); }
-};
-
 // quote_value and quote_fields from the helpers' chunk.
-class StoredQuoteLua {
+class StoredQuoteLua : public eventd::test::LuaChunk {
  public:
-  StoredQuoteLua() : L_(luaL_newstate()) {
-    REQUIRE(L_ != nullptr);
-    luaL_openlibs(L_.get());
-    const std::string chunk = eventd::stored_quote_lua() +
-                              "return {quote_value = quote_value, quote_fields = quote_fields,"
-                              " mark_byte = QUOTE_MARK_BYTE}";
-    REQUIRE(luaL_loadbuffer(L(), chunk.data(), chunk.size(), "stored_quote_lua") == 0);
-    REQUIRE(lua_pcall(L(), 0, 1, 0) == 0);
-    lib_ = luaL_ref(L(), LUA_REGISTRYINDEX);
-  }
+  StoredQuoteLua()
+      : LuaChunk(eventd::stored_quote_lua() +
+                     "return {quote_value = quote_value, quote_fields = quote_fields, mark_byte = QUOTE_MARK_BYTE}",
+                 "stored_quote_lua") {}
 
   // nullopt for the function's nil.
   std::optional<std::string> value(const char* ts, const char* price, const char* change, bool marked) {
@@ -66,30 +55,17 @@ class StoredQuoteLua {
   }
 
   int mark_byte() {
-    lua_rawgeti(L(), LUA_REGISTRYINDEX, lib_);
-    lua_getfield(L(), -1, "mark_byte");
+    push("mark_byte");
     int out = static_cast<int>(lua_tointeger(L(), -1));
-    lua_pop(L(), 2);
+    lua_pop(L(), 1);
     return out;
   }
 
  private:
-  lua_State* L() { return L_.get(); }
-  void push(const char* name) {
-    lua_rawgeti(L(), LUA_REGISTRYINDEX, lib_);
-    lua_getfield(L(), -1, name);
-    lua_remove(L(), -2);
-  }
   void push_string(const char* s) {
     if (s) lua_pushstring(L(), s);
     else lua_pushnil(L());
   }
-  void call(int args, int results) {
-    if (lua_pcall(L(), args, results, 0) != 0) FAIL(lua_tostring(L(), -1));
-  }
-
-  std::unique_ptr<lua_State, LuaClose> L_;
-  int lib_ = LUA_NOREF;
 };
 
 }  // namespace
@@ -156,4 +132,20 @@ TEST_CASE("stored quote: the mark without a quote, and no value at all") {
   f = lua.fields(std::nullopt);
   CHECK_FALSE(f.ts);
   CHECK_FALSE(f.marked);
+}
+
+TEST_CASE("stored quote: an older eventd's hash reads as the same quote") {
+  using F = std::array<std::optional<std::string_view>, 3>;  // kLegacyQuoteFields: timestamp, price, change
+  static_assert(eventd::kLegacyQuoteFields[0] == "timestamp" && eventd::kLegacyQuoteFields[1] == "price");
+  auto q = eventd::parse_legacy_quote(F{"1700000000123", "187.25", "-1.5"});
+  REQUIRE(q.quote);
+  CHECK(q.quote->timestamp_ms == 1700000000123);
+  CHECK(q.quote->price == 187.25);
+  CHECK(q.quote->change == -1.5);
+  q = eventd::parse_legacy_quote(F{"1700000000123", "187.25", std::nullopt});  // no change: 0, as before
+  REQUIRE(q.quote);
+  CHECK(q.quote->change == 0);
+  CHECK_FALSE(eventd::parse_legacy_quote(F{std::nullopt, "187.25", "0"}).quote);
+  CHECK_FALSE(eventd::parse_legacy_quote(F{"1700", std::nullopt, "0"}).quote);
+  CHECK_FALSE(eventd::parse_legacy_quote(F{"1700", "a b", "0"}).quote);
 }

@@ -1,6 +1,7 @@
-// quote_update: latest quote per symbol and a capped price history, written
-// together with the idempotency key in one Lua script (one Redis round trip), which
-// also evaluates the symbol's alert rules. Its keys: keys.hpp, all under {<SYMBOL>}.
+// quote_update: latest quote per symbol (stored_quote.hpp) and a capped price history,
+// written together with the idempotency key by a Redis function, batched: a cheap one
+// for symbols without rules, one that also evaluates the symbol's alert rules for the
+// others (quote_update.cpp). Its keys: keys.hpp, all under {<SYMBOL>}.
 #pragma once
 
 #include <memory>
