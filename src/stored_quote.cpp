@@ -45,12 +45,9 @@ local function read_quote(key)
 end
 )lua";
 
-bool parse_double(std::string_view text, double& out) {
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-  return ec == std::errc() && end == text.data() + text.size();
-}
-
-bool parse_int(std::string_view text, int64_t& out) {
+// All of `text` as a number.
+template <typename Number>
+bool parse_whole(std::string_view text, Number& out) {
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
   return ec == std::errc() && end == text.data() + text.size();
 }
@@ -73,8 +70,8 @@ StoredQuote parse_stored_quote(std::string_view value) {
   }
   std::string_view rest = value;
   portfolio::Quote q;
-  if (!parse_int(next_word(rest), q.timestamp_ms) || !parse_double(next_word(rest), q.price) ||
-      !parse_double(next_word(rest), q.change)) {
+  if (!parse_whole(next_word(rest), q.timestamp_ms) || !parse_whole(next_word(rest), q.price) ||
+      !parse_whole(next_word(rest), q.change)) {
     return out;
   }
   out.quote = q;

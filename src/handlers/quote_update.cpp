@@ -124,13 +124,15 @@ end
 // message leaves nothing, and the other symbols' messages are unaffected. Never
 // raises: commands through redis.pcall.
 constexpr const char* kUnwatchedQuoteLua = R"lua(
+-- Message m (1-based) of the call: keys[3m-2] idempotency, keys[3m-1] quote,
+-- keys[3m] history; after the count and the three shared arguments, args[3m+2] price,
+-- args[3m+3] change, args[3m+4] timestamp.
 -- The symbol's new quotes of the call, from `head` on through `after`: store them.
 local function store_symbol(keys, args, head, newest, after, keep, trim_at)
   local quote, history = keys[head * 3 - 1], keys[head * 3]
-  local a = 4 + (newest - 1) * 3
-  local ts = args[a + 3]
+  local ts = args[newest * 3 + 4]
   local result = 1
-  local old = redis.pcall('SET', quote, quote_value(ts, args[a + 1], args[a + 2], false), 'GET')
+  local old = redis.pcall('SET', quote, quote_value(ts, args[newest * 3 + 2], args[newest * 3 + 3], false), 'GET')
   if type(old) == 'table' then
     result = @needs_rules  -- not a string (an older eventd's hash): the other function reads it
   elseif old then
@@ -144,11 +146,11 @@ local function store_symbol(keys, args, head, newest, after, keep, trim_at)
   if result == 1 then
     local length
     if not after[head] then
-      length = redis.pcall('RPUSH', history, args[4 + (head - 1) * 3 + 1])
+      length = redis.pcall('RPUSH', history, args[head * 3 + 2])
     else
       local prices, m = {}, head
       while m do
-        prices[#prices + 1] = args[4 + (m - 1) * 3 + 1]
+        prices[#prices + 1] = args[m * 3 + 2]
         m = after[m]
       end
       length = redis.pcall('RPUSH', history, unpack(prices))
@@ -197,7 +199,7 @@ local function quote_unwatched(keys, args)
       else
         after[last[quote]] = i
         last[quote] = i
-        if tonumber(args[4 + i * 3]) >= tonumber(args[4 + newest[head] * 3]) then newest[head] = i end
+        if tonumber(args[i * 3 + 4]) >= tonumber(args[newest[head] * 3 + 4]) then newest[head] = i end
       end
     end
   end
