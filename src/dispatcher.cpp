@@ -90,7 +90,25 @@ struct Dispatcher::Job {
   uint64_t started_ns = 0;
   TraceContext trace;
   MessageCounters* counters = nullptr;
+
+  // Back to a fresh job's state, its memory (the body above all) given back; only
+  // the inline buffer and the node itself are kept.
+  void clear() {
+    delivery = Delivery{};
+    body.SetNull();
+    json_allocator.Clear();
+    type.assign(kUnknownType);
+    idem_key.clear();
+    timestamp_ms = retry_count = 0;
+    started_ns = 0;
+    trace = TraceContext{};
+    counters = nullptr;
+  }
 };
+
+namespace {
+constexpr std::size_t kMaxSpareJobs = 512;  // about the default prefetch; ~1.5 KiB each
+}  // namespace
 
 Dispatcher::Dispatcher(uv_loop_t* loop, const Config& config, AmqpConnection& amqp, RedisClient& redis,
                        const SchemaRegistry& schemas, Metrics& metrics)
@@ -112,7 +130,11 @@ void Dispatcher::register_handler(const std::string& type, std::unique_ptr<Handl
 }
 
 void Dispatcher::on_delivery(Delivery&& delivery) {
-  jobs_.emplace_back();
+  if (spare_jobs_.empty()) {
+    jobs_.emplace_back();
+  } else {
+    jobs_.splice(jobs_.end(), spare_jobs_, spare_jobs_.begin());
+  }
   JobIt job = std::prev(jobs_.end());
   job->delivery = std::move(delivery);
   job->started_ns = uv_hrtime();
@@ -374,7 +396,12 @@ void Dispatcher::finish_outbox(JobIt job) {
 }
 
 void Dispatcher::release(JobIt job) {
-  jobs_.erase(job);
+  if (spare_jobs_.size() < kMaxSpareJobs) {
+    job->clear();
+    spare_jobs_.splice(spare_jobs_.end(), jobs_, job);
+  } else {
+    jobs_.erase(job);
+  }
   metrics_.in_flight = static_cast<int64_t>(jobs_.size());
   if (jobs_.empty() && on_idle) on_idle();
 }

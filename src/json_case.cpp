@@ -50,6 +50,19 @@ void normalise_keys(rapidjson::Value& obj, rapidjson::Document::AllocatorType& a
   }
   if (!obj.IsObject()) return;
 
+  // The common case, no snake_case key here: nothing to rename, no set to build.
+  bool renames = false;
+  for (const auto& m : obj.GetObject()) {
+    if (has_inner_underscore({m.name.GetString(), m.name.GetStringLength()})) {
+      renames = true;
+      break;
+    }
+  }
+  if (!renames) {
+    for (auto& m : obj.GetObject()) normalise_keys(m.value, alloc);
+    return;
+  }
+
   // Keys present before renaming: a camelCase key given by the producer wins over
   // the snake_case spelling of the same field, wherever either appears.
   std::unordered_set<std::string> taken;

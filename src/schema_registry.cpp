@@ -332,7 +332,12 @@ std::optional<std::string> SchemaRegistry::validate(std::string_view name, const
   if (const auto fields = patterns_.find(name); fields != patterns_.end()) {
     if (auto problem = find_control_character(*fields->second, doc, "")) return problem;
   }
-  rapidjson::SchemaValidator validator(*it->second);
+  auto v = validators_.find(name);
+  if (v == validators_.end()) {
+    v = validators_.emplace(std::string(name), std::make_unique<rapidjson::SchemaValidator>(*it->second)).first;
+  }
+  rapidjson::SchemaValidator& validator = *v->second;
+  validator.Reset();  // whatever an earlier document left, valid or not
   if (doc.Accept(validator) && validator.IsValid()) return std::nullopt;
   return describe(name, validator, doc);
 }

@@ -497,7 +497,7 @@ bool Connection::fcall(std::string_view function, const std::vector<std::string_
   argv.push_back(numkeys);
   argv.insert(argv.end(), keys.begin(), keys.end());
   argv.insert(argv.end(), args.begin(), args.end());
-  return send(argv, [this, done = std::move(done)](const redisReply* r) {
+  const bool sent = send(argv, [this, done = std::move(done)](const redisReply* r) {
     if (r != nullptr && r->type == REDIS_REPLY_ERROR &&
         std::string_view(r->str, r->len).starts_with("ERR Function not found")) {
       if (state_ == RedisState::Up && ac_ != nullptr) {
@@ -509,6 +509,21 @@ bool Connection::fcall(std::string_view function, const std::vector<std::string_
     }
     done(r);
   });
+  // A function call is a batch (or a lone message): on its way at once, so Redis runs
+  // it while the loop goes on reading deliveries, instead of after all of them.
+  if (sent) write_now();
+  return sent;
+}
+
+void Connection::write_now() {
+  if (ac_ == nullptr || ac_->c.err != 0) return;
+  // The context's own buffered write (hiredis' async write without its teardown on
+  // failure): an error stays in the context, and the writable event that is still
+  // armed reports it through hiredis as usual.
+  int done = 0;
+  if (redisBufferWrite(&ac_->c, &done) == REDIS_OK && done != 0 && ac_->ev.delWrite != nullptr) {
+    ac_->ev.delWrite(ac_->ev.data);
+  }
 }
 
 }  // namespace eventd::redis

@@ -219,6 +219,20 @@ TEST_CASE("schema_registry: quote_update") {
   }
 }
 
+TEST_CASE("schema_registry: each document is judged on its own (the validators are reused)") {
+  const std::string q = samples().at("quote_update").json;
+  const std::string n = samples().at("notification").json;
+  // A failure stopped half-way through a document leaves nothing behind for the next.
+  for (int round = 0; round < 3; ++round) {
+    CAPTURE(round);
+    CHECK(check("quote_update", with(q, "price", R"("1")")) == "/price: expected number, got string");
+    CHECK(check("quote_update", q) == std::nullopt);
+    CHECK(check("notification", n) == std::nullopt);
+    CHECK(check("quote_update", with(q, "price", "0")) == "/price: must be > 0, got 0");
+    CHECK(check("quote_update", q) == std::nullopt);
+  }
+}
+
 TEST_CASE("schema_registry: analysis_request") {
   const std::string a = samples().at("analysis_request").json;
   for (const char* t : {R"("chart")", R"("options")", R"("full")"})

@@ -108,6 +108,8 @@ class Connection {
   void close_gracefully();
   void finish_stop();
   bool send(const std::vector<std::string_view>& args, Callback done, bool handshake_ok = false);
+  // Writes what is buffered now instead of at the socket's next writable event.
+  void write_now();
 
   uv_loop_t* loop_;
   NodeAddress node_;
