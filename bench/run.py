@@ -22,6 +22,10 @@ How each figure is measured (also in scripts/bench --help):
                stopped (SIGTERM), the queue must be empty and SCAN must find exactly N
                keys eventd:idem:* (the pattern matches the tagged keys,
                eventd:idem:{SYM}:<id>, and the untagged ones of older revisions).
+  spread       the same drain over 200 symbols (SYM000..SYM199), pre-filled by
+               bench-fill (bench/fill.cpp: one publisher, round-robin, confirms): a call
+               then holds about one quote of each symbol, so the Redis function cannot
+               store a symbol's quotes together (once per queue type, not repeated).
   redis        per master, INFO cpu / stats / commandstats at the start and the end of
                the drain, the bench's own commands subtracted by name: Redis CPU per
                quote = the used_cpu_sys + used_cpu_user delta (the whole process: I/O,
@@ -92,6 +96,10 @@ POLL_S = 0.005
 PREFETCH = 500  # eventd's and the ceiling's; --prefetch changes it (the RSS target is at 500)
 MONITORS = 1000
 CLUSTER_SYMBOLS = 30
+# The flat spread: so many symbols that a batch holds about one quote of each (the
+# cheap function's three commands per quote), where the 5 symbols above let it store
+# each symbol's quotes of a call together.
+SPREAD_SYMBOLS = 200
 IDEM_PATTERN = "eventd:idem:*"
 
 # Targets of issue 10, printed next to the figures (benchmark figures, never asserted).
@@ -544,9 +552,22 @@ def delete_vhost(vhost):
         pass  # none (404) or the broker is going away
 
 
-def prefill(ctx, cfg, broker, n, symbols=SYMBOLS):
+def wait_published(p):
+    try:
+        _, err = p.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise RuntimeError("eventctl publish did not finish in 600 s")
+    if p.returncode != 0:
+        raise RuntimeError(f"eventctl publish exited {p.returncode}: {err.decode().strip()[-300:]}")
+
+
+def prefill(ctx, cfg, broker, n, symbols=SYMBOLS, spread=0):
     """N quote_update messages, split over the symbols, published in parallel by
-    eventctl, one process per symbol (so the symbols interleave); returns msg/s."""
+    eventctl, one process per symbol (so the symbols interleave); returns msg/s.
+    Or, with `spread` (a symbol count), by bench-fill: one publisher, round-robin over
+    that many symbols."""
     # Start from an empty queue: acks a quorum queue lost at a consumer's close come back
     # as ready messages a moment later.
     time.sleep(0.5)
@@ -555,6 +576,9 @@ def prefill(ctx, cfg, broker, n, symbols=SYMBOLS):
         log(f"prefill: purging {left:,} message(s) left in {QUOTES}")
         broker.purge(QUOTES)
     started = time.monotonic()
+    if spread:
+        run([ctx.fill, "--url", amqp_url(broker.vhost), "--count", str(n), "--symbols", str(spread)], timeout=300)
+        symbols = []
     per = [n // len(symbols) + (1 if i < n % len(symbols) else 0) for i in range(len(symbols))]
     procs = []
     try:
@@ -565,10 +589,8 @@ def prefill(ctx, cfg, broker, n, symbols=SYMBOLS):
             procs.append(subprocess.Popen([ctx.eventctl, "--config", cfg, "publish", "quote_update", body,
                                            "--count", str(count)], env=clean_env(), stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        for p in procs:
-            _, err = p.communicate(timeout=600)
-            if p.returncode != 0:
-                raise RuntimeError(f"eventctl publish exited {p.returncode}: {err.decode().strip()[-300:]}")
+        while procs:
+            wait_published(procs.pop(0))
     finally:
         for p in procs:
             if p.poll() is None:
@@ -717,13 +739,13 @@ def ceiling(ctx, cfg, broker, n, ack_every):
 
 
 def drain(ctx, cfg, broker, nodes, n, name, with_monitors=0, under_monitor=False, timeout=None,
-          symbols=SYMBOLS):
+          symbols=SYMBOLS, spread=0):
     """Pre-fill N, start eventd, time it to the last effect. See the module docstring."""
     timeout = timeout or ctx.drain_timeout
     partial = None
     nodes.fresh()
     setup_s = start_monitors(ctx, cfg, with_monitors) if with_monitors else 0.0
-    fill_rate = prefill(ctx, cfg, broker, n, symbols)
+    fill_rate = prefill(ctx, cfg, broker, n, symbols, spread)
     mon = None
     if under_monitor:
         mon_path = os.path.join(ctx.work, f"{name}.monitor")
@@ -1078,7 +1100,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="ceiling and drain runs per queue type (median shown)")
     ap.add_argument("--rates", default="2000,10000")
     ap.add_argument("--skip", default="",
-                    help="comma list of: ceiling,drain,redis,latency,monitors,mix,micro,cluster,baseline")
+                    help="comma list of: ceiling,drain,spread,redis,latency,monitors,mix,micro,cluster,baseline")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--baseline-build-dir", help="a build of another revision: drained next to this one")
     ap.add_argument("--baseline-rev", default="baseline", help="its name in the table")
@@ -1093,7 +1115,7 @@ def main():
     for attr, path in snapshot(ctx.build_dir, os.path.join(ctx.work, "bin"),
                                (("eventd", "src/eventd/eventd"), ("eventctl", "src/eventctl/eventctl"),
                                 ("ceiling", "bench/bench-ceiling"), ("latency", "bench/bench-latency"),
-                                ("micro", "bench/bench-micro"))).items():
+                                ("micro", "bench/bench-micro"), ("fill", "bench/bench-fill"))).items():
         setattr(ctx, attr, path)
     skip = set(filter(None, ctx.skip.split(",")))
     base = None
@@ -1141,6 +1163,11 @@ def main():
                     d = drain(ctx, cfg, broker, standalone, n, f"drain-{qtype}-{i + 1}")
                     r.setdefault("drain_runs", []).append(d)
                     log(f"[{qtype}]   {fnum(d['rate'])} msg/s, Redis {per_quote(d)['cpu_us']:.2f} µs per quote")
+                if "spread" not in skip and i == 0:
+                    log(f"[{qtype}] eventd drain over {SPREAD_SYMBOLS} symbols: prefill {n:,}, start eventd")
+                    r["spread"] = drain(ctx, cfg, broker, standalone, n, f"spread-{qtype}", spread=SPREAD_SYMBOLS)
+                    log(f"[{qtype}]   {fnum(r['spread']['rate'])} msg/s, "
+                        f"Redis {per_quote(r['spread'])['cpu_us']:.2f} µs per quote")
                 if base is not None:
                     log(f"[{qtype}] baseline {ctx.baseline_rev} drain{rep}: prefill {n:,}, start its eventd")
                     d = drain(base, base_cfg, base_broker, standalone, n, f"baseline-drain-{qtype}-{i + 1}")
@@ -1261,6 +1288,10 @@ def report(ctx, info, n, types, rates, results, with_baseline):
         lambda r: inner_cell(per_quote(r["drain"])))
     row("… script calls per quote (FCALL or EVALSHA; < 1 = batched)",
         lambda r: f"{per_quote(r['drain'])['script_calls']:.4f} (1 per {1 / per_quote(r['drain'])['script_calls']:.0f})")
+    row(f"drain over {SPREAD_SYMBOLS} symbols, about one quote of each per call (msg/s; / multiple-ack ceiling)",
+        lambda r: f"{fnum(r['spread']['rate'])}; {r['spread']['rate'] / r['ceiling_multi']['msgs_per_s']:.2f}")
+    row("  … Redis CPU per quote (µs); commands per quote",
+        lambda r: f"{per_quote(r['spread'])['cpu_us']:.2f}; {per_quote(r['spread'])['commands']:.2f}", T_REDIS_US)
     row("Redis round trips per msg: eventd's requests (MONITOR, separate drain)",
         lambda r: f"{sum(r['accounting']['monitor']['top'].values()) / r['accounting']['n']:.3f} (" +
         ", ".join(f"{c} {v / r['accounting']['n']:.3f}" for c, v in
