@@ -10,26 +10,21 @@
 // id, type, timestamp). Prints one JSON object on stdout; exit 0 only when the broker
 // confirmed all N.
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
+
+#include "quote_publisher.hpp"
 
 namespace {
 
 [[noreturn]] void die(const std::string& what) {
   std::fprintf(stderr, "bench-fill: %s\n", what.c_str());
   std::exit(1);
-}
-
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 // Confirms by delivery tag (1-based); `upto`: every tag up to it is confirmed.
@@ -73,7 +68,7 @@ void read_confirms(amqp_connection_state_t conn, Confirms& confirms, int wait_ms
 int main(int argc, char** argv) {
   std::string url = "amqp://guest:guest@127.0.0.1:5672/%2f";
   std::string exchange = "market.quotes";
-  std::string prefix = "fill-" + std::to_string(getpid()) + "-" + std::to_string(wall_ms()) + "-";
+  std::string prefix = "fill-" + std::to_string(getpid()) + "-" + std::to_string(bench::wall_ms()) + "-";
   long long count = 0;
   int symbols = 0;
   for (int i = 1; i < argc; ++i) {
@@ -91,46 +86,20 @@ int main(int argc, char** argv) {
   }
   if (count <= 0 || symbols <= 0 || symbols > 1000) die("--count N and --symbols S (1..1000) are required");
 
-  std::vector<char> url_buf(url.begin(), url.end());
-  url_buf.push_back('\0');
-  amqp_connection_info info{};
-  if (amqp_parse_url(url_buf.data(), &info) != AMQP_STATUS_OK) die("cannot parse --url");
-  amqp_connection_state_t conn = amqp_new_connection();
-  amqp_socket_t* sock = amqp_tcp_socket_new(conn);
-  if (sock == nullptr || amqp_socket_open(sock, info.host, info.port) != AMQP_STATUS_OK) die("cannot connect to RabbitMQ");
-  if (amqp_login(conn, info.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user, info.password).reply_type !=
-      AMQP_RESPONSE_NORMAL) {
-    die("AMQP login failed");
-  }
-  amqp_channel_open(conn, 1);
-  if (amqp_get_rpc_reply(conn).reply_type != AMQP_RESPONSE_NORMAL) die("channel.open failed");
+  amqp_connection_state_t conn = bench::connect(url, die);
   amqp_confirm_select(conn, 1);
   if (amqp_get_rpc_reply(conn).reply_type != AMQP_RESPONSE_NORMAL) die("confirm.select failed");
 
   const auto started = std::chrono::steady_clock::now();
   Confirms confirms;
   confirms.acked.assign(static_cast<std::size_t>(count) + 1, false);
-  char body[256];
-  char id[128];
+  bench::QuoteMessage message;
   char symbol[16];
   for (long long i = 0; i < count; ++i) {
     const int s = static_cast<int>(i % symbols);
     std::snprintf(symbol, sizeof symbol, "SYM%03d", s);
-    int blen = std::snprintf(body, sizeof body,
-                             "{\"type\":\"quote_update\",\"timestamp\":%" PRId64
-                             ",\"symbol\":\"%s\",\"price\":%.2f,\"change\":%.2f}",
-                             wall_ms(), symbol, 10.0 + s * 0.25, static_cast<double>(s % 7) - 3.0);
-    int ilen = std::snprintf(id, sizeof id, "%s%lld", prefix.c_str(), i);
-    amqp_basic_properties_t props{};
-    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
-                   AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
-    props.content_type = amqp_cstring_bytes("application/json");
-    props.delivery_mode = 2;
-    props.message_id = amqp_bytes_t{static_cast<size_t>(ilen), id};
-    props.type = amqp_cstring_bytes("quote_update");
-    props.timestamp = static_cast<uint64_t>(wall_ms() / 1000);
-    int rc = amqp_basic_publish(conn, 1, amqp_cstring_bytes(exchange.c_str()), amqp_empty_bytes, 0, 0, &props,
-                                amqp_bytes_t{static_cast<size_t>(blen), body});
+    message.fill(symbol, 10.0 + s * 0.25, static_cast<double>(s % 7) - 3.0, prefix, static_cast<unsigned long long>(i));
+    int rc = message.publish(conn, exchange);
     if (rc != AMQP_STATUS_OK) die(std::string("publish failed: ") + amqp_error_string2(rc));
     // Read the confirms as they come, so the broker never blocks writing them; and
     // keep at most 20,000 unconfirmed.

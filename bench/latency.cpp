@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "eventd/keys.hpp"
+#include "quote_publisher.hpp"
 
 namespace {
 
@@ -59,10 +60,7 @@ int64_t mono_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
 
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using bench::wall_ms;
 
 redisContext* redis_connect(const std::string& host, int port) {
   timeval tv{5, 0};
@@ -226,25 +224,12 @@ int main(int argc, char** argv) {
 
   // AMQP publisher: no confirms (they would pace the publisher by the broker), no
   // mandatory flag; lost messages show up as "not seen".
-  std::vector<char> url_buf(amqp_url.begin(), amqp_url.end());
-  url_buf.push_back('\0');
-  amqp_connection_info info{};
-  if (amqp_parse_url(url_buf.data(), &info) != AMQP_STATUS_OK) die("cannot parse --amqp-url");
-  amqp_connection_state_t conn = amqp_new_connection();
-  amqp_socket_t* sock = amqp_tcp_socket_new(conn);
-  if (sock == nullptr || amqp_socket_open(sock, info.host, info.port) != AMQP_STATUS_OK) die("cannot connect to RabbitMQ");
-  if (amqp_login(conn, info.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user, info.password).reply_type !=
-      AMQP_RESPONSE_NORMAL) {
-    die("AMQP login failed");
-  }
-  amqp_channel_open(conn, 1);
-  if (amqp_get_rpc_reply(conn).reply_type != AMQP_RESPONSE_NORMAL) die("channel.open failed");
+  amqp_connection_state_t conn = bench::connect(amqp_url, die);
 
   const double interval_ns = 1e9 / rate;
   const int64_t start = mono_ns() + 20'000'000;  // 20 ms from now
   int64_t max_lag = 0;
-  char body[256];
-  char id[128];
+  bench::QuoteMessage message;
   for (std::size_t i = 0; i < total; ++i) {
     const int64_t due = start + static_cast<int64_t>(static_cast<double>(i) * interval_ns);
     sched_ns[i] = due;
@@ -254,23 +239,10 @@ int main(int argc, char** argv) {
       now = mono_ns();
     }
     max_lag = std::max(max_lag, now - due);
-    int blen = std::snprintf(body, sizeof body,
-                             "{\"type\":\"quote_update\",\"timestamp\":%" PRId64
-                             ",\"symbol\":\"%s\",\"price\":%.2f,\"change\":%.2f}",
-                             wall_ms(), symbol.c_str(), 100.0 + static_cast<double>(i % 1000) / 100.0,
-                             static_cast<double>(i % 7) - 3.0);
-    int ilen = std::snprintf(id, sizeof id, "%s%zu", prefix.c_str(), i);
-    amqp_basic_properties_t props{};
-    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
-                   AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
-    props.content_type = amqp_cstring_bytes("application/json");
-    props.delivery_mode = 2;
-    props.message_id = amqp_bytes_t{static_cast<size_t>(ilen), id};
-    props.type = amqp_cstring_bytes("quote_update");
-    props.timestamp = static_cast<uint64_t>(wall_ms() / 1000);
+    message.fill(symbol.c_str(), 100.0 + static_cast<double>(i % 1000) / 100.0, static_cast<double>(i % 7) - 3.0,
+                 prefix, i);
     sent_ns[i] = mono_ns();
-    int rc = amqp_basic_publish(conn, 1, amqp_cstring_bytes(exchange.c_str()), amqp_empty_bytes, 0, 0, &props,
-                                amqp_bytes_t{static_cast<size_t>(blen), body});
+    int rc = message.publish(conn, exchange);
     if (rc != AMQP_STATUS_OK) die(std::string("publish failed: ") + amqp_error_string2(rc));
   }
   const int64_t publish_end = mono_ns();
