@@ -76,13 +76,12 @@ std::string cap_utf8(std::string_view raw, std::size_t max) {
   return std::string(text.substr(0, cut));
 }
 
-struct Dispatcher::Job {
+namespace {
+
+// What a job knows of its message, and nothing else: a recycled job is reset by
+// assigning a fresh one of these (a field added here is reset with the rest).
+struct JobState {
   Delivery delivery;
-  // Typical bodies parse into this buffer without a malloc; RapidJSON's default
-  // allocator would take a 64 KiB block per message (32 MiB at prefetch 500).
-  char json_buffer[1024];
-  rapidjson::MemoryPoolAllocator<> json_allocator{json_buffer, sizeof json_buffer, 1024};
-  rapidjson::Document body{&json_allocator};
   std::string type{kUnknownType};
   std::string idem_key;
   int64_t timestamp_ms = 0;
@@ -90,19 +89,23 @@ struct Dispatcher::Job {
   uint64_t started_ns = 0;
   TraceContext trace;
   MessageCounters* counters = nullptr;
+};
 
-  // Back to a fresh job's state, its memory (the body above all) given back; only
-  // the inline buffer and the node itself are kept.
+}  // namespace
+
+struct Dispatcher::Job : JobState {
+  // Typical bodies parse into this buffer without a malloc; RapidJSON's default
+  // allocator would take a 64 KiB block per message (32 MiB at prefetch 500).
+  char json_buffer[1024];
+  rapidjson::MemoryPoolAllocator<> json_allocator{json_buffer, sizeof json_buffer, 1024};
+  rapidjson::Document body{&json_allocator};
+
+  // Back to a fresh job, its memory (the body above all) given back; only the inline
+  // buffer and the list node are kept.
   void clear() {
-    delivery = Delivery{};
+    static_cast<JobState&>(*this) = JobState{};
     body.SetNull();
     json_allocator.Clear();
-    type.assign(kUnknownType);
-    idem_key.clear();
-    timestamp_ms = retry_count = 0;
-    started_ns = 0;
-    trace = TraceContext{};
-    counters = nullptr;
   }
 };
 
