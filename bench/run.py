@@ -45,8 +45,9 @@ How each figure is measured (also in scripts/bench --help):
                bench-ceiling in eventd's place, SETting each message's key (pipelined)
                before acking it: the broker's and one Redis write's share.
   baseline     --baseline-build-dir: the eventd and eventctl of another revision, in a
-               vhost of their own (their topology), drained right after this build's
-               drain on the same servers, with the same figures.
+               vhost of their own (their topology), drained next to this build's drain
+               on the same servers (the two take turns at going first: AB, BA, ...),
+               with the same figures.
   cluster      --cluster-url/--cluster-ports: the Redis Cluster of scripts/dev-services
                (3 masters, 1 replica each). The drain of N quotes over 30 symbols:
                against the standalone Redis, against the cluster with every symbol's
