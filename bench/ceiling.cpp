@@ -18,7 +18,6 @@
 // pipelined, and acked with one multiple-ack once answered): bench-latency, which times
 // those SETs, then measures the broker and one Redis write per message, without eventd.
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
 #include <hiredis/hiredis.h>
 #include <sys/resource.h>
 
@@ -31,6 +30,7 @@
 #include <vector>
 
 #include "eventd/keys.hpp"
+#include "amqp_tools.hpp"
 
 namespace {
 
@@ -104,23 +104,7 @@ int main(int argc, char** argv) {
   }
   const eventd::keys::Tag mark_tag(mark_symbol);
 
-  std::vector<char> url_buf(url.begin(), url.end());
-  url_buf.push_back('\0');
-  amqp_connection_info info{};
-  if (amqp_parse_url(url_buf.data(), &info) != AMQP_STATUS_OK) die("cannot parse --url " + url);
-
-  amqp_connection_state_t conn = amqp_new_connection();
-  amqp_socket_t* sock = amqp_tcp_socket_new(conn);
-  if (sock == nullptr) die("cannot create socket");
-  if (int rc = amqp_socket_open(sock, info.host, info.port); rc != AMQP_STATUS_OK) {
-    die(std::string("cannot connect: ") + amqp_error_string2(rc));
-  }
-  // Same frame_max as eventd (131072), no heartbeats (the run is short).
-  amqp_rpc_reply_t login =
-      amqp_login(conn, info.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user, info.password);
-  if (login.reply_type != AMQP_RESPONSE_NORMAL) die("login failed");
-  amqp_channel_open(conn, 1);
-  check_rpc(conn, "channel.open");
+  amqp_connection_state_t conn = bench::connect(url, die);
   amqp_basic_qos(conn, 1, 0, static_cast<uint16_t>(prefetch), 0);
   check_rpc(conn, "basic.qos");
   amqp_basic_consume(conn, 1, amqp_cstring_bytes(queue.c_str()), amqp_cstring_bytes("bench-ceiling"), 0, 0, 0,

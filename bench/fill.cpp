@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "quote_publisher.hpp"
+#include "amqp_tools.hpp"
 
 namespace {
 

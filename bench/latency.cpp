@@ -26,7 +26,6 @@
 // stragglers and reports how many were never seen.
 // Prints one JSON object on stdout.
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
 #include <hiredis/hiredis.h>
 #include <poll.h>
 #include <unistd.h>
@@ -45,7 +44,7 @@
 #include <vector>
 
 #include "eventd/keys.hpp"
-#include "quote_publisher.hpp"
+#include "amqp_tools.hpp"
 
 namespace {
 

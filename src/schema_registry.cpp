@@ -317,8 +317,9 @@ SchemaRegistry::SchemaRegistry() {
                                rapidjson::GetParseError_En(doc.GetParseError()));
     if (!doc.IsObject()) throw std::runtime_error("schema " + name + ": not a JSON object");
     // The compiled schema copies what it needs; `doc` may go.
-    schemas_.emplace(name, std::make_unique<rapidjson::SchemaDocument>(doc));
-    if (auto fields = pattern_fields(doc)) patterns_.emplace(name, std::move(fields));
+    Compiled compiled{std::make_unique<rapidjson::SchemaDocument>(doc), nullptr, pattern_fields(doc)};
+    compiled.validator = std::make_unique<rapidjson::SchemaValidator>(*compiled.document);
+    schemas_.emplace(name, std::move(compiled));
   }
 }
 
@@ -329,14 +330,10 @@ std::optional<std::string> SchemaRegistry::validate(std::string_view name, const
   if (it == schemas_.end()) return "no schema named \"" + std::string(name) + "\"";
   // First, so that any control character reads the same: RapidJSON's regex engine
   // reads a string only up to its first NUL.
-  if (const auto fields = patterns_.find(name); fields != patterns_.end()) {
-    if (auto problem = find_control_character(*fields->second, doc, "")) return problem;
+  if (it->second.patterns) {
+    if (auto problem = find_control_character(*it->second.patterns, doc, "")) return problem;
   }
-  auto v = validators_.find(name);
-  if (v == validators_.end()) {
-    v = validators_.emplace(std::string(name), std::make_unique<rapidjson::SchemaValidator>(*it->second)).first;
-  }
-  rapidjson::SchemaValidator& validator = *v->second;
+  rapidjson::SchemaValidator& validator = *it->second.validator;
   validator.Reset();  // whatever an earlier document left, valid or not
   if (doc.Accept(validator) && validator.IsValid()) return std::nullopt;
   return describe(name, validator, doc);

@@ -49,13 +49,15 @@ class SchemaRegistry {
   static const std::vector<std::string>& message_types();
 
  private:
-  std::map<std::string, std::unique_ptr<rapidjson::SchemaDocument>, std::less<>> schemas_;
-  // One validator per schema, reset for each document instead of built for it (its
-  // stacks are allocations a message need not pay). Not for concurrent use: eventd
-  // validates on its one loop thread.
-  mutable std::map<std::string, std::unique_ptr<rapidjson::SchemaValidator>, std::less<>> validators_;
-  // Per schema, the fields a "pattern" checks (absent: none).
-  std::map<std::string, std::shared_ptr<const detail::PatternFields>, std::less<>> patterns_;
+  struct Compiled {
+    std::unique_ptr<rapidjson::SchemaDocument> document;
+    // Reset for each document instead of built for it (its stacks are allocations a
+    // message need not pay). Not for concurrent use: eventd validates on its one loop
+    // thread.
+    std::unique_ptr<rapidjson::SchemaValidator> validator;
+    std::shared_ptr<const detail::PatternFields> patterns;  // the fields a "pattern" checks (none: null)
+  };
+  std::map<std::string, Compiled, std::less<>> schemas_;
 };
 
 }  // namespace eventd

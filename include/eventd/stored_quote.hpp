@@ -38,7 +38,8 @@ const std::string& read_quote_script();
 //   quote_value(ts, price, change, marked) -> the value (nil: neither quote nor mark)
 //   read_quote(key) -> quote_fields of the stored value; a quote hash written by an
 //     eventd before 2026-12 is converted to the string first (its only write).
-//   QUOTE_MARK_BYTE: the value's last byte when (and only when) it is marked.
+//   quote_marked(value) -> whether the (string) value carries the mark
+//   quote_ts(value) -> its timestamp as a number (nil: none)
 const std::string& stored_quote_lua();
 
 }  // namespace eventd

@@ -136,10 +136,10 @@ local function store_symbol(keys, args, head, newest, after, keep, trim_at)
   if type(old) == 'table' then
     result = @needs_rules  -- not a string (an older eventd's hash): the other function reads it
   elseif old then
-    if string.byte(old, -1) == QUOTE_MARK_BYTE then
+    if quote_marked(old) then
       result = @needs_rules
     else
-      local old_ts = tonumber(string.match(old, '^%S+'))
+      local old_ts = quote_ts(old)
       if old_ts and old_ts > tonumber(ts) then redis.pcall('SET', quote, old) end
     end
   end
@@ -177,8 +177,8 @@ local function quote_unwatched(keys, args)
   local out = {}
   -- The new quotes, per symbol (quote key) without a table each: heads lists each
   -- symbol's first message; after[m] is the next message of m's symbol; newest[head]
-  -- the newest message of head's symbol.
-  local first, last, heads, after, newest = {}, {}, {}, {}, {}
+  -- the newest message of head's symbol, newest_ts[head] its timestamp once read.
+  local first, last, heads, after, newest, newest_ts = {}, {}, {}, {}, {}, {}
   for i = 1, n do
     local seen = redis.pcall('SET', keys[i * 3 - 2], '1', 'NX', 'GET', 'EX', ttl)
     if seen then
@@ -199,7 +199,10 @@ local function quote_unwatched(keys, args)
       else
         after[last[quote]] = i
         last[quote] = i
-        if tonumber(args[i * 3 + 4]) >= tonumber(args[newest[head] * 3 + 4]) then newest[head] = i end
+        -- Each timestamp read as a number once (a lone quote of its symbol never).
+        local ts = tonumber(args[i * 3 + 4])
+        local best = newest_ts[head] or tonumber(args[newest[head] * 3 + 4])
+        if ts >= best then newest[head], newest_ts[head] = i, ts else newest_ts[head] = best end
       end
     end
   end

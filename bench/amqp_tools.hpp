@@ -1,6 +1,6 @@
-// What the bench's publishers share (bench-latency, bench-fill): a connection as eventd
-// opens it (URL, frame_max 131072, no heartbeats for a short run, channel 1) and the
-// quote_update message eventctl would publish.
+// What the bench's AMQP tools share (bench-ceiling, bench-latency, bench-fill): a
+// connection as eventd opens it (URL, frame_max 131072, no heartbeats for a short run,
+// channel 1) and the quote_update message eventctl would publish.
 #pragma once
 
 #include <amqp.h>
@@ -29,7 +29,10 @@ amqp_connection_state_t connect(const std::string& url, Die die) {
   if (amqp_parse_url(url_buf.data(), &info) != AMQP_STATUS_OK) die("cannot parse the AMQP URL " + url);
   amqp_connection_state_t conn = amqp_new_connection();
   amqp_socket_t* sock = amqp_tcp_socket_new(conn);
-  if (sock == nullptr || amqp_socket_open(sock, info.host, info.port) != AMQP_STATUS_OK) die("cannot connect to RabbitMQ");
+  if (sock == nullptr) die("cannot create a socket");
+  if (int rc = amqp_socket_open(sock, info.host, info.port); rc != AMQP_STATUS_OK) {
+    die(std::string("cannot connect to RabbitMQ: ") + amqp_error_string2(rc));
+  }
   if (amqp_login(conn, info.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user, info.password).reply_type !=
       AMQP_RESPONSE_NORMAL) {
     die("AMQP login failed");
