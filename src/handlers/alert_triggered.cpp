@@ -9,6 +9,7 @@
 #include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/quote_update.hpp"
 #include "eventd/keys.hpp"
+#include "eventd/number_text.hpp"
 
 namespace eventd {
 namespace {

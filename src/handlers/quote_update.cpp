@@ -4,12 +4,12 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
-#include <charconv>
 
 #include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/rules_lua.hpp"
 #include "eventd/json_member.hpp"
 #include "eventd/keys.hpp"
+#include "eventd/number_text.hpp"
 #include "eventd/stored_quote.hpp"
 #include "eventd/text.hpp"
 
@@ -232,13 +232,6 @@ std::string with_names(std::string lua) {
 }
 
 }  // namespace
-
-std::string format_number(double value) {
-  char buf[32];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
-  if (ec != std::errc()) return std::to_string(value);
-  return std::string(buf, end);
-}
 
 HandlerResult script_result(const redisReply* reply) {
   if (reply == nullptr) return HandlerResult::redis_unavailable();

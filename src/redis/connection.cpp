@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "eventd/log.hpp"
+#include "eventd/redis/resp.hpp"
 
 namespace eventd::redis {
 namespace {
@@ -452,28 +453,16 @@ void Connection::refused(std::string_view command, std::string_view error) {
 bool Connection::send(const std::vector<std::string_view>& args, Callback done, bool handshake_ok) {
   if (ac_ == nullptr) return false;
   if (!(state_ == RedisState::Up || (handshake_ok && state_ == RedisState::Handshake))) return false;
-  constexpr std::size_t kInline = 16;
-  const char* argv_inline[kInline];
-  size_t len_inline[kInline];
-  std::vector<const char*> argv_heap;
-  std::vector<size_t> len_heap;
-  const char** argv = argv_inline;
-  size_t* lens = len_inline;
-  if (args.size() > kInline) {
-    argv_heap.resize(args.size());
-    len_heap.resize(args.size());
-    argv = argv_heap.data();
-    lens = len_heap.data();
-  }
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    argv[i] = args[i].data();
-    lens[i] = args[i].size();
-  }
   auto call = std::make_unique<PendingCall>(PendingCall{std::move(done), this, {}});
   command_name(args, call->command);
-  if (redisAsyncCommandArgv(ac_, on_reply, call.get(), static_cast<int>(args.size()), argv, lens) != REDIS_OK) {
-    return false;
-  }
+  // Encoded here into a buffer kept between calls (hiredis copies it into its output
+  // buffer): no allocation per command once the buffer has grown.
+  request_.clear();
+  append_command(request_, args);
+  const int rc = redisAsyncFormattedCommand(ac_, on_reply, call.get(), request_.data(), request_.size());
+  constexpr std::size_t kKeptBytes = 1 << 20;  // a rare huge command's buffer is not kept
+  if (request_.capacity() > kKeptBytes) std::string().swap(request_);
+  if (rc != REDIS_OK) return false;
   (void)call.release();  // reclaimed in on_reply, which hiredis calls exactly once
   ++pending_;
   return true;

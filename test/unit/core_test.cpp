@@ -205,13 +205,6 @@ TEST_CASE("dispatcher: header values are capped without splitting UTF-8") {
   CHECK(capped.size() % 3 == 0);
 }
 
-TEST_CASE("quote_update: numbers are written in their shortest exact form") {
-  CHECK(format_number(187.12) == "187.12");
-  CHECK(format_number(-1.5) == "-1.5");
-  CHECK(format_number(400) == "400");
-  CHECK(format_number(0.1 + 0.2) == "0.30000000000000004");
-}
-
 TEST_CASE("log: one JSON object a line with escaped fields") {
   std::string line = log::format(log::Level::Warn, "dead-lettering", {{"queue", "q\"1"}, {"n", 3}, {"ok", true}},
                                  1795446198657);

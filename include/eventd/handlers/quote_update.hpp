@@ -16,9 +16,6 @@
 
 namespace eventd {
 
-// Shortest text that reads back as the same double ("187.12", not "187.1200000001").
-std::string format_number(double value);
-
 // The history is trimmed back to quotes.historyLength once it is this long: between
 // the two it holds a few more prices than asked for, and a push costs no LTRIM.
 uint32_t history_trim_at(uint32_t history_length);

@@ -125,6 +125,7 @@ class Connection {
   bool refused_ = false;  // a NOPERM since the last command that went through
   uint64_t ping_sent_ms_ = 0;
   std::size_t pending_ = 0;
+  std::string request_;  // send()'s encoding buffer, reused
   uint64_t reconnects_ = 0;
   Backoff backoff_;
   std::function<void()> stop_done_;

@@ -1,0 +1,12 @@
+// Numbers as eventd writes them into Redis and derived messages: the shortest text that
+// reads back as the same double, exactly what std::to_chars(first, last, value) writes
+// ("187.12", not "187.1200000001"; "1e+06" for a million, as to_chars prefers it).
+#pragma once
+
+#include <string>
+
+namespace eventd {
+
+std::string format_number(double value);
+
+}  // namespace eventd
