@@ -28,7 +28,9 @@ Batcher::Batcher(uv_loop_t* loop, RedisClient& redis, std::string function, std:
   check_.init(this, [loop](uv_check_t* c) { return uv_check_init(loop, c); });
 }
 
-bool Batcher::add(std::vector<std::string> keys, std::vector<std::string> args, Callback done) {
+bool Batcher::add(Strings key_list, Strings arg_list, Callback done) {
+  std::vector<std::string> keys = std::move(key_list).take();
+  std::vector<std::string> args = std::move(arg_list).take();
   const void* node = keys.empty() ? nullptr : redis_.node_for(keys.front());
   if (node == nullptr) return false;
   // A cluster refuses (CROSSSLOT) a call whose declared keys span slots, even on one

@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -29,6 +30,23 @@
 #include "eventd/uv_handle.hpp"
 
 namespace eventd::redis {
+
+// An item's keys or arguments, written as a braced list of strings: each temporary is
+// moved in (a std::vector<std::string> built from braces copies every element, and on
+// the quote path those copies were a malloc and a memcpy per key).
+class Strings {
+ public:
+  template <typename... S>
+    requires(std::is_constructible_v<std::string, S &&> && ...)
+  Strings(S&&... s) {  // NOLINT(google-explicit-constructor): braced lists are the point
+    values_.reserve(sizeof...(S));
+    (values_.emplace_back(std::forward<S>(s)), ...);
+  }
+  std::vector<std::string> take() && { return std::move(values_); }
+
+ private:
+  std::vector<std::string> values_;
+};
 
 class Batcher {
  public:
@@ -43,7 +61,7 @@ class Batcher {
 
   // Queues one item; false (and `done` never called) when no reachable node serves
   // its first key. `done` gets the item's own result, or nullptr.
-  bool add(std::vector<std::string> keys, std::vector<std::string> args, Callback done);
+  bool add(Strings keys, Strings args, Callback done);
 
   std::size_t calls() const { return calls_; }  // FCALLs sent, for tests and benchmarks
 
