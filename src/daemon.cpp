@@ -30,9 +30,10 @@ namespace {
 
 class Daemon {
  public:
-  Daemon(uv_loop_t* loop, const Config& config)
+  Daemon(uv_loop_t* loop, const Config& config, std::string_view allocator)
       : loop_(loop),
         config_(config),
+        allocator_(allocator),
         redis_(loop, config.redis, {[this] { on_redis_up(); }, [this](const std::string&) { on_redis_down(); }}),
         amqp_(loop, config, build_topology(config),
               {[this] { on_amqp_connected(); }, [this](Delivery&& d) { dispatcher_.on_delivery(std::move(d)); },
@@ -88,7 +89,8 @@ class Daemon {
                                   {"redis_nodes", static_cast<uint64_t>(config_.redis.endpoint.nodes.size())},
                                   // where the passwords came from, never what they are
                                   {"amqp_password", config_.credentials.amqp_password_from},
-                                  {"redis_password", config_.credentials.redis_password_from}});
+                                  {"redis_password", config_.credentials.redis_password_from},
+                                  {"allocator", allocator_}});
     redis_.start();
     amqp_.start();
     checks_.start();
@@ -263,6 +265,7 @@ class Daemon {
 
   uv_loop_t* loop_;
   const Config& config_;
+  std::string allocator_;
   SchemaRegistry schemas_;
   Metrics metrics_;
   RedisClient redis_;
@@ -288,7 +291,7 @@ class Daemon {
 
 }  // namespace
 
-int run_daemon(const Config& config) {
+int run_daemon(const Config& config, std::string_view allocator) {
   std::signal(SIGPIPE, SIG_IGN);  // a dead peer is an error return, not a signal
   curl_global_init(CURL_GLOBAL_DEFAULT);
   log::set_level(config.log_level);
@@ -299,7 +302,7 @@ int run_daemon(const Config& config) {
   }
   bool started = false;
   {
-    Daemon daemon(&loop, config);
+    Daemon daemon(&loop, config, allocator);
     started = daemon.start();
     if (started) uv_run(&loop, UV_RUN_DEFAULT);
   }

@@ -239,7 +239,10 @@ std::optional<JsonParseError> parse_json(Document& doc, std::string_view text, u
     Handler handler(target, max_depth);
     rapidjson::MemoryStream ms(text.data(), text.size());
     rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
-    rapidjson::GenericReader<rapidjson::UTF8<>, typename Document::EncodingType> reader;
+    // One reader per thread and instantiation: its stack (the text of the string being
+    // read) keeps its memory from one parse to the next; a reader per parse mallocs it
+    // and frees it again each time. Parse() starts from a clean state, even after an error.
+    thread_local rapidjson::GenericReader<rapidjson::UTF8<>, typename Document::EncodingType> reader;
     result = reader.template Parse<(Flags & ~kParseUniqueKeysFlag)>(is, handler);
     too_deep = handler.too_deep();
     if (result.IsError()) duplicate = handler.duplicate();

@@ -8,7 +8,29 @@
 #include "eventd/daemon.hpp"
 #include "eventd/log.hpp"
 
+#ifdef EVENTD_MIMALLOC
+#include <mimalloc.h>
+#endif
+
 namespace {
+
+// The malloc this process runs on, for the start-up log line.
+// mimalloc, linked into the executable (meson option allocator), replaces the C
+// library's for every library too; checked on a real allocation, in case a link order
+// or an LD_PRELOAD put another one first.
+std::string allocator_in_use() {
+#ifdef EVENTD_MIMALLOC
+  void* probe = std::malloc(64);
+  const bool ours = mi_is_in_heap_region(probe);
+  std::free(probe);
+  const int v = mi_version();  // e.g. 209 for 2.0.9
+  std::string name = "mimalloc " + std::to_string(v / 100) + "." + std::to_string(v / 10 % 10) + "." +
+                     std::to_string(v % 10);
+  return ours ? name : "system (" + name + " linked but not in use)";
+#else
+  return "system";
+#endif
+}
 
 constexpr const char* kUsage =
     "usage: eventd [--config FILE]       run in the foreground (JSON-lines logs on stderr)\n"
@@ -65,5 +87,5 @@ int main(int argc, char** argv) {
   }
   eventd::log::set_level(config.log_level);
   for (const auto& warning : config.warnings) eventd::log::warn("config warning", {{"warning", warning}});
-  return eventd::run_daemon(config);
+  return eventd::run_daemon(config, allocator_in_use());
 }

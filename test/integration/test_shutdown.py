@@ -1,8 +1,10 @@
 """SIGTERM: cancel, drain in-flight work, ack, close; nothing lost, nothing applied twice."""
+import json
+import os
 import signal
 import time
 
-from harness import finish_and_count, history_len, redis, wait_publisher, wait_until
+from harness import BUILD_DIR, finish_and_count, history_len, redis, wait_publisher, wait_until
 
 N = 3000
 
@@ -25,6 +27,20 @@ def test_sigterm_idle(fx):
     lines = assert_clean_stop_log(d)
     assert [l for l in lines if l["msg"] == "shutting down"][0].get("in_flight") == 0
     assert not [l for l in lines if l["level"] == "error"], [l for l in lines if l["level"] == "error"]
+
+
+def test_start_line_names_the_allocator_in_use(fx):
+    # The build's allocator option (meson introspection), and what the daemon says it
+    # runs on: mimalloc must be the process's malloc, not merely linked.
+    with open(os.path.join(BUILD_DIR, "meson-info", "intro-buildoptions.json")) as f:
+        option = next(o["value"] for o in json.load(f) if o["name"] == "allocator")
+    d = fx.start_daemon()
+    assert d.stop() == 0
+    allocator = assert_clean_stop_log(d)[0].get("allocator", "")
+    if option == "mimalloc":
+        assert allocator.startswith("mimalloc 2."), f"start line says allocator {allocator!r}"
+    else:
+        assert allocator == "system", f"start line says allocator {allocator!r}"
 
 
 def test_sigint_idle(fx):
