@@ -11,7 +11,7 @@
 //    no pattern at all;
 //  - rapidjson::Document::Parse of a typical quote_update body, and eventd's parse_json
 //    of it as the dispatcher calls it (depth bound, UTF-8 check), with and without the
-//    duplicate-key check (include/eventd/json_parse.hpp is header-only);
+//    duplicate-key check;
 //  - heap held per in-flight message by a parsed rapidjson::Document (the dispatcher
 //    keeps one per unacked message, so prefetch 500 keeps 500), with the default
 //    allocator and with a small-chunk / inline-buffer MemoryPoolAllocator.

@@ -68,6 +68,26 @@ TEST_CASE("json_parse: other errors read as Document::Parse's") {
   }
 }
 
+TEST_CASE("json_parse: invalid UTF-8 is RapidJSON's error at its offset, valid UTF-8 parses as with its check") {
+  // Valid text skips RapidJSON's per-character check (json_parse.hpp); text with an
+  // invalid sequence anywhere is parsed with it.
+  for (const std::string text : {"{\"s\":\"caf\xC3\xA9\"}", "{\"s\":\"12345678\xED\xA0\x80\"}", "[\"ok\",\"\xC0\xAF\"]",
+                                 "{\"k\xFF\":1}", "{\"a\":1} \xFF", "{\"s\":\"\xF0\x9F\x98\x80\"}"}) {
+    CAPTURE(text);
+    rapidjson::Document expected;
+    expected.Parse<rapidjson::kParseValidateEncodingFlag>(text.data(), text.size());
+    rapidjson::Document doc;
+    auto error = parse_json<rapidjson::kParseValidateEncodingFlag>(doc, text);
+    CHECK(bool(error) == expected.HasParseError());
+    if (error) {
+      CHECK(error->offset == expected.GetErrorOffset());
+      CHECK(error->what == rapidjson::GetParseError_En(expected.GetParseError()));
+    } else {
+      CHECK(doc == expected);
+    }
+  }
+}
+
 TEST_CASE("json_parse: a valid document parses as with Document::Parse") {
   const std::string text = R"({"a":[1,-2,18446744073709551615,1.5,"s",true,null,{"b":{}}],"c":"caf\u00e9"})";
   rapidjson::Document expected;
