@@ -99,13 +99,17 @@ struct Dispatcher::Job : JobState {
   char json_buffer[1024];
   rapidjson::MemoryPoolAllocator<> json_allocator{json_buffer, sizeof json_buffer, 1024};
   rapidjson::Document body{&json_allocator};
+  // The body's text parsed in place (parse_json_in_place): body's strings point into it.
+  std::string json_text;
 
   // Back to a fresh job, its memory (the body above all) given back; only the inline
-  // buffer and the list node are kept.
+  // buffer, a typical body's worth of json_text and the list node are kept.
   void clear() {
     static_cast<JobState&>(*this) = JobState{};
     body.SetNull();
     json_allocator.Clear();
+    constexpr std::size_t kKeptText = 4096;
+    if (json_text.capacity() > kKeptText) std::string().swap(json_text);
   }
 };
 
@@ -167,7 +171,8 @@ void Dispatcher::on_delivery(Delivery&& delivery) {
   }
 
   rapidjson::Document& doc = job->body;
-  if (auto error = parse_json<rapidjson::kParseValidateEncodingFlag | kParseUniqueKeysFlag>(doc, d.body)) {
+  if (auto error = parse_json_in_place<rapidjson::kParseValidateEncodingFlag | kParseUniqueKeysFlag>(doc, d.body,
+                                                                                                    job->json_text)) {
     job->counters = &metrics_.counters(d.queue, kUnknownType);
     ++job->counters->consumed;
     dead_letter(job, ProcessingError::permanent(ErrorCode::ParseError, "invalid JSON at offset " +

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <memory_resource>
 #include <optional>
@@ -229,29 +230,23 @@ class DepthLimitedHandler {
 // Objects and arrays nested more than `max_depth` deep are an error ("Nested deeper
 // than 64 levels."); with kParseUniqueKeysFlag so is a key given twice in one object
 // ("Duplicate key \"price\" at /price.", the offset just after the second one).
-template <unsigned Flags = rapidjson::kParseDefaultFlags, typename Document>
-std::optional<JsonParseError> parse_json(Document& doc, std::string_view text, unsigned max_depth = kMaxJsonDepth) {
-  if constexpr ((Flags & rapidjson::kParseValidateEncodingFlag) != 0) {
-    // RapidJSON checks each character of each string, a third of a parse; the whole
-    // text checked at once is far cheaper, and valid text cannot fail that check. Only
-    // text with an invalid sequence is parsed with it, for RapidJSON's own error.
-    if (valid_utf8(text)) return parse_json<(Flags & ~rapidjson::kParseValidateEncodingFlag)>(doc, text, max_depth);
-  }
-  constexpr bool kUniqueKeys = (Flags & kParseUniqueKeysFlag) != 0;
-  using Handler = detail::DepthLimitedHandler<Document, std::conditional_t<kUniqueKeys, detail::KeyTracker,
-                                                                            detail::NoKeyTracker>>;
+namespace detail {
+
+// One parse of `is` into `doc` with the reader flags `ReaderFlags`, the depth bound and,
+// when asked, the duplicate-key check; nullopt when it succeeded.
+template <unsigned ReaderFlags, bool kUniqueKeys, typename Document, typename Stream>
+std::optional<JsonParseError> parse_stream(Document& doc, Stream& is, unsigned max_depth) {
+  using Handler = DepthLimitedHandler<Document, std::conditional_t<kUniqueKeys, KeyTracker, NoKeyTracker>>;
   rapidjson::ParseResult result;
   bool too_deep = false;
   std::string duplicate;
   auto generate = [&](Document& target) {
     Handler handler(target, max_depth);
-    rapidjson::MemoryStream ms(text.data(), text.size());
-    rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
     // One reader per thread and instantiation: its stack (the text of the string being
     // read) keeps its memory from one parse to the next; a reader per parse mallocs it
     // and frees it again each time. Parse() starts from a clean state, even after an error.
     thread_local rapidjson::GenericReader<rapidjson::UTF8<>, typename Document::EncodingType> reader;
-    result = reader.template Parse<(Flags & ~kParseUniqueKeysFlag)>(is, handler);
+    result = reader.template Parse<ReaderFlags>(is, handler);
     too_deep = handler.too_deep();
     if (result.IsError()) duplicate = handler.duplicate();
     return !result.IsError();
@@ -261,6 +256,48 @@ std::optional<JsonParseError> parse_json(Document& doc, std::string_view text, u
   if (too_deep) return JsonParseError{result.Offset(), "Nested deeper than " + std::to_string(max_depth) + " levels."};
   if (!duplicate.empty()) return JsonParseError{result.Offset(), std::move(duplicate)};
   return JsonParseError{result.Offset(), rapidjson::GetParseError_En(result.Code())};
+}
+
+}  // namespace detail
+
+template <unsigned Flags = rapidjson::kParseDefaultFlags, typename Document>
+std::optional<JsonParseError> parse_json(Document& doc, std::string_view text, unsigned max_depth = kMaxJsonDepth) {
+  static_assert((Flags & rapidjson::kParseInsituFlag) == 0, "in place: parse_json_in_place");
+  if constexpr ((Flags & rapidjson::kParseValidateEncodingFlag) != 0) {
+    // RapidJSON checks each character of each string, a third of a parse; the whole
+    // text checked at once is far cheaper, and valid text cannot fail that check. Only
+    // text with an invalid sequence is parsed with it, for RapidJSON's own error.
+    if (valid_utf8(text)) return parse_json<(Flags & ~rapidjson::kParseValidateEncodingFlag)>(doc, text, max_depth);
+  }
+  rapidjson::MemoryStream ms(text.data(), text.size());
+  rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
+  return detail::parse_stream<(Flags & ~kParseUniqueKeysFlag), (Flags & kParseUniqueKeysFlag) != 0>(doc, is,
+                                                                                                 max_depth);
+}
+
+// parse_json(doc, text), parsed in place (RapidJSON's kParseInsituFlag) in `scratch`,
+// which it fills with a copy of `text`: the document's strings then point into
+// `scratch` instead of being copied out of the parser one character at a time, so
+// `scratch` must outlive the document, unchanged. The same document or error as
+// parse_json: a text this cannot take (a NUL byte ends an in-place parse; invalid
+// UTF-8) and any text that fails goes to parse_json, which also words the error.
+// (On error `doc` keeps its previous value, but that value's strings may have been in
+// `scratch`: give each document its own, or parse into a fresh one, as the dispatcher does.)
+template <unsigned Flags = rapidjson::kParseDefaultFlags, typename Document>
+std::optional<JsonParseError> parse_json_in_place(Document& doc, std::string_view text, std::string& scratch,
+                                                  unsigned max_depth = kMaxJsonDepth) {
+  static_assert((Flags & rapidjson::kParseInsituFlag) == 0);
+  constexpr bool kCheckUtf8 = (Flags & rapidjson::kParseValidateEncodingFlag) != 0;
+  if (std::memchr(text.data(), '\0', text.size()) == nullptr && (!kCheckUtf8 || valid_utf8(text))) {
+    scratch.assign(text);
+    rapidjson::InsituStringStream is(scratch.data());
+    constexpr unsigned kReaderFlags =
+        (Flags & ~(kParseUniqueKeysFlag | rapidjson::kParseValidateEncodingFlag)) | rapidjson::kParseInsituFlag;
+    if (!detail::parse_stream<kReaderFlags, (Flags & kParseUniqueKeysFlag) != 0>(doc, is, max_depth)) {
+      return std::nullopt;
+    }
+  }
+  return parse_json<Flags>(doc, text, max_depth);
 }
 
 }  // namespace eventd

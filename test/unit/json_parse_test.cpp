@@ -88,6 +88,45 @@ TEST_CASE("json_parse: invalid UTF-8 is RapidJSON's error at its offset, valid U
   }
 }
 
+TEST_CASE("json_parse: parsed in place, the same document or error as parse_json") {
+  using eventd::parse_json_in_place;
+  constexpr unsigned kFlags = rapidjson::kParseValidateEncodingFlag | eventd::kParseUniqueKeysFlag;
+  const std::string with_nul("{\"a\":\"x\0y\"}", 11);
+  for (const std::string text :
+       {std::string(R"({"type":"quote_update","symbol":"AAPL","price":189.5,"s":"caf\u00e9 \"q\" \\ \n"})"),
+        std::string("{\"s\":\"caf\xC3\xA9\"}"), std::string("{\"s\":\"\xED\xA0\x80\"}"), std::string("{\"a\":1,\"a\":2}"),
+        std::string("{\"a\":1} x"), std::string("{"), std::string(""), nested_arrays(70), with_nul,
+        std::string("[\"\\ud800\"]"), std::string(R"({"n":[1,-2.5e3,18446744073709551615,true,null,{}]})")}) {
+    CAPTURE(text);
+    rapidjson::Document expected;
+    auto expected_error = parse_json<kFlags>(expected, text);
+    rapidjson::Document doc;
+    std::string scratch;
+    auto error = parse_json_in_place<kFlags>(doc, text, scratch);
+    REQUIRE(bool(error) == bool(expected_error));
+    if (error) {
+      CHECK(error->offset == expected_error->offset);
+      CHECK(error->what == expected_error->what);
+      CHECK(doc.IsNull());
+    } else {
+      CHECK(doc == expected);
+    }
+  }
+}
+
+TEST_CASE("json_parse: in place, the document's strings are the scratch copy's bytes, the text untouched") {
+  const std::string text = R"({"symbol":"AAPL","note":"a\tb"})";
+  const std::string original = text;
+  rapidjson::Document doc;
+  std::string scratch;
+  REQUIRE_FALSE(eventd::parse_json_in_place<rapidjson::kParseValidateEncodingFlag>(doc, text, scratch));
+  const char* symbol = doc["symbol"].GetString();
+  CHECK(symbol >= scratch.data());
+  CHECK(symbol < scratch.data() + scratch.size());
+  CHECK(std::string(doc["note"].GetString()) == "a\tb");
+  CHECK(text == original);
+}
+
 TEST_CASE("json_parse: a valid document parses as with Document::Parse") {
   const std::string text = R"({"a":[1,-2,18446744073709551615,1.5,"s",true,null,{"b":{}}],"c":"caf\u00e9"})";
   rapidjson::Document expected;
