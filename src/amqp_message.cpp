@@ -43,25 +43,51 @@ void dup(amqp_pool_t* pool, amqp_bytes_t& b) {
   b = out;
 }
 
+// Each string field the flags say is there.
+template <typename Each>
+void for_each_string(amqp_basic_properties_t& p, Each&& each) {
+  const amqp_flags_t f = p._flags;
+  if (f & AMQP_BASIC_CONTENT_TYPE_FLAG) each(p.content_type);
+  if (f & AMQP_BASIC_CONTENT_ENCODING_FLAG) each(p.content_encoding);
+  if (f & AMQP_BASIC_CORRELATION_ID_FLAG) each(p.correlation_id);
+  if (f & AMQP_BASIC_REPLY_TO_FLAG) each(p.reply_to);
+  if (f & AMQP_BASIC_EXPIRATION_FLAG) each(p.expiration);
+  if (f & AMQP_BASIC_MESSAGE_ID_FLAG) each(p.message_id);
+  if (f & AMQP_BASIC_TYPE_FLAG) each(p.type);
+  if (f & AMQP_BASIC_USER_ID_FLAG) each(p.user_id);
+  if (f & AMQP_BASIC_APP_ID_FLAG) each(p.app_id);
+  if (f & AMQP_BASIC_CLUSTER_ID_FLAG) each(p.cluster_id);
+}
+
 }  // namespace
 
 OwnedProperties::OwnedProperties() { std::memset(&pool_, 0, sizeof pool_); }
 
 OwnedProperties::OwnedProperties(const amqp_basic_properties_t& source) : props_(source) {
+  const amqp_flags_t f = source._flags;
+  if (!(f & AMQP_BASIC_HEADERS_FLAG)) {
+    std::memset(&pool_, 0, sizeof pool_);
+    // Without headers (the common case) the strings go into one buffer of their own:
+    // a rabbitmq-c pool costs two allocations and its bookkeeping per message.
+    std::size_t total = 0;
+    for_each_string(props_, [&](amqp_bytes_t& b) { total += b.len; });
+    if (total > 0) strings_ = std::make_unique_for_overwrite<char[]>(total);
+    char* at = strings_.get();
+    for_each_string(props_, [&](amqp_bytes_t& b) {
+      if (b.len == 0) {
+        b.bytes = nullptr;
+        return;
+      }
+      std::memcpy(at, b.bytes, b.len);
+      b.bytes = at;
+      at += b.len;
+    });
+    return;
+  }
   init_amqp_pool(&pool_, 512);
   pool_owned_ = true;
-  const amqp_flags_t f = source._flags;
-  if (f & AMQP_BASIC_CONTENT_TYPE_FLAG) dup(&pool_, props_.content_type);
-  if (f & AMQP_BASIC_CONTENT_ENCODING_FLAG) dup(&pool_, props_.content_encoding);
-  if (f & AMQP_BASIC_CORRELATION_ID_FLAG) dup(&pool_, props_.correlation_id);
-  if (f & AMQP_BASIC_REPLY_TO_FLAG) dup(&pool_, props_.reply_to);
-  if (f & AMQP_BASIC_EXPIRATION_FLAG) dup(&pool_, props_.expiration);
-  if (f & AMQP_BASIC_MESSAGE_ID_FLAG) dup(&pool_, props_.message_id);
-  if (f & AMQP_BASIC_TYPE_FLAG) dup(&pool_, props_.type);
-  if (f & AMQP_BASIC_USER_ID_FLAG) dup(&pool_, props_.user_id);
-  if (f & AMQP_BASIC_APP_ID_FLAG) dup(&pool_, props_.app_id);
-  if (f & AMQP_BASIC_CLUSTER_ID_FLAG) dup(&pool_, props_.cluster_id);
-  if (f & AMQP_BASIC_HEADERS_FLAG) {
+  for_each_string(props_, [&](amqp_bytes_t& b) { dup(&pool_, b); });
+  {
     // Checked before anything recurses through them (the clone below, a republish,
     // table_to_json); the headers table itself is level 1.
     std::vector<amqp_table_entry_t> kept;
@@ -95,6 +121,7 @@ OwnedProperties::~OwnedProperties() {
 OwnedProperties::OwnedProperties(OwnedProperties&& other) noexcept
     : pool_(other.pool_),
       pool_owned_(other.pool_owned_),
+      strings_(std::move(other.strings_)),  // the heap block moves: props_ still points into it
       props_(other.props_),
       dropped_headers_(std::move(other.dropped_headers_)) {
   other.pool_owned_ = false;
@@ -106,6 +133,7 @@ OwnedProperties& OwnedProperties::operator=(OwnedProperties&& other) noexcept {
     if (pool_owned_) empty_amqp_pool(&pool_);
     pool_ = other.pool_;
     pool_owned_ = other.pool_owned_;
+    strings_ = std::move(other.strings_);
     props_ = other.props_;
     dropped_headers_ = std::move(other.dropped_headers_);
     other.pool_owned_ = false;

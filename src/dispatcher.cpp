@@ -185,7 +185,8 @@ void Dispatcher::on_delivery(Delivery&& delivery) {
     auto t = doc.FindMember("type");
     if (t != doc.MemberEnd() && t->value.IsString()) job->type.assign(t->value.GetString(), t->value.GetStringLength());
   }
-  job->counters = &metrics_.counters(d.queue, schemas_.has(job->type) ? std::string_view(job->type) : kUnknownType);
+  const bool known_type = schemas_.has(job->type);
+  job->counters = &metrics_.counters(d.queue, known_type ? std::string_view(job->type) : kUnknownType);
   ++job->counters->consumed;
 
   if (!doc.IsObject()) {
@@ -196,7 +197,7 @@ void Dispatcher::on_delivery(Delivery&& delivery) {
     dead_letter(job, ProcessingError::permanent(ErrorCode::ValidationError, "/type: required field missing"));
     return;
   }
-  if (!schemas_.has(job->type) || job->type == "monitor" || job->type == "config") {
+  if (!known_type || job->type == "monitor" || job->type == "config") {
     dead_letter(job, ProcessingError::permanent(ErrorCode::UnknownType, "unknown message type '" +
                                                                             cap_utf8(job->type, 128) + "'"));
     return;

@@ -17,16 +17,23 @@ void LatencyHistogram::observe(double seconds) {
 }
 
 MessageCounters& Metrics::counters(std::string_view queue, std::string_view type) {
+  if (last_counters_ != nullptr && queue == last_queue_ && type == last_type_) return *last_counters_;
   auto q = counters_.find(queue);
   if (q == counters_.end()) q = counters_.emplace(std::string(queue), ByType{}).first;
   auto t = q->second.find(type);
   if (t == q->second.end()) t = q->second.emplace(std::string(type), MessageCounters{}).first;
+  last_queue_ = q->first;
+  last_type_ = t->first;
+  last_counters_ = &t->second;
   return t->second;
 }
 
 LatencyHistogram& Metrics::handler_latency(std::string_view type) {
+  if (last_latency_ != nullptr && type == last_latency_type_) return *last_latency_;
   auto it = latency_.find(type);
   if (it == latency_.end()) it = latency_.emplace(std::string(type), LatencyHistogram{}).first;
+  last_latency_type_ = it->first;
+  last_latency_ = &it->second;
   return it->second;
 }
 

@@ -4,6 +4,7 @@
 #include <amqp.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,8 +21,9 @@ inline constexpr unsigned kMaxHeaderDepth = 8;
 // value's), counted at most up to `limit` + 1: the walk stops there.
 unsigned header_depth(const amqp_field_value_t& value, unsigned limit = kMaxHeaderDepth);
 
-// A deep copy of amqp_basic_properties_t (strings and headers) kept in its own
-// rabbitmq-c pool, so it outlives the frame it came from. Headers whose tables nest
+// A deep copy of amqp_basic_properties_t (strings and headers), so it outlives the frame
+// it came from: in a rabbitmq-c pool of its own when there are headers (their tables are
+// cloned into it), else the strings in one buffer. Headers whose tables nest
 // deeper than kMaxHeaderDepth are left out and named in dropped_headers().
 class OwnedProperties {
  public:
@@ -45,6 +47,7 @@ class OwnedProperties {
  private:
   amqp_pool_t pool_;
   bool pool_owned_ = false;
+  std::unique_ptr<char[]> strings_;
   amqp_basic_properties_t props_{};
   std::vector<std::string> dropped_headers_;
 };

@@ -97,3 +97,41 @@ TEST_CASE("amqp_message: headers within the bound are copied whole") {
   CHECK(owned.headers()->num_entries == 2);
   CHECK(eventd::table_to_json(owned.headers()) == R"({"a":"1","b":{"n":{"n":{"leaf":"x"}}}})");
 }
+
+TEST_CASE("amqp_message: properties without headers are copied, and stay valid through moves") {
+  std::string id = "4f7c2a10-0000-4000-8000-000000000001", type = "quote_update", corr = "c-1", reply = "r.q";
+  std::string content_type = "application/json";
+  amqp_basic_properties_t source{};
+  source._flags = AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG |
+                  AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_APP_ID_FLAG |
+                  AMQP_BASIC_DELIVERY_MODE_FLAG;
+  source.message_id = amqp_bytes_t{id.size(), id.data()};
+  source.type = amqp_bytes_t{type.size(), type.data()};
+  source.correlation_id = amqp_bytes_t{corr.size(), corr.data()};
+  source.reply_to = amqp_bytes_t{reply.size(), reply.data()};
+  source.content_type = amqp_bytes_t{content_type.size(), content_type.data()};
+  source.app_id = amqp_bytes_t{0, nullptr};  // present and empty
+  source.delivery_mode = 2;
+  eventd::OwnedProperties owned(source);
+  // The frame's buffers are reused for the next frame: the copy must not follow them.
+  for (std::string* s : {&id, &type, &corr, &reply, &content_type}) std::fill(s->begin(), s->end(), 'x');
+  auto check = [](const eventd::OwnedProperties& p) {
+    CHECK(p.message_id() == "4f7c2a10-0000-4000-8000-000000000001");
+    CHECK(p.type() == "quote_update");
+    CHECK(p.correlation_id() == "c-1");
+    CHECK(p.reply_to() == "r.q");
+    CHECK(std::string_view(static_cast<const char*>(p.get().content_type.bytes), p.get().content_type.len) ==
+          "application/json");
+    CHECK(p.get().app_id.len == 0);
+    CHECK(p.get().delivery_mode == 2);
+    CHECK(p.headers() == nullptr);
+  };
+  check(owned);
+  eventd::OwnedProperties moved(std::move(owned));
+  check(moved);
+  eventd::OwnedProperties assigned;
+  assigned = std::move(moved);
+  check(assigned);
+  assigned = eventd::OwnedProperties(source);  // replaced: the old copy's memory goes
+  CHECK(assigned.message_id() == std::string(id.size(), 'x'));
+}
