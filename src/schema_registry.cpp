@@ -317,13 +317,19 @@ SchemaRegistry::SchemaRegistry() {
                                rapidjson::GetParseError_En(doc.GetParseError()));
     if (!doc.IsObject()) throw std::runtime_error("schema " + name + ": not a JSON object");
     // The compiled schema copies what it needs; `doc` may go.
-    Compiled compiled{std::make_unique<rapidjson::SchemaDocument>(doc), nullptr, pattern_fields(doc)};
+    Compiled compiled{std::make_unique<rapidjson::SchemaDocument>(doc), nullptr, pattern_fields(doc),
+                      QuickSchema::compile(doc)};
     compiled.validator = std::make_unique<rapidjson::SchemaValidator>(*compiled.document);
     schemas_.emplace(name, std::move(compiled));
   }
 }
 
 bool SchemaRegistry::has(std::string_view name) const { return schemas_.find(name) != schemas_.end(); }
+
+bool SchemaRegistry::has_quick_check(std::string_view name) const {
+  const auto it = schemas_.find(name);
+  return it != schemas_.end() && it->second.quick != nullptr;
+}
 
 std::optional<std::string> SchemaRegistry::validate(std::string_view name, const Value& doc) const {
   const auto it = schemas_.find(name);
@@ -333,6 +339,7 @@ std::optional<std::string> SchemaRegistry::validate(std::string_view name, const
   if (it->second.patterns) {
     if (auto problem = find_control_character(*it->second.patterns, doc, "")) return problem;
   }
+  if (it->second.quick && it->second.quick->accepts(doc)) return std::nullopt;
   rapidjson::SchemaValidator& validator = *it->second.validator;
   validator.Reset();  // whatever an earlier document left, valid or not
   if (doc.Accept(validator) && validator.IsValid()) return std::nullopt;

@@ -12,6 +12,8 @@
 #include <rapidjson/document.h>
 #include <rapidjson/schema.h>
 
+#include "eventd/quick_schema.hpp"
+
 namespace eventd {
 
 namespace detail {
@@ -42,8 +44,11 @@ class SchemaRegistry {
   // A string that a "pattern" checks must hold no control character (U+0000-U+001F,
   // U+007F): RapidJSON's regex stops at NUL, so "A\u0000B" would pass "^[A-Z]+$".
   //   "/symbol: must not contain control characters, got \"A\u0000B\""
-  // `name` must be known (has(name)).
+  // `name` must be known (has(name)). A document the quick check (quick_schema.hpp)
+  // accepts is valid without RapidJSON's validator.
   std::optional<std::string> validate(std::string_view name, const rapidjson::Value& doc) const;
+  // Whether the quick check serves schema `name` (tests, benchmarks).
+  bool has_quick_check(std::string_view name) const;
 
   // The five message types of DESIGN.md, in a stable order.
   static const std::vector<std::string>& message_types();
@@ -56,6 +61,7 @@ class SchemaRegistry {
     // thread.
     std::unique_ptr<rapidjson::SchemaValidator> validator;
     std::shared_ptr<const detail::PatternFields> patterns;  // the fields a "pattern" checks (none: null)
+    std::unique_ptr<QuickSchema> quick;  // valid documents without the validator (null: not compiled)
   };
   std::map<std::string, Compiled, std::less<>> schemas_;
 };

@@ -92,7 +92,7 @@ TEST_CASE("json_parse: parsed in place, the same document or error as parse_json
   using eventd::parse_json_in_place;
   constexpr unsigned kFlags = rapidjson::kParseValidateEncodingFlag | eventd::kParseUniqueKeysFlag;
   const std::string with_nul("{\"a\":\"x\0y\"}", 11);
-  for (const std::string text :
+  for (const std::string& text :
        {std::string(R"({"type":"quote_update","symbol":"AAPL","price":189.5,"s":"caf\u00e9 \"q\" \\ \n"})"),
         std::string("{\"s\":\"caf\xC3\xA9\"}"), std::string("{\"s\":\"\xED\xA0\x80\"}"), std::string("{\"a\":1,\"a\":2}"),
         std::string("{\"a\":1} x"), std::string("{"), std::string(""), nested_arrays(70), with_nul,

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <random>
 #include <sstream>
 #include <string>
 #include <system_error>
@@ -15,6 +17,7 @@
 #include <rapidjson/writer.h>
 
 #include "eventd/json_case.hpp"
+#include "eventd/quick_schema.hpp"
 #include "eventd/schema_registry.hpp"
 
 namespace {
@@ -384,4 +387,93 @@ TEST_CASE("schema_registry: no control characters in strings a pattern checks") 
     CHECK(check("config", R"({"amqp":{"managementUrl":"http://h\u0000x"}})") ==
           R"(/amqp/managementUrl: must not contain control characters, got "http://h\u0000x")");
   }
+}
+
+namespace {
+
+// RapidJSON's own verdict on `doc` against embedded schema `name` (the registry's
+// quick check left out).
+bool rapidjson_accepts(const std::string& name, const rapidjson::Value& doc) {
+  static std::map<std::string, std::unique_ptr<rapidjson::SchemaDocument>> compiled;
+  auto& schema = compiled[name];
+  if (!schema) schema = std::make_unique<rapidjson::SchemaDocument>(parse(std::string(eventd::embedded_schema(name))));
+  rapidjson::SchemaValidator validator(*schema);
+  return doc.Accept(validator) && validator.IsValid();
+}
+
+// Values at the edges of what the schemas check: types, number kinds and bounds,
+// lengths in code points, pattern characters, enum members.
+const std::vector<std::string>& edge_values() {
+  static const std::vector<std::string> v = [] {
+    std::vector<std::string> out = {
+        "null", "true", "false", "0", "-0", "0.0", "-0.0", "1", "-1", "0.5", "-0.5", "1.0", "1e-300", "1e300",
+        "-1e300", "5e-324", "2147483647", "2147483648", "-2147483649", "4294967296", "9007199254740991",
+        "9007199254740992", "9223372036854775807", "9223372036854775808", "18446744073709551615",
+        "18446744073709551616", "-9223372036854775808", "-9223372036854775809", "1700000000000", "255", "256",
+        "3600", "86401", R"("")", R"("A")", R"("AAPL")", R"("BRK.B")", R"("a b")", R"("a-b")", R"("a:b")",
+        R"("a_b")", R"("a/b")", R"("\u00e9")", R"("\u00c9\u00c9")", R"("AAPL\n")", R"("quote_update")",
+        R"("alert_triggered")", R"("chart")", R"("options")", R"("price_above")", R"("hold")", R"("discord")",
+        R"("alert")", R"("u1")", R"("http://x")", R"("https://x")", R"("ftp://x")", "[]", "[1]", R"([1,"a"])",
+        "[390,395]", "{}", R"({"a":1})", R"({"20":401.2})", R"({"alertId":1})"};
+    for (int n : {31, 32, 33, 64, 65, 128, 129, 256, 257}) {
+      out.push_back("\"" + std::string(n, 'A') + "\"");
+      std::string accented;
+      for (int i = 0; i < n; ++i) accented += "\\u00e9";
+      out.push_back("\"" + accented + "\"");
+    }
+    return out;
+  }();
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("quick schema check: it serves every message type, and accepts only what RapidJSON accepts") {
+  std::mt19937 rng(20261201);
+  long compared = 0, agreed = 0, quick_accepted = 0;
+  for (const auto& [type, sample] : samples()) {
+    CAPTURE(type);
+    REQUIRE(registry().has_quick_check(type));
+    const auto quick = eventd::QuickSchema::compile(parse(std::string(eventd::embedded_schema(type))));
+    REQUIRE(quick);
+    auto compare = [&](const std::string& json) {
+      const auto doc = parse(json);
+      const bool q = quick->accepts(doc), r = rapidjson_accepts(type, doc);
+      if (q && !r) FAIL_CHECK("the quick check accepts what RapidJSON refuses: " << json);
+      ++compared;
+      agreed += q == r;
+      quick_accepted += q;
+    };
+    compare(sample.json);
+    std::vector<std::string> fields;
+    const auto sample_doc = parse(sample.json);
+    for (const auto& m : sample_doc.GetObject()) fields.emplace_back(m.name.GetString());
+    fields.insert(fields.end(), {"correlationId", "zzz", "userId", "data", "kind"});
+    for (const auto& field : fields) {
+      compare(without(sample.json, field));
+      for (const auto& value : edge_values()) compare(with(sample.json, field, value));
+    }
+    for (int i = 0; i < 3000; ++i) {  // several changes at once
+      std::string json = sample.json;
+      for (int k = 1 + static_cast<int>(rng() % 3); k > 0; --k) {
+        const auto& field = fields[rng() % fields.size()];
+        json = rng() % 5 == 0 ? without(json, field) : with(json, field, edge_values()[rng() % edge_values().size()]);
+      }
+      compare(json);
+    }
+  }
+  // Every schema keyword these use is implemented: the two decide alike, not just safely.
+  CHECK(agreed == compared);
+  CHECK(quick_accepted > 0);
+}
+
+TEST_CASE("quick schema check: schemas with keywords it does not implement are left to RapidJSON") {
+  for (const char* schema :
+       {R"({"type":"array","uniqueItems":true})", R"({"anyOf":[{"type":"string"}]})", R"({"type":["string","null"]})",
+        R"({"type":"string","pattern":"^https?://"})", R"({"enum":[1,2]})", R"({"items":[{"type":"string"}]})",
+        R"({"properties":{"a":{"$ref":"#"}}})", R"({"multipleOf":2})", R"({"minLength":-1})"}) {
+    CAPTURE(schema);
+    CHECK(eventd::QuickSchema::compile(parse(schema)) == nullptr);
+  }
+  CHECK(eventd::QuickSchema::compile(parse(R"({"type":"string","pattern":"^[a-z0-9_-]+$","maxLength":8})")));
 }
