@@ -454,11 +454,11 @@ STARTED = []  # every eventd this driver started; main() stops any still running
 
 
 class Eventd:
-    def __init__(self, ctx, cfg, name):
+    def __init__(self, ctx, cfg, name, wrap=()):
         self.ctx = ctx
         self.log_path = os.path.join(ctx.work, f"{name}.log")
         self.logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([ctx.eventd, "--config", cfg], env=clean_env(), stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([*wrap, ctx.eventd, "--config", cfg], env=clean_env(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.logf)
         self.pid = self.proc.pid
         self.started = time.monotonic()
@@ -830,6 +830,38 @@ def drain(ctx, cfg, broker, nodes, n, name, with_monitors=0, under_monitor=False
     return res
 
 
+def callgrind_run(ctx, cfg, broker, nodes, n, name, timeout=300):
+    """eventd's user-space instructions (callgrind's Ir total, start-up included) for a
+    drain of N quotes under valgrind --tool=callgrind."""
+    nodes.fresh()
+    prefill(ctx, cfg, broker, n)
+    out = os.path.join(ctx.work, f"{name}.callgrind")
+    ev = Eventd(ctx, cfg, name, wrap=("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"))
+    deadline = time.monotonic() + timeout
+    try:
+        while nodes.dbsize() < n:
+            if not ev.alive():
+                raise RuntimeError(f"eventd under callgrind exited with {ev.proc.returncode}; see {ev.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"eventd under callgrind did not drain {n:,} in {timeout} s; see {ev.log_path}")
+            time.sleep(0.2)
+    finally:
+        ev.stop(timeout=60)
+    with open(out) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no instruction total in {out}")
+
+
+def instructions_per_quote(ctx, cfg, broker, nodes, n, name):
+    """Instructions per quote: the difference of a drain of 3 N and one of N, over 2 N, so
+    that start-up and shut-down cancel. Counted, not timed: the same on a busy machine."""
+    small = callgrind_run(ctx, cfg, broker, nodes, n, f"{name}-{n}")
+    large = callgrind_run(ctx, cfg, broker, nodes, 3 * n, f"{name}-{3 * n}")
+    return (large - small) / (2 * n)
+
+
 def per_quote(d):
     """Redis figures of a drain per message handled: CPU, commands, script calls, the
     usec commandstats gives the script calls and each command inside them."""
@@ -1097,11 +1129,13 @@ def main():
     ap.add_argument("--monitors-timeout", type=float, default=60,
                     help="the drain with monitors stops here and reports the rate so far")
     ap.add_argument("--accounting-n", type=int, default=5000)
+    ap.add_argument("--instructions-n", type=int, default=5000,
+                    help="eventd instructions per quote: drains of N and 3 N under callgrind")
     ap.add_argument("--types", default="quorum,classic")
     ap.add_argument("--repeat", type=int, default=1, help="ceiling and drain runs per queue type (median shown)")
     ap.add_argument("--rates", default="2000,10000")
     ap.add_argument("--skip", default="",
-                    help="comma list of: ceiling,drain,spread,redis,latency,monitors,mix,micro,cluster,baseline")
+                    help="comma list of: ceiling,drain,spread,instructions,redis,latency,monitors,mix,micro,cluster,baseline")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--baseline-build-dir", help="a build of another revision: drained next to this one")
     ap.add_argument("--baseline-rev", default="baseline", help="its name in the table")
@@ -1185,6 +1219,19 @@ def main():
                     r["spread"] = drain(ctx, cfg, broker, standalone, n, f"spread-{qtype}", spread=SPREAD_SYMBOLS)
                     log(f"[{qtype}]   {fnum(r['spread']['rate'])} msg/s, "
                         f"Redis {per_quote(r['spread'])['cpu_us']:.2f} µs per quote")
+            if "instructions" not in skip and qtype == types[0]:
+                if shutil.which("valgrind") is None:
+                    r["instructions"] = r["baseline_instructions"] = "not run: valgrind is not installed"
+                else:
+                    m = ctx.instructions_n
+                    log(f"[{qtype}] eventd instructions per quote: drains of {m:,} and {3 * m:,} under callgrind")
+                    r["instructions"] = instructions_per_quote(ctx, cfg, broker, standalone, m, f"callgrind-{qtype}")
+                    log(f"[{qtype}]   {r['instructions']:,.0f}")
+                    if base is not None:
+                        log(f"[{qtype}] baseline {ctx.baseline_rev}: the same")
+                        r["baseline_instructions"] = instructions_per_quote(base, base_cfg, base_broker, standalone, m,
+                                                                            f"baseline-callgrind-{qtype}")
+                        log(f"[{qtype}]   {r['baseline_instructions']:,.0f}")
             for key, rate_key in (("ceiling", "msgs_per_s"), ("ceiling_multi", "msgs_per_s"), ("drain", "rate"),
                                   ("baseline", "rate")):
                 runs = r.get(key + "_runs")
@@ -1313,6 +1360,8 @@ def report(ctx, info, n, types, rates, results, with_baseline):
         lambda r: f"{per_quote(r['drain'])['reads']:.3f}")
     row(f"eventd peak RSS at prefetch {PREFETCH}, VmHWM (MiB)", lambda r: f"{r['drain']['hwm_kib'] / 1024:.1f}", T_RSS)
     row("eventd CPU s per 100,000 msgs (utime+stime)", lambda r: f"{per_100k(r['drain']['cpu_s'], n):.2f}")
+    row("eventd instructions per quote (callgrind, user space: drains of N and 3 N, the difference / 2 N)",
+        lambda r: fnum(r["instructions"]) if isinstance(r["instructions"], (int, float)) else r["instructions"])
     row("eventd CPU while draining (% of one core)",
         lambda r: f"{100 * r['drain']['cpu_s'] / r['drain']['seconds']:.0f} %")
     row("RabbitMQ CPU s per 100,000 msgs, eventd drain (ceiling drain, multiple-ack)",
@@ -1426,6 +1475,10 @@ def baseline_table(ctx, types, results, n):
     row("Redis socket reads per quote", lambda d: per_quote(d)["reads"], lambda x: f"{x:.3f}")
     row("eventd CPU s per 100,000 msgs", lambda d: per_100k(d["cpu_s"], n), lambda x: f"{x:.2f}")
     row("eventd peak RSS (MiB)", lambda d: d["hwm_kib"] / 1024, lambda x: f"{x:.1f}", T_RSS)
+    for t in types:  # counted once per build, not per run
+        a, b = results[t].get("instructions"), results[t].get("baseline_instructions")
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            rows.append(("eventd instructions per quote (callgrind)", t, fnum(a), fnum(b), f"{a / b:.2f}", ""))
     order = {t: i for i, t in enumerate(types)}
     rows.sort(key=lambda x: order[x[1]])
     print()
