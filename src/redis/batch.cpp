@@ -41,10 +41,10 @@ bool Batcher::add(Strings key_list, Strings arg_list, Callback done) {
   if (items.size() >= max_items_) {
     Items full = std::move(items);
     waiting_.erase(group);
-    send(std::move(full));
-  } else if (check_.initialised()) {
+    send(group, std::move(full));
+  } else if (in_flight(group) < kMaxInFlight && check_.initialised()) {
     uv_check_start(check_.get(), on_check);
-  }
+  }  // else it goes when one of the group's calls answers
   return true;
 }
 
@@ -55,13 +55,30 @@ void Batcher::on_check(uv_check_t* handle) {
   self->flush();
 }
 
-void Batcher::flush() {
-  std::map<Group, Items> batches = std::move(waiting_);
-  waiting_.clear();
-  for (auto& [group, items] : batches) send(std::move(items));
+unsigned Batcher::in_flight(const Group& group) const {
+  const auto it = in_flight_.find(group);
+  return it == in_flight_.end() ? 0 : it->second;
 }
 
-void Batcher::send(Items items) {
+void Batcher::answered(const Group& group) {
+  const auto it = in_flight_.find(group);
+  if (it != in_flight_.end() && --it->second == 0) in_flight_.erase(it);
+}
+
+void Batcher::flush() {
+  std::vector<std::pair<Group, Items>> ready;
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (in_flight(it->first) < kMaxInFlight) {
+      ready.emplace_back(it->first, std::move(it->second));
+      it = waiting_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [group, items] : ready) send(group, std::move(items));
+}
+
+void Batcher::send(Group group, Items items) {
   auto batch = std::make_shared<Items>(std::move(items));
   std::vector<std::string_view> keys, args;
   keys.reserve(batch->size() * keys_per_item_);
@@ -75,9 +92,13 @@ void Batcher::send(Items items) {
   }
   ++calls_;
   const bool alone = batch->size() == 1;
+  ++in_flight_[group];
   bool sent = redis_.fcall(
       function_, keys, args,
-      [this, batch](const redisReply* r) {
+      [this, batch, group](const redisReply* r) {
+        // Answered: the group's waiting batch may go, at the end of this loop pass.
+        answered(group);
+        if (waiting_.count(group) != 0 && check_.initialised()) uv_check_start(check_.get(), on_check);
         if (r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == batch->size()) {
           for (std::size_t i = 0; i < batch->size(); ++i) (*batch)[i].done(r->element[i]);
           return;
@@ -94,6 +115,7 @@ void Batcher::send(Items items) {
       },
       /*follow_redirects=*/alone);
   if (!sent) {
+    answered(group);
     for (Item& item : *batch) item.done(nullptr);
   }
 }

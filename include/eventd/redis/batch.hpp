@@ -2,7 +2,11 @@
 // of several slots in one call) per loop pass: items for one Redis function (one message
 // each) gathered while the loop handles a batch of deliveries, sent together when the
 // pass ends (uv_check) or when max_items are waiting, so a lone message goes at once
-// and a burst costs one round trip and one function call per node.
+// and a burst costs one round trip and one function call per node. While a group
+// already has kMaxInFlight calls unanswered, its next batch keeps filling until one
+// answers (or it is full): under load the calls grow towards max_items, where a
+// function call costs Redis least per item, and Redis, which runs calls one at a time,
+// would have kept the smaller calls waiting anyway.
 //
 // Call layout: KEYS are the items' keys one after another (keys_per_item each); ARGV
 // is the item count, the shared arguments, then the items' arguments (args_per_item
@@ -73,9 +77,13 @@ class Batcher {
   };
   using Items = std::vector<Item>;
   using Group = std::pair<const void*, uint16_t>;  // node, and slot on a cluster
+  // Two, so that Redis has the next call as soon as it answers one.
+  static constexpr unsigned kMaxInFlight = 2;
 
   void flush();
-  void send(Items items);
+  void send(Group group, Items items);
+  unsigned in_flight(const Group& group) const;
+  void answered(const Group& group);
   bool send_alone(std::shared_ptr<Item> item);
   static void on_check(uv_check_t* handle);
 
@@ -86,6 +94,7 @@ class Batcher {
   std::size_t max_items_;
   std::vector<std::string> shared_args_;
   std::map<Group, Items> waiting_;
+  std::map<Group, unsigned> in_flight_;  // calls sent and not yet answered, per group
   std::size_t calls_ = 0;
   UvHandle<uv_check_t> check_;
 };
