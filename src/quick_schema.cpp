@@ -118,7 +118,6 @@ struct QuickSchema::Node {
     bool required = false;
   };
   std::vector<Property> properties;
-  bool has_required = false;
   bool additional_allowed = true;
   std::unique_ptr<Node> additional;  // additionalProperties as a schema
   std::unique_ptr<Node> items;
@@ -190,7 +189,6 @@ std::unique_ptr<QuickSchema::Node> QuickSchema::Node::compile(const Value& schem
   // additionalProperties false does not refuse them.
   if (auto r = schema.FindMember("required"); r != schema.MemberEnd()) {
     for (const auto& name : r->value.GetArray()) {
-      node->has_required = true;
       auto it = std::find_if(node->properties.begin(), node->properties.end(),
                              [&](const Property& p) { return p.name == view(name); });
       if (it == node->properties.end()) {
@@ -323,10 +321,8 @@ bool QuickSchema::Node::accepts(const Value& v) const {
           return false;
         }
       }
-      if (has_required) {
-        for (std::size_t i = 0; i < properties.size(); ++i)
-          if (properties[i].required && !seen.test(i)) return false;
-      }
+      for (std::size_t i = 0; i < properties.size(); ++i)
+        if (properties[i].required && !seen.test(i)) return false;
       break;
     }
   }
