@@ -45,8 +45,8 @@ end
 std::unique_ptr<redis::Batcher> register_function(uv_loop_t* loop, RedisClient& redis, const FunctionSpec& spec,
                                                   std::size_t batch_size) {
   const std::string library = redis.add_library(function_library_code(spec));
-  return std::make_unique<redis::Batcher>(loop, redis, library + "_" + std::string(spec.name), spec.keys, spec.args,
-                                          batch_size);
+  return std::make_unique<redis::Batcher>(loop, redis, library + "_" + std::string(spec.name), batch_size,
+                                          spec.whole_batch ? spec.group_keys : 0);
 }
 
 }  // namespace eventd

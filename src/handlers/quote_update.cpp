@@ -109,30 +109,30 @@ local function quote(K, A, S)
 end
 )lua";
 
-// The cheap function takes the whole call (function_library.hpp, whole_batch). Per
-// quote, K: idempotency, quote, history list; A: price, change, timestamp; shared: ttl,
-// history length, trim at. First each quote's idempotency check: one SET NX GET that
-// also marks the message done (a duplicate costs that one command). Then, per symbol,
-// the new quotes of the call together, as if one after the other: the newest of them
-// (by timestamp; of equal ones, the last) replaces the stored quote with one SET GET,
-// unless the stored one is newer (it is put back: the call's quotes are all late), and
-// their prices go to the history in their order with one RPUSH. So a quote costs three
-// commands when its symbol has one quote in the call, and about one when a busy symbol
-// has many. A symbol whose quotes are not this function's (its quote is marked, or not
-// a string) or whose push fails gets back what the call changed, its messages'
-// idempotency keys included, and each of them that answer: a failed or handed-on
-// message leaves nothing, and the other symbols' messages are unaffected. Never
-// raises: commands through redis.pcall.
+// The cheap function takes the whole call (function_library.hpp, whole_batch), a
+// symbol's quote and history keys once per run of its messages (call_layout.hpp). First
+// each quote's idempotency check: one SET NX GET that also marks the message done (a
+// duplicate costs that one command). Then, per symbol, the new quotes of the call
+// together, as if one after the other: the newest of them (by timestamp; of equal
+// ones, the last) replaces the stored quote with one SET GET, unless the stored one is
+// newer (it is put back: the call's quotes are all late), and their prices go to the
+// history in their order with one RPUSH. So a quote costs three commands when its
+// symbol has one quote in the call, and about one when a busy symbol has many. A
+// symbol whose quotes are not this function's (its quote is marked, or not a string)
+// or whose push fails gets back what the call changed, its messages' idempotency keys
+// included, and each of them that answer: a failed or handed-on message leaves
+// nothing, and the other symbols' messages are unaffected. Never raises: commands
+// through redis.pcall.
 constexpr const char* kUnwatchedQuoteLua = R"lua(
--- Message m (1-based) of the call: keys[3m-2] idempotency, keys[3m-1] quote,
--- keys[3m] history; after the count and the three shared arguments, args[3m+2] price,
--- args[3m+3] change, args[3m+4] timestamp.
--- The symbol's new quotes of the call, from `head` on through `after`: store them.
-local function store_symbol(keys, args, head, newest, after, keep, trim_at)
-  local quote, history = keys[head * 3 - 1], keys[head * 3]
-  local ts = args[newest * 3 + 4]
+-- keys: message m's idempotency key keys[m] (m = 1..n, in run order), then run r's
+-- quote keys[n + 2r - 1] and history keys[n + 2r]. args: n, ttl, history length, trim
+-- at, the run count R, the R run lengths, then message m's price, change, timestamp at
+-- args[base + 3m - 2 .. base + 3m], base = 5 + R.
+-- The run's new quotes (message numbers `fresh`, `newest` the newest): store them.
+local function store_symbol(keys, args, quote, history, fresh, newest, base, keep, trim_at)
+  local ts = args[base + newest * 3]
   local result = 1
-  local old = redis.pcall('SET', quote, quote_value(ts, args[newest * 3 + 2], args[newest * 3 + 3], false), 'GET')
+  local old = redis.pcall('SET', quote, quote_value(ts, args[base + newest * 3 - 2], args[base + newest * 3 - 1], false), 'GET')
   if type(old) == 'table' then
     result = @needs_rules  -- not a string (an older eventd's hash): the other function reads it
   elseif old then
@@ -145,14 +145,11 @@ local function store_symbol(keys, args, head, newest, after, keep, trim_at)
   end
   if result == 1 then
     local length
-    if not after[head] then
-      length = redis.pcall('RPUSH', history, args[head * 3 + 2])
+    if #fresh == 1 then
+      length = redis.pcall('RPUSH', history, args[base + fresh[1] * 3 - 2])
     else
-      local prices, m = {}, head
-      while m do
-        prices[#prices + 1] = args[m * 3 + 2]
-        m = after[m]
-      end
+      local prices = {}
+      for j = 1, #fresh do prices[j] = args[base + fresh[j] * 3 - 2] end
       length = redis.pcall('RPUSH', history, unpack(prices))
     end
     if type(length) == 'table' then
@@ -163,56 +160,46 @@ local function store_symbol(keys, args, head, newest, after, keep, trim_at)
   end
   if result ~= 1 then
     if old == false then redis.pcall('DEL', quote) elseif type(old) == 'string' then redis.pcall('SET', quote, old) end
-    local m = head
-    while m do
-      redis.pcall('DEL', keys[m * 3 - 2])
-      m = after[m]
-    end
+    for j = 1, #fresh do redis.pcall('DEL', keys[fresh[j]]) end
   end
   return result
 end
 local function quote_unwatched(keys, args)
-  local n = tonumber(args[1])
+  local n, runs = tonumber(args[1]), tonumber(args[5])
   local ttl, keep, trim_at = args[2], -tonumber(args[3]), tonumber(args[4])
+  local base = 5 + runs
   local out = {}
-  -- The new quotes, per symbol (quote key) without a table each: heads lists each
-  -- symbol's first message; after[m] is the next message of m's symbol; newest[head]
-  -- the newest message of head's symbol, newest_ts[head] its timestamp once read.
-  local first, last, heads, after, newest, newest_ts = {}, {}, {}, {}, {}, {}
-  for i = 1, n do
-    local seen = redis.pcall('SET', keys[i * 3 - 2], '1', 'NX', 'GET', 'EX', ttl)
-    if seen then
-      if seen == 'pending' then
-        out[i] = @needs_rules
-      elseif type(seen) == 'table' then
-        out[i] = seen
+  local m = 0
+  local pcall_redis = redis.pcall  -- one lookup per call, not two per quote
+  for r = 1, runs do
+    local fresh, newest, newest_ts = {}, nil, nil
+    for _ = 1, tonumber(args[5 + r]) do
+      m = m + 1
+      local seen = pcall_redis('SET', keys[m], '1', 'NX', 'GET', 'EX', ttl)
+      if seen then
+        if seen == 'pending' then
+          out[m] = @needs_rules
+        elseif type(seen) == 'table' then
+          out[m] = seen
+        else
+          out[m] = 0
+        end
       else
-        out[i] = 0
-      end
-    else
-      out[i] = 1
-      local quote = keys[i * 3 - 1]
-      local head = first[quote]
-      if not head then
-        first[quote], last[quote], newest[i] = i, i, i
-        heads[#heads + 1] = i
-      else
-        after[last[quote]] = i
-        last[quote] = i
-        -- Each timestamp read as a number once (a lone quote of its symbol never).
-        local ts = tonumber(args[i * 3 + 4])
-        local best = newest_ts[head] or tonumber(args[newest[head] * 3 + 4])
-        if ts >= best then newest[head], newest_ts[head] = i, ts else newest_ts[head] = best end
+        out[m] = 1
+        fresh[#fresh + 1] = m
+        -- Timestamps compared as text, without a tonumber per quote: eventd writes them
+        -- as decimal integers (at least 0, no leading zeros), where the longer is later.
+        -- Of equal ones the last is the newest.
+        local ts = args[base + m * 3]
+        if not newest or ts == newest_ts or #ts > #newest_ts or (#ts == #newest_ts and ts > newest_ts) then
+          newest, newest_ts = m, ts
+        end
       end
     end
-  end
-  for _, head in ipairs(heads) do
-    local result = store_symbol(keys, args, head, newest[head], after, keep, trim_at)
-    if result ~= 1 then
-      local m = head
-      while m do
-        out[m] = result
-        m = after[m]
+    if newest then
+      local result = store_symbol(keys, args, keys[n + 2 * r - 1], keys[n + 2 * r], fresh, newest, base, keep, trim_at)
+      if result ~= 1 then
+        for j = 1, #fresh do out[fresh[j]] = result end
       end
     end
   end
@@ -261,7 +248,8 @@ QuoteUpdateHandler::QuoteUpdateHandler(uv_loop_t* loop, RedisClient& redis, cons
     : ScriptHandler(loop, redis, config,
                     {"quote", std::string(kOutboxLua) + kRulesLua + stored_quote_lua(), watched_lua(), 10, 5, 3}),
       unwatched_(register_function(loop, redis,
-                                   {"quote_unwatched", stored_quote_lua(), unwatched_lua(), 3, 3, 3, /*whole_batch=*/true},
+                                   {"quote_unwatched", stored_quote_lua(), unwatched_lua(), 3, 3, 3, /*whole_batch=*/true,
+                                    /*group_keys=*/2},
                                    config.redis.batch_size)) {
   std::vector<std::string> shared{ttl_, std::to_string(config.quote_history_length),
                                   std::to_string(history_trim_at(config.quote_history_length))};

@@ -5,6 +5,7 @@
 
 #include <string_view>
 
+#include "eventd/redis/call_layout.hpp"
 #include "eventd/redis/slot.hpp"
 
 namespace eventd::redis {
@@ -18,13 +19,9 @@ bool is_redirect(const redisReply* r) {
 
 }  // namespace
 
-Batcher::Batcher(uv_loop_t* loop, RedisClient& redis, std::string function, std::size_t keys_per_item,
-                 std::size_t args_per_item, std::size_t max_items)
-    : redis_(redis),
-      function_(std::move(function)),
-      keys_per_item_(keys_per_item),
-      args_per_item_(args_per_item),
-      max_items_(max_items == 0 ? 1 : max_items) {
+Batcher::Batcher(uv_loop_t* loop, RedisClient& redis, std::string function, std::size_t max_items,
+                 std::size_t group_keys)
+    : redis_(redis), function_(std::move(function)), max_items_(max_items == 0 ? 1 : max_items), group_keys_(group_keys) {
   check_.init(this, [loop](uv_check_t* c) { return uv_check_init(loop, c); });
 }
 
@@ -80,27 +77,21 @@ void Batcher::flush() {
 
 void Batcher::send(Group group, Items items) {
   auto batch = std::make_shared<Items>(std::move(items));
-  std::vector<std::string_view> keys, args;
-  keys.reserve(batch->size() * keys_per_item_);
-  args.reserve(1 + shared_args_.size() + batch->size() * args_per_item_);
-  const std::string count = std::to_string(batch->size());
-  args.push_back(count);
-  args.insert(args.end(), shared_args_.begin(), shared_args_.end());
-  for (const Item& item : *batch) {
-    keys.insert(keys.end(), item.keys.begin(), item.keys.end());
-    args.insert(args.end(), item.args.begin(), item.args.end());
-  }
+  std::vector<CallItem> call_items;
+  call_items.reserve(batch->size());
+  for (const Item& item : *batch) call_items.push_back({item.keys, item.args});
+  CallLayout call(call_items, shared_args_, group_keys_);
   ++calls_;
   const bool alone = batch->size() == 1;
   ++in_flight_[group];
   bool sent = redis_.fcall(
-      function_, keys, args,
-      [this, batch, group](const redisReply* r) {
+      function_, call.keys(), call.args(),
+      [this, batch, group, order = call.order()](const redisReply* r) {
         // Answered: the group's waiting batch may go, at the end of this loop pass.
         answered(group);
         if (waiting_.count(group) != 0 && check_.initialised()) uv_check_start(check_.get(), on_check);
         if (r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == batch->size()) {
-          for (std::size_t i = 0; i < batch->size(); ++i) (*batch)[i].done(r->element[i]);
+          for (std::size_t i = 0; i < order.size(); ++i) (*batch)[order[i]].done(r->element[i]);
           return;
         }
         if (batch->size() > 1 && is_redirect(r)) {
@@ -121,12 +112,10 @@ void Batcher::send(Group group, Items items) {
 }
 
 bool Batcher::send_alone(std::shared_ptr<Item> item) {
-  std::vector<std::string_view> args{"1"};
-  args.insert(args.end(), shared_args_.begin(), shared_args_.end());
-  args.insert(args.end(), item->args.begin(), item->args.end());
-  std::vector<std::string_view> keys(item->keys.begin(), item->keys.end());
+  const CallItem one{item->keys, item->args};
+  CallLayout call({&one, 1}, shared_args_, group_keys_);
   ++calls_;
-  return redis_.fcall(function_, keys, args, [item](const redisReply* r) {
+  return redis_.fcall(function_, call.keys(), call.args(), [item](const redisReply* r) {
     if (r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == 1) return item->done(r->element[0]);
     item->done(r != nullptr && r->type == REDIS_REPLY_ARRAY ? nullptr : r);
   });

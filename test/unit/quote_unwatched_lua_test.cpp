@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "eventd/handlers/quote_update.hpp"
+#include "eventd/redis/call_layout.hpp"
 #include "eventd/stored_quote.hpp"
 #include "lua_chunk.hpp"
 
@@ -80,40 +81,38 @@ class CheapQuote : public eventd::test::LuaChunk {
                      "return {run = quote_unwatched, put = put, read = read}",
                  "quote_unwatched") {}
 
-  // One result per quote: "1", "0", "9", or "error" for an error reply.
+  // One result per quote, in the quotes' order: "1", "0", "9", or "error" for an error
+  // reply. The call laid out as the Batcher lays it out (call_layout.hpp).
   std::vector<std::string> run(const std::vector<Quote>& quotes) {
+    std::vector<std::vector<std::string>> keys, args;
+    for (const Quote& q : quotes) {
+      keys.push_back({"idem:" + q.id, "quote:" + q.symbol, "history:" + q.symbol});
+      args.push_back({q.price, q.change, q.ts});
+    }
+    std::vector<eventd::redis::CallItem> items;
+    for (std::size_t i = 0; i < quotes.size(); ++i) items.push_back({keys[i], args[i]});
+    const std::vector<std::string> shared{"60", "3", "4"};
+    const eventd::redis::CallLayout layout(items, shared, 2);
     push("run");
-    lua_newtable(L());  // keys
-    int k = 0;
-    for (const Quote& q : quotes) {
-      for (const std::string& key : {"idem:" + q.id, "quote:" + q.symbol, "history:" + q.symbol}) {
-        lua_pushstring(L(), key.c_str());
-        lua_rawseti(L(), -2, ++k);
-      }
-    }
-    lua_newtable(L());  // args
-    int a = 0;
-    for (const std::string& arg : {std::to_string(quotes.size()), std::string("60"), std::string("3"),
-                                   std::string("4")}) {
-      lua_pushstring(L(), arg.c_str());
-      lua_rawseti(L(), -2, ++a);
-    }
-    for (const Quote& q : quotes) {
-      for (const std::string* arg : {&q.price, &q.change, &q.ts}) {
-        lua_pushstring(L(), arg->c_str());
-        lua_rawseti(L(), -2, ++a);
+    for (const auto* list : {&layout.keys(), &layout.args()}) {
+      lua_newtable(L());
+      int i = 0;
+      for (std::string_view v : *list) {
+        lua_pushlstring(L(), v.data(), v.size());
+        lua_rawseti(L(), -2, ++i);
       }
     }
     call(2, 1);  // a raise fails the test
-    std::vector<std::string> out;
-    for (std::size_t i = 1; i <= quotes.size(); ++i) {
-      lua_rawgeti(L(), -1, static_cast<int>(i));
+    std::vector<std::string> out(quotes.size());
+    for (std::size_t i = 0; i < quotes.size(); ++i) {
+      lua_rawgeti(L(), -1, static_cast<int>(i + 1));
+      std::string& result = out[layout.order()[i]];
       if (lua_istable(L(), -1)) {
         lua_getfield(L(), -1, "err");
-        out.push_back(lua_isstring(L(), -1) ? "error" : "table");
+        result = lua_isstring(L(), -1) ? "error" : "table";
         lua_pop(L(), 1);
       } else {
-        out.push_back(lua_tostring(L(), -1) ? lua_tostring(L(), -1) : "nil");
+        result = lua_tostring(L(), -1) ? lua_tostring(L(), -1) : "nil";
       }
       lua_pop(L(), 1);
     }
@@ -232,6 +231,13 @@ TEST_CASE("cheap quote function: a symbol's quotes in one call are stored as if 
   // Of equal timestamps the last wins, as when each replaces the one before.
   CHECK(f.run({{"E", "e1", "1", "0", "1000"}, {"E", "e2", "2", "0", "1000"}}) == std::vector<std::string>{"1", "1"});
   CHECK(f.read("quote:E") == "string 1000 2 0");
+
+  // Timestamps are compared as text: of different lengths, the longer is the later.
+  CHECK(f.run({{"L", "x1", "1", "0", "1000"}, {"L", "x2", "2", "0", "999"}}) == std::vector<std::string>{"1", "1"});
+  CHECK(f.read("quote:L") == "string 1000 1 0");
+  CHECK(f.run({{"K", "k1", "1", "0", "99"}, {"K", "k2", "2", "0", "100"}, {"K", "k3", "3", "0", "98"}}) ==
+        std::vector<std::string>{"1", "1", "1"});
+  CHECK(f.read("quote:K") == "string 100 2 0");
 
   // A call whose quotes are all older than the stored one: history only.
   CHECK(f.run({{"A", "l1", "8", "0", "900"}, {"A", "l2", "9", "0", "950"}}) == std::vector<std::string>{"1", "1"});

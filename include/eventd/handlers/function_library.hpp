@@ -17,6 +17,9 @@
 // message's), returning one result per message. It saves the wrapper's pcall and
 // copies, and must then never raise (an error would fail every message of the call):
 // it runs its commands with redis.pcall and answers an error as that message's result.
+// Such a function may also take keys shared by runs of messages once per run
+// (`group_keys`, call_layout.hpp): the Batcher then puts the messages of a run next to
+// each other, and the results are mapped back.
 #pragma once
 
 #include <uv.h>
@@ -39,6 +42,7 @@ struct FunctionSpec {
   std::size_t args;          // per message
   std::size_t shared;        // per call
   bool whole_batch = false;  // <name>(keys, args) runs the whole call itself (above)
+  std::size_t group_keys = 0;  // whole_batch only: the last keys, sent once per run
 };
 
 // The library's Lua (without its "#!lua" line; "@lib" stands for its name).

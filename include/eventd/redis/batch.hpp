@@ -8,10 +8,10 @@
 // function call costs Redis least per item, and Redis, which runs calls one at a time,
 // would have kept the smaller calls waiting anyway.
 //
-// Call layout: KEYS are the items' keys one after another (keys_per_item each); ARGV
-// is the item count, the shared arguments, then the items' arguments (args_per_item
-// each). The function returns one result per item, in order; an item's failure is
-// its own result (an error element), never the others'.
+// Call layout: call_layout.hpp (plain, or with the items' last `group_keys` keys sent
+// once per run of items that share them). The function returns one result per item,
+// in call order; an item's failure is its own result (an error element), never the
+// others'.
 //
 // When the call as a whole fails: a redirect (MOVED, ASK, TRYAGAIN: the map moved
 // under a batch that spans slots) sends each item again on its own, following the
@@ -55,8 +55,10 @@ class Strings {
 class Batcher {
  public:
   using Callback = RedisClient::Callback;
-  Batcher(uv_loop_t* loop, RedisClient& redis, std::string function, std::size_t keys_per_item,
-          std::size_t args_per_item, std::size_t max_items);
+  // `group_keys`: how many of each item's keys, at the end, are sent once per run of
+  // items (call_layout.hpp); every item has more keys than that.
+  Batcher(uv_loop_t* loop, RedisClient& redis, std::string function, std::size_t max_items,
+          std::size_t group_keys = 0);
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
 
@@ -89,9 +91,8 @@ class Batcher {
 
   RedisClient& redis_;
   std::string function_;
-  std::size_t keys_per_item_;
-  std::size_t args_per_item_;
   std::size_t max_items_;
+  std::size_t group_keys_;
   std::vector<std::string> shared_args_;
   std::map<Group, Items> waiting_;
   std::map<Group, unsigned> in_flight_;  // calls sent and not yet answered, per group

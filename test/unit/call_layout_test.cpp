@@ -1,0 +1,60 @@
+// The KEYS and ARGV of a batch's function call (redis/call_layout.hpp).
+#include <doctest/doctest.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "eventd/redis/call_layout.hpp"
+
+using eventd::redis::CallItem;
+using eventd::redis::CallLayout;
+
+namespace {
+
+using Views = std::vector<std::string_view>;
+
+struct Batch {
+  std::vector<std::vector<std::string>> keys, args;
+  std::vector<CallItem> items() const {
+    std::vector<CallItem> out;
+    for (std::size_t i = 0; i < keys.size(); ++i) out.push_back({keys[i], args[i]});
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("call layout: plain, the items' keys and arguments one after another") {
+  const Batch b{{{"a1", "a2"}, {"b1", "b2"}}, {{"x"}, {"y"}}};
+  const std::vector<std::string> shared{"60"};
+  const auto items = b.items();
+  const CallLayout call(items, shared, 0);
+  CHECK(call.keys() == Views{"a1", "a2", "b1", "b2"});
+  CHECK(call.args() == Views{"2", "60", "x", "y"});
+  CHECK(call.order() == std::vector<std::size_t>{0, 1});
+}
+
+TEST_CASE("call layout: group keys once per run, runs in order of first appearance, each in its items' order") {
+  // idem, quote, history as the quote handler gives them.
+  const Batch b{{{"i1", "qA", "hA"}, {"i2", "qB", "hB"}, {"i3", "qA", "hA"}, {"i4", "qA", "hB"}, {"i5", "qB", "hB"}},
+                {{"1", "t1"}, {"2", "t2"}, {"3", "t3"}, {"4", "t4"}, {"5", "t5"}}};
+  const std::vector<std::string> shared{"60", "3"};
+  const auto items = b.items();
+  const CallLayout call(items, shared, 2);
+  // Runs: (qA, hA): 1, 3; (qB, hB): 2, 5; (qA, hB), equal in one key only: 4.
+  CHECK(call.order() == std::vector<std::size_t>{0, 2, 1, 4, 3});
+  CHECK(call.keys() == Views{"i1", "i3", "i2", "i5", "i4", "qA", "hA", "qB", "hB", "qA", "hB"});
+  CHECK(call.args() ==
+        Views{"5", "60", "3", "3", "2", "2", "1", "1", "t1", "3", "t3", "2", "t2", "5", "t5", "4", "t4"});
+}
+
+TEST_CASE("call layout: one item, and an item whose keys are all group keys but one") {
+  const Batch b{{{"i1", "q", "h"}}, {{"p", "c", "t"}}};
+  const std::vector<std::string> shared;
+  const auto items = b.items();
+  const CallLayout call(items, shared, 2);
+  CHECK(call.keys() == Views{"i1", "q", "h"});
+  CHECK(call.args() == Views{"1", "1", "1", "p", "c", "t"});
+  CHECK(call.order() == std::vector<std::size_t>{0});
+}
