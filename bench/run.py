@@ -862,6 +862,69 @@ def instructions_per_quote(ctx, cfg, broker, nodes, n, name):
     return (large - small) / (2 * n)
 
 
+def redis_callgrind_run(ctx, vhost, qtype, broker, n, name, timeout=300):
+    """Redis's instructions (callgrind's Ir total, start-up included) while ctx's eventd
+    drains N quotes into a scratch redis-server of its own under valgrind --tool=callgrind:
+    AOF everysec as dev-services runs it, but --hz 1 and no active rehashing, so that
+    Redis's timers, which run more often the longer a drain takes, add little."""
+    port = free_port()
+    rdir = os.path.join(ctx.work, f"{name}.redis")
+    os.makedirs(rdir, exist_ok=True)
+    out = os.path.join(ctx.work, f"{name}.callgrind")
+    with open(os.path.join(ctx.work, f"{name}.redis.log"), "wb") as rlog:
+        server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "redis-server",
+                                   "--bind", "127.0.0.1", "--port", str(port), "--dir", rdir, "--appendonly", "yes",
+                                   "--appendfsync", "everysec", "--save", "", "--hz", "1", "--activerehashing", "no"],
+                                  env=clean_env(), stdin=subprocess.DEVNULL, stdout=rlog, stderr=rlog)
+    ev = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = Redis(port)
+                r("PING")
+                break
+            except (OSError, RedisError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server under callgrind did not come up; see {rdir}")
+                time.sleep(0.2)
+        cfg, _ = write_config(ctx, vhost, qtype, redis_url=f"redis://127.0.0.1:{port}/0", name=name)
+        prefill(ctx, cfg, broker, n)
+        ev = Eventd(ctx, cfg, name)
+        deadline = time.monotonic() + timeout
+        while r("DBSIZE") < n:
+            if not ev.alive():
+                raise RuntimeError(f"eventd exited with {ev.proc.returncode}; see {ev.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"eventd did not drain {n:,} into Redis under callgrind in {timeout} s")
+            time.sleep(0.2)
+        ev.stop(timeout=60)
+        try:
+            r("SHUTDOWN", "NOSAVE")
+        except (OSError, RedisError, ConnectionError):
+            pass  # it closes the connection as it goes
+        server.wait(timeout=60)
+    finally:
+        if ev is not None:
+            ev.stop(timeout=60)
+        if server.poll() is None:
+            server.kill()  # ours, by its Popen (PID)
+            server.wait()
+    with open(out) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no instruction total in {out}")
+
+
+def redis_instructions_per_quote(ctx, vhost, qtype, broker, n, name):
+    """Redis's instructions per quote for ctx's eventd: drains of N and 3 N, the difference
+    over 2 N. Redis is slow under valgrind, so eventd's calls are full (redis.batchSize)."""
+    small = redis_callgrind_run(ctx, vhost, qtype, broker, n, f"{name}-{n}")
+    large = redis_callgrind_run(ctx, vhost, qtype, broker, 3 * n, f"{name}-{3 * n}")
+    return (large - small) / (2 * n)
+
+
 def per_quote(d):
     """Redis figures of a drain per message handled: CPU, commands, script calls, the
     usec commandstats gives the script calls and each command inside them."""
@@ -1232,6 +1295,16 @@ def main():
                         r["baseline_instructions"] = instructions_per_quote(base, base_cfg, base_broker, standalone, m,
                                                                             f"baseline-callgrind-{qtype}")
                         log(f"[{qtype}]   {r['baseline_instructions']:,.0f}")
+                    log(f"[{qtype}] Redis instructions per quote: drains of {m:,} and {3 * m:,} into a Redis "
+                        "under callgrind")
+                    r["redis_instructions"] = redis_instructions_per_quote(ctx, vhost, qtype, broker, m,
+                                                                           f"redis-callgrind-{qtype}")
+                    log(f"[{qtype}]   {r['redis_instructions']:,.0f}")
+                    if base is not None:
+                        log(f"[{qtype}] baseline {ctx.baseline_rev}: the same")
+                        r["baseline_redis_instructions"] = redis_instructions_per_quote(
+                            base, base_vhost, qtype, base_broker, m, f"baseline-redis-callgrind-{qtype}")
+                        log(f"[{qtype}]   {r['baseline_redis_instructions']:,.0f}")
             for key, rate_key in (("ceiling", "msgs_per_s"), ("ceiling_multi", "msgs_per_s"), ("drain", "rate"),
                                   ("baseline", "rate")):
                 runs = r.get(key + "_runs")
@@ -1362,6 +1435,8 @@ def report(ctx, info, n, types, rates, results, with_baseline):
     row("eventd CPU s per 100,000 msgs (utime+stime)", lambda r: f"{per_100k(r['drain']['cpu_s'], n):.2f}")
     row("eventd instructions per quote (callgrind, user space: drains of N and 3 N, the difference / 2 N)",
         lambda r: fnum(r["instructions"]) if isinstance(r["instructions"], (int, float)) else r["instructions"])
+    row("Redis instructions per quote (callgrind, a scratch Redis, full calls: drains of N and 3 N, the difference / 2 N)",
+        lambda r: fnum(r["redis_instructions"]))
     row("eventd CPU while draining (% of one core)",
         lambda r: f"{100 * r['drain']['cpu_s'] / r['drain']['seconds']:.0f} %")
     row("RabbitMQ CPU s per 100,000 msgs, eventd drain (ceiling drain, multiple-ack)",
@@ -1479,6 +1554,10 @@ def baseline_table(ctx, types, results, n):
         a, b = results[t].get("instructions"), results[t].get("baseline_instructions")
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
             rows.append(("eventd instructions per quote (callgrind)", t, fnum(a), fnum(b), f"{a / b:.2f}", ""))
+        a, b = results[t].get("redis_instructions"), results[t].get("baseline_redis_instructions")
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            rows.append(("Redis instructions per quote (callgrind, scratch Redis)", t, fnum(a), fnum(b), f"{a / b:.2f}",
+                         ""))
     order = {t: i for i, t in enumerate(types)}
     rows.sort(key=lambda x: order[x[1]])
     print()
