@@ -110,29 +110,33 @@ end
 )lua";
 
 // The cheap function takes the whole call (function_library.hpp, whole_batch), a
-// symbol's quote and history keys once per run of its messages (call_layout.hpp). First
-// each quote's idempotency check: one SET NX GET that also marks the message done (a
-// duplicate costs that one command). Then, per symbol, the new quotes of the call
-// together, as if one after the other: the newest of them (by timestamp; of equal
-// ones, the last) replaces the stored quote with one SET GET, unless the stored one is
-// newer (it is put back: the call's quotes are all late), and their prices go to the
-// history in their order with one RPUSH. So a quote costs three commands when its
-// symbol has one quote in the call, and about one when a busy symbol has many. A
-// symbol whose quotes are not this function's (its quote is marked, or not a string)
-// or whose push fails gets back what the call changed, its messages' idempotency keys
-// included, and each of them that answer: a failed or handed-on message leaves
-// nothing, and the other symbols' messages are unaffected. Never raises: commands
-// through redis.pcall.
+// symbol's quote and history keys once per run of its messages, and with them the
+// change and timestamp of the run's newest quote (by timestamp; of equal ones, the
+// last), which eventd picks (call_layout.hpp): a quote of a busy symbol costs Redis
+// two strings, its idempotency key and its price. First each quote's idempotency
+// check: one SET NX GET that also marks the message done (a duplicate costs that one
+// command). Then, per symbol, the new quotes of the call together, as if one after the
+// other: the run's newest replaces the stored quote with one SET GET, unless the
+// stored one is newer (it is put back: the call's quotes are all late), and the new
+// quotes' prices go to the history in their order with one RPUSH. (When the newest is
+// itself a duplicate its values are stored already, or something newer is: setting
+// them again changes nothing.) So a quote costs three commands when its symbol has one
+// quote in the call, and about one when a busy symbol has many. A symbol whose quotes
+// are not this function's (its quote is marked, or not a string) or whose push fails
+// gets back what the call changed, its messages' idempotency keys included, and each
+// of them that answer: a failed or handed-on message leaves nothing, and the other
+// symbols' messages are unaffected. Never raises: commands through redis.pcall.
 constexpr const char* kUnwatchedQuoteLua = R"lua(
 -- keys: message m's idempotency key keys[m] (m = 1..n, in run order), then run r's
 -- quote keys[n + 2r - 1] and history keys[n + 2r]. args: n, ttl, history length, trim
--- at, the run count R, the R run lengths, then message m's price, change, timestamp at
--- args[base + 3m - 2 .. base + 3m], base = 5 + R.
--- The run's new quotes (message numbers `fresh`, `newest` the newest): store them.
-local function store_symbol(keys, args, quote, history, fresh, newest, base, keep, trim_at)
-  local ts = args[base + newest * 3]
+-- at, the run count R; per run r at args[5 + 4r - 3 ..]: its length, its newest
+-- message's place in it (from 1), that message's change and timestamp; then message
+-- m's price at args[base + m], base = 5 + 4R.
+-- The run's new quotes (message numbers `fresh`): store them, the newest's values in
+-- the quote.
+local function store_symbol(keys, args, quote, history, fresh, price, change, ts, base, keep, trim_at)
   local result = 1
-  local old = redis.pcall('SET', quote, quote_value(ts, args[base + newest * 3 - 2], args[base + newest * 3 - 1], false), 'GET')
+  local old = redis.pcall('SET', quote, quote_value(ts, price, change, false), 'GET')
   if type(old) == 'table' then
     result = @needs_rules  -- not a string (an older eventd's hash): the other function reads it
   elseif old then
@@ -146,10 +150,10 @@ local function store_symbol(keys, args, quote, history, fresh, newest, base, kee
   if result == 1 then
     local length
     if #fresh == 1 then
-      length = redis.pcall('RPUSH', history, args[base + fresh[1] * 3 - 2])
+      length = redis.pcall('RPUSH', history, args[base + fresh[1]])
     else
       local prices = {}
-      for j = 1, #fresh do prices[j] = args[base + fresh[j] * 3 - 2] end
+      for j = 1, #fresh do prices[j] = args[base + fresh[j]] end
       length = redis.pcall('RPUSH', history, unpack(prices))
     end
     if type(length) == 'table' then
@@ -167,13 +171,15 @@ end
 local function quote_unwatched(keys, args)
   local n, runs = tonumber(args[1]), tonumber(args[5])
   local ttl, keep, trim_at = args[2], -tonumber(args[3]), tonumber(args[4])
-  local base = 5 + runs
+  local base = 5 + 4 * runs
   local out = {}
   local m = 0
   local pcall_redis = redis.pcall  -- one lookup per call, not two per quote
   for r = 1, runs do
-    local fresh, newest, newest_ts = {}, nil, nil
-    for _ = 1, tonumber(args[5 + r]) do
+    local at = 1 + 4 * r
+    local newest = m + tonumber(args[at + 2])
+    local fresh = {}
+    for _ = 1, tonumber(args[at + 1]) do
       m = m + 1
       local seen = pcall_redis('SET', keys[m], '1', 'NX', 'GET', 'EX', ttl)
       if seen then
@@ -187,17 +193,11 @@ local function quote_unwatched(keys, args)
       else
         out[m] = 1
         fresh[#fresh + 1] = m
-        -- Timestamps compared as text, without a tonumber per quote: eventd writes them
-        -- as decimal integers (at least 0, no leading zeros), where the longer is later.
-        -- Of equal ones the last is the newest.
-        local ts = args[base + m * 3]
-        if not newest or ts == newest_ts or #ts > #newest_ts or (#ts == #newest_ts and ts > newest_ts) then
-          newest, newest_ts = m, ts
-        end
       end
     end
-    if newest then
-      local result = store_symbol(keys, args, keys[n + 2 * r - 1], keys[n + 2 * r], fresh, newest, base, keep, trim_at)
+    if #fresh > 0 then
+      local result = store_symbol(keys, args, keys[n + 2 * r - 1], keys[n + 2 * r], fresh, args[base + newest],
+                                  args[at + 3], args[at + 4], base, keep, trim_at)
       if result ~= 1 then
         for j = 1, #fresh do out[fresh[j]] = result end
       end
@@ -248,7 +248,7 @@ QuoteUpdateHandler::QuoteUpdateHandler(uv_loop_t* loop, RedisClient& redis, cons
     : ScriptHandler(loop, redis, config,
                     {"quote", std::string(kOutboxLua) + kRulesLua + stored_quote_lua(), watched_lua(), 10, 5, 3}),
       unwatched_(register_function(loop, redis,
-                                   {"quote_unwatched", stored_quote_lua(), unwatched_lua(), 3, 3, 3, /*whole_batch=*/true,
+                                   {"quote_unwatched", stored_quote_lua(), unwatched_lua(), 3, 1, 3, /*whole_batch=*/true,
                                     /*group_keys=*/2},
                                    config.redis.batch_size)) {
   std::vector<std::string> shared{ttl_, std::to_string(config.quote_history_length),
@@ -278,15 +278,15 @@ void QuoteUpdateHandler::handle(const Message& message, HandlerDone done) {
   const std::string_view idempotency = message.idempotency_key;
   const int64_t timestamp = message.timestamp_ms;
   bool sent = unwatched_->add(
-      {std::string(idempotency), keys::quote(symbol), keys::history(symbol)},
-      {format_number(body["price"].GetDouble()), format_number(body["change"].GetDouble()), std::to_string(timestamp)},
+      {std::string(idempotency), keys::quote(symbol), keys::history(symbol)}, {format_number(body["price"].GetDouble())},
       [this, kept, symbol, idempotency, timestamp, done](const redisReply* reply) {
         if (reply != nullptr && reply->type == REDIS_REPLY_INTEGER && reply->integer == kNeedsRules) {
           remember_watched(symbol);
           return send_watched(*kept, symbol, idempotency, timestamp, done);
         }
         done(script_result(reply));
-      });
+      },
+      {format_number(body["change"].GetDouble()), std::to_string(timestamp)}, timestamp);
   if (!sent) done(HandlerResult::redis_unavailable());
 }
 

@@ -11,6 +11,13 @@ bool same_group(const CallItem& a, const CallItem& b, std::size_t group_keys) {
                     b.keys.end() - static_cast<std::ptrdiff_t>(group_keys));
 }
 
+struct Run {
+  std::size_t first;   // its first item
+  std::size_t length;  // items
+  std::size_t lead;    // the item of the highest rank, the last of equals
+  std::size_t lead_place = 0;  // the lead's place in the run, from 1
+};
+
 }  // namespace
 
 CallLayout::CallLayout(std::span<const CallItem> items, std::span<const std::string> shared_args,
@@ -18,10 +25,10 @@ CallLayout::CallLayout(std::span<const CallItem> items, std::span<const std::str
   std::size_t key_count = 0, arg_count = 0;
   for (const CallItem& item : items) {
     key_count += item.keys.size();
-    arg_count += item.args.size();
+    arg_count += item.args.size() + item.run_args.size();
   }
   order_.reserve(items.size());
-  std::vector<std::size_t> run_first, run_length;  // per run: its first item, its length
+  std::vector<Run> runs;
   if (group_keys == 0) {
     for (std::size_t i = 0; i < items.size(); ++i) order_.push_back(i);
   } else {
@@ -30,33 +37,41 @@ CallLayout::CallLayout(std::span<const CallItem> items, std::span<const std::str
     std::vector<std::size_t> run_of(items.size());
     for (std::size_t i = 0; i < items.size(); ++i) {
       std::size_t r = 0;
-      while (r < run_first.size() && !same_group(items[run_first[r]], items[i], group_keys)) ++r;
-      if (r == run_first.size()) {
-        run_first.push_back(i);
-        run_length.push_back(0);
-      }
+      while (r < runs.size() && !same_group(items[runs[r].first], items[i], group_keys)) ++r;
+      if (r == runs.size()) runs.push_back({i, 0, i});
+      Run& run = runs[r];
+      if (items[i].rank >= items[run.lead].rank) run.lead = i;
       run_of[i] = r;
-      ++run_length[r];
+      ++run.length;
     }
-    std::vector<std::size_t> next(run_first.size());  // where each run's next item goes
-    for (std::size_t r = 0, at = 0; r < run_first.size(); at += run_length[r], ++r) next[r] = at;
+    std::vector<std::size_t> start(runs.size());  // each run's first place in the call
+    for (std::size_t r = 0, at = 0; r < runs.size(); at += runs[r].length, ++r) start[r] = at;
+    std::vector<std::size_t> next = start;  // where each run's next item goes
     order_.resize(items.size());
-    for (std::size_t i = 0; i < items.size(); ++i) order_[next[run_of[i]]++] = i;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const std::size_t r = run_of[i], at = next[r]++;
+      order_[at] = i;
+      if (i == runs[r].lead) runs[r].lead_place = at - start[r] + 1;
+    }
   }
 
   // Reserved up front: args_ views these strings, which must not move.
-  numbers_.reserve(2 + run_length.size());
+  numbers_.reserve(2 + 2 * runs.size());
   numbers_.push_back(std::to_string(items.size()));
   keys_.reserve(key_count);
-  args_.reserve(2 + shared_args.size() + run_length.size() + arg_count);
+  args_.reserve(2 + shared_args.size() + 2 * runs.size() + arg_count);
   args_.push_back(numbers_.back());
   args_.insert(args_.end(), shared_args.begin(), shared_args.end());
   if (group_keys != 0) {
-    numbers_.push_back(std::to_string(run_length.size()));
+    numbers_.push_back(std::to_string(runs.size()));
     args_.push_back(numbers_.back());
-    for (std::size_t length : run_length) {
-      numbers_.push_back(std::to_string(length));
+    for (const Run& run : runs) {
+      numbers_.push_back(std::to_string(run.length));
       args_.push_back(numbers_.back());
+      numbers_.push_back(std::to_string(run.lead_place));
+      args_.push_back(numbers_.back());
+      const CallItem& lead = items[run.lead];
+      args_.insert(args_.end(), lead.run_args.begin(), lead.run_args.end());
     }
   }
   for (std::size_t i : order_) {
@@ -64,8 +79,8 @@ CallLayout::CallLayout(std::span<const CallItem> items, std::span<const std::str
     keys_.insert(keys_.end(), item.keys.begin(), item.keys.end() - static_cast<std::ptrdiff_t>(group_keys));
     args_.insert(args_.end(), item.args.begin(), item.args.end());
   }
-  for (std::size_t first : run_first) {
-    const CallItem& item = items[first];
+  for (const Run& run : runs) {
+    const CallItem& item = items[run.first];
     keys_.insert(keys_.end(), item.keys.end() - static_cast<std::ptrdiff_t>(group_keys), item.keys.end());
   }
 }

@@ -84,13 +84,16 @@ class CheapQuote : public eventd::test::LuaChunk {
   // One result per quote, in the quotes' order: "1", "0", "9", or "error" for an error
   // reply. The call laid out as the Batcher lays it out (call_layout.hpp).
   std::vector<std::string> run(const std::vector<Quote>& quotes) {
-    std::vector<std::vector<std::string>> keys, args;
+    std::vector<std::vector<std::string>> keys, args, run_args;
     for (const Quote& q : quotes) {
       keys.push_back({"idem:" + q.id, "quote:" + q.symbol, "history:" + q.symbol});
-      args.push_back({q.price, q.change, q.ts});
+      args.push_back({q.price});
+      run_args.push_back({q.change, q.ts});
     }
     std::vector<eventd::redis::CallItem> items;
-    for (std::size_t i = 0; i < quotes.size(); ++i) items.push_back({keys[i], args[i]});
+    for (std::size_t i = 0; i < quotes.size(); ++i) {
+      items.push_back({keys[i], args[i], run_args[i], std::stoll(quotes[i].ts)});
+    }
     const std::vector<std::string> shared{"60", "3", "4"};
     const eventd::redis::CallLayout layout(items, shared, 2);
     push("run");
@@ -232,17 +235,15 @@ TEST_CASE("cheap quote function: a symbol's quotes in one call are stored as if 
   CHECK(f.run({{"E", "e1", "1", "0", "1000"}, {"E", "e2", "2", "0", "1000"}}) == std::vector<std::string>{"1", "1"});
   CHECK(f.read("quote:E") == "string 1000 2 0");
 
-  // Timestamps are compared as text: of different lengths, the longer is the later.
-  CHECK(f.run({{"L", "x1", "1", "0", "1000"}, {"L", "x2", "2", "0", "999"}}) == std::vector<std::string>{"1", "1"});
-  CHECK(f.read("quote:L") == "string 1000 1 0");
-  CHECK(f.run({{"K", "k1", "1", "0", "99"}, {"K", "k2", "2", "0", "100"}, {"K", "k3", "3", "0", "98"}}) ==
-        std::vector<std::string>{"1", "1", "1"});
-  CHECK(f.read("quote:K") == "string 100 2 0");
+  // The newest of a call that is itself a duplicate: what it stored stays.
+  CHECK(f.run({{"A", "d1", "7", "0", "1150"}, {"A", "m2", "11", "0.5", "1200"}}) == std::vector<std::string>{"1", "0"});
+  CHECK(f.read("quote:A") == "string 1200 11 0.5");
+  CHECK(f.read("history:A") == "list 10,11,12,7");
 
   // A call whose quotes are all older than the stored one: history only.
   CHECK(f.run({{"A", "l1", "8", "0", "900"}, {"A", "l2", "9", "0", "950"}}) == std::vector<std::string>{"1", "1"});
   CHECK(f.read("quote:A") == "string 1200 11 0.5");
-  CHECK(f.read("history:A") == "list 12,8,9");  // 5 long: trimmed back to 3
+  CHECK(f.read("history:A") == "list 7,8,9");  // 5 long: trimmed back to 3
 }
 
 TEST_CASE("cheap quote function: a symbol handed on or failed takes all its quotes of the call, and only them") {

@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -66,8 +67,10 @@ class Batcher {
   void set_shared_args(std::vector<std::string> args) { shared_args_ = std::move(args); }
 
   // Queues one item; false (and `done` never called) when no reachable node serves
-  // its first key. `done` gets the item's own result, or nullptr.
-  bool add(Strings keys, Strings args, Callback done);
+  // its first key. `done` gets the item's own result, or nullptr. With group keys,
+  // `run_args` go with the call if the item leads its run (the highest `rank`;
+  // call_layout.hpp).
+  bool add(Strings keys, Strings args, Callback done, Strings run_args = {}, int64_t rank = 0);
 
   std::size_t calls() const { return calls_; }  // FCALLs sent, for tests and benchmarks
 
@@ -76,6 +79,8 @@ class Batcher {
     std::vector<std::string> keys;
     std::vector<std::string> args;
     Callback done;
+    std::vector<std::string> run_args;
+    int64_t rank;
   };
   using Items = std::vector<Item>;
   using Group = std::pair<const void*, uint16_t>;  // node, and slot on a cluster

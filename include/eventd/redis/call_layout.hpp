@@ -7,15 +7,19 @@
 // With group keys (the last `group_keys` of each item's keys, e.g. a symbol's quote
 // and history keys): items whose group keys are equal form a run, in the order their
 // first item came and each run keeping its items' order, and a run's group keys are
-// sent once. KEYS are each item's own keys (the others), in call order, then each run's
-// group keys; ARGV is the item count, the shared arguments, the run count R and the R
-// run lengths, then the items' arguments in call order. Redis parses, and the function
-// copies into Lua, two strings fewer per quote.
+// sent once. A run also has a lead, its item of the highest rank (of equal ranks the
+// last; e.g. a symbol's newest quote), whose run arguments are sent once for the run
+// (the other items' are not sent). KEYS are each item's own keys (the others), in call
+// order, then each run's group keys. ARGV is the item count, the shared arguments, the
+// run count R, then per run its length, its lead's place in it (from 1) and the lead's
+// run arguments, then the items' arguments in call order. Redis parses, and the
+// function copies into Lua, four strings fewer per quote of a busy symbol.
 //
 // Results come back in call order: result i belongs to items[order[i]].
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
@@ -26,6 +30,8 @@ namespace eventd::redis {
 struct CallItem {
   std::span<const std::string> keys;
   std::span<const std::string> args;
+  std::span<const std::string> run_args = {};  // with group keys: sent if the item leads its run
+  int64_t rank = 0;                            // with group keys: the highest leads its run
 };
 
 class CallLayout {
@@ -41,7 +47,7 @@ class CallLayout {
 
  private:
   std::vector<std::size_t> order_;
-  std::vector<std::string> numbers_;  // the count and run lengths, which args_ views
+  std::vector<std::string> numbers_;  // the count, run lengths and leads, which args_ views
   std::vector<std::string_view> keys_;
   std::vector<std::string_view> args_;
 };
