@@ -18,8 +18,9 @@
 // copies, and must then never raise (an error would fail every message of the call):
 // it runs its commands with redis.pcall and answers an error as that message's result.
 // Such a function may also take keys shared by runs of messages once per run
-// (`group_keys`, call_layout.hpp): the Batcher then puts the messages of a run next to
-// each other, and the results are mapped back.
+// (`group_keys`, call_layout.hpp), with the run arguments of each run's lead: the
+// Batcher then puts the messages of a run next to each other, and the results are
+// mapped back.
 #pragma once
 
 #include <uv.h>
