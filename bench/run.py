@@ -830,6 +830,15 @@ def drain(ctx, cfg, broker, nodes, n, name, with_monitors=0, under_monitor=False
     return res
 
 
+def callgrind_total(out):
+    """The instruction total (Ir) of a callgrind output file."""
+    with open(out) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no instruction total in {out}")
+
+
 def callgrind_run(ctx, cfg, broker, nodes, n, name, timeout=300):
     """eventd's user-space instructions (callgrind's Ir total, start-up included) for a
     drain of N quotes under valgrind --tool=callgrind."""
@@ -847,11 +856,7 @@ def callgrind_run(ctx, cfg, broker, nodes, n, name, timeout=300):
             time.sleep(0.2)
     finally:
         ev.stop(timeout=60)
-    with open(out) as f:
-        for line in f:
-            if line.startswith("summary:") or line.startswith("totals:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no instruction total in {out}")
+    return callgrind_total(out)
 
 
 def instructions_per_quote(ctx, cfg, broker, nodes, n, name):
@@ -910,11 +915,7 @@ def redis_callgrind_run(ctx, vhost, qtype, broker, n, name, timeout=300):
         if server.poll() is None:
             server.kill()  # ours, by its Popen (PID)
             server.wait()
-    with open(out) as f:
-        for line in f:
-            if line.startswith("summary:") or line.startswith("totals:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no instruction total in {out}")
+    return callgrind_total(out)
 
 
 def redis_instructions_per_quote(ctx, vhost, qtype, broker, n, name):
