@@ -4,6 +4,7 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "eventd/handlers/outbox_lua.hpp"
 #include "eventd/handlers/rules_lua.hpp"
@@ -242,6 +243,25 @@ HandlerResult script_result(const redisReply* reply) {
   return HandlerResult::failed(ProcessingError::transient(ErrorCode::Internal, "redis: unexpected function reply"));
 }
 
+UnwatchedQuoteItem unwatched_quote_item(std::string idempotency_key, std::string_view symbol, double price,
+                                        double change, int64_t timestamp) {
+  UnwatchedQuoteItem item{{}, {}, {}, timestamp};
+  item.keys.reserve(3);
+  item.keys.push_back(std::move(idempotency_key));
+  item.keys.push_back(keys::quote(symbol));
+  item.keys.push_back(keys::history(symbol));
+  item.args.push_back(format_number(price));
+  // Two numbers: the lambda fits std::function's own buffer, no allocation per quote.
+  item.run_args = [change, timestamp] {
+    std::vector<std::string> run_args;
+    run_args.reserve(2);
+    run_args.push_back(format_number(change));
+    run_args.push_back(std::to_string(timestamp));
+    return run_args;
+  };
+  return item;
+}
+
 uint32_t history_trim_at(uint32_t history_length) { return history_length + std::max<uint32_t>(history_length / 16, 1); }
 
 QuoteUpdateHandler::QuoteUpdateHandler(uv_loop_t* loop, RedisClient& redis, const Config& config)
@@ -277,8 +297,10 @@ void QuoteUpdateHandler::handle(const Message& message, HandlerDone done) {
   const rapidjson::Value* kept = &body;
   const std::string_view idempotency = message.idempotency_key;
   const int64_t timestamp = message.timestamp_ms;
+  UnwatchedQuoteItem item = unwatched_quote_item(std::string(idempotency), symbol, body["price"].GetDouble(),
+                                                 body["change"].GetDouble(), timestamp);
   bool sent = unwatched_->add(
-      {std::string(idempotency), keys::quote(symbol), keys::history(symbol)}, {format_number(body["price"].GetDouble())},
+      std::move(item.keys), std::move(item.args),
       [this, kept, symbol, idempotency, timestamp, done](const redisReply* reply) {
         if (reply != nullptr && reply->type == REDIS_REPLY_INTEGER && reply->integer == kNeedsRules) {
           remember_watched(symbol);
@@ -286,7 +308,7 @@ void QuoteUpdateHandler::handle(const Message& message, HandlerDone done) {
         }
         done(script_result(reply));
       },
-      {format_number(body["change"].GetDouble()), std::to_string(timestamp)}, timestamp);
+      std::move(item.run_args), item.rank);
   if (!sent) done(HandlerResult::redis_unavailable());
 }
 

@@ -5,7 +5,6 @@
 
 #include <string_view>
 
-#include "eventd/redis/call_layout.hpp"
 #include "eventd/redis/slot.hpp"
 
 namespace eventd::redis {
@@ -25,7 +24,7 @@ Batcher::Batcher(uv_loop_t* loop, RedisClient& redis, std::string function, std:
   check_.init(this, [loop](uv_check_t* c) { return uv_check_init(loop, c); });
 }
 
-bool Batcher::add(Strings key_list, Strings arg_list, Callback done, Strings run_arg_list, int64_t rank) {
+bool Batcher::add(Strings key_list, Strings arg_list, Callback done, RunArgs run_args, int64_t rank) {
   std::vector<std::string> keys = std::move(key_list).take();
   std::vector<std::string> args = std::move(arg_list).take();
   const void* node = keys.empty() ? nullptr : redis_.node_for(keys.front());
@@ -34,7 +33,7 @@ bool Batcher::add(Strings key_list, Strings arg_list, Callback done, Strings run
   // node: there a batch holds the messages of one slot.
   const Group group{node, redis_.cluster() ? key_slot(keys.front()) : uint16_t{0}};
   Items& items = waiting_[group];
-  items.push_back({std::move(keys), std::move(args), std::move(done), std::move(run_arg_list).take(), rank});
+  items.push_back({std::move(keys), std::move(args), std::move(done), std::move(run_args), rank});
   if (items.size() >= max_items_) {
     Items full = std::move(items);
     waiting_.erase(group);
@@ -79,7 +78,7 @@ void Batcher::send(Group group, Items items) {
   auto batch = std::make_shared<Items>(std::move(items));
   std::vector<CallItem> call_items;
   call_items.reserve(batch->size());
-  for (const Item& item : *batch) call_items.push_back({item.keys, item.args, item.run_args, item.rank});
+  for (const Item& item : *batch) call_items.push_back({item.keys, item.args, &item.run_args, item.rank});
   CallLayout call(call_items, shared_args_, group_keys_);
   ++calls_;
   const bool alone = batch->size() == 1;
@@ -112,7 +111,7 @@ void Batcher::send(Group group, Items items) {
 }
 
 bool Batcher::send_alone(std::shared_ptr<Item> item) {
-  const CallItem one{item->keys, item->args, item->run_args, item->rank};
+  const CallItem one{item->keys, item->args, &item->run_args, item->rank};
   CallLayout call({&one, 1}, shared_args_, group_keys_);
   ++calls_;
   return redis_.fcall(function_, call.keys(), call.args(), [item](const redisReply* r) {

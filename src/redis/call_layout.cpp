@@ -25,7 +25,7 @@ CallLayout::CallLayout(std::span<const CallItem> items, std::span<const std::str
   std::size_t key_count = 0, arg_count = 0;
   for (const CallItem& item : items) {
     key_count += item.keys.size();
-    arg_count += item.args.size() + item.run_args.size();
+    arg_count += item.args.size();
   }
   order_.reserve(items.size());
   std::vector<Run> runs;
@@ -55,6 +55,14 @@ CallLayout::CallLayout(std::span<const CallItem> items, std::span<const std::str
     }
   }
 
+  // The leads' run arguments, made now: args_ views them, and counts them first.
+  run_args_.reserve(runs.size());
+  for (const Run& run : runs) {
+    const RunArgs* make = items[run.lead].run_args;
+    run_args_.push_back(make != nullptr && *make ? (*make)() : std::vector<std::string>{});
+    arg_count += run_args_.back().size();
+  }
+
   // Reserved up front: args_ views these strings, which must not move.
   numbers_.reserve(2 + 2 * runs.size());
   numbers_.push_back(std::to_string(items.size()));
@@ -65,13 +73,12 @@ CallLayout::CallLayout(std::span<const CallItem> items, std::span<const std::str
   if (group_keys != 0) {
     numbers_.push_back(std::to_string(runs.size()));
     args_.push_back(numbers_.back());
-    for (const Run& run : runs) {
-      numbers_.push_back(std::to_string(run.length));
+    for (std::size_t r = 0; r < runs.size(); ++r) {
+      numbers_.push_back(std::to_string(runs[r].length));
       args_.push_back(numbers_.back());
-      numbers_.push_back(std::to_string(run.lead_place));
+      numbers_.push_back(std::to_string(runs[r].lead_place));
       args_.push_back(numbers_.back());
-      const CallItem& lead = items[run.lead];
-      args_.insert(args_.end(), lead.run_args.begin(), lead.run_args.end());
+      args_.insert(args_.end(), run_args_[r].begin(), run_args_[r].end());
     }
   }
   for (std::size_t i : order_) {

@@ -4,14 +4,17 @@
 // others (quote_update.cpp). Its keys: keys.hpp, all under {<SYMBOL>}.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_set>
+#include <vector>
 
 #include "eventd/config.hpp"
 #include "eventd/handler.hpp"
 #include "eventd/handlers/script_handler.hpp"
+#include "eventd/redis/call_layout.hpp"
 #include "eventd/redis_client.hpp"
 
 namespace eventd {
@@ -19,6 +22,19 @@ namespace eventd {
 // The history is trimmed back to quotes.historyLength once it is this long: between
 // the two it holds a few more prices than asked for, and a push costs no LTRIM.
 uint32_t history_trim_at(uint32_t history_length);
+
+// One quote as the cheap function's batch item (call_layout.hpp), the one spelling of
+// what that function is sent: keys idempotency, quote, history; the price; the change
+// and timestamp as the run's arguments, made only if the quote leads its run; ranked by
+// timestamp, so the newest leads.
+struct UnwatchedQuoteItem {
+  std::vector<std::string> keys;
+  std::vector<std::string> args;
+  redis::RunArgs run_args;
+  int64_t rank;
+};
+UnwatchedQuoteItem unwatched_quote_item(std::string idempotency_key, std::string_view symbol, double price,
+                                        double change, int64_t timestamp);
 
 class QuoteUpdateHandler : public ScriptHandler {
  public:

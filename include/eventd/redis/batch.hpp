@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "eventd/redis/call_layout.hpp"
 #include "eventd/redis_client.hpp"
 #include "eventd/uv_handle.hpp"
 
@@ -47,6 +48,7 @@ class Strings {
     values_.reserve(sizeof...(S));
     (values_.emplace_back(std::forward<S>(s)), ...);
   }
+  Strings(std::vector<std::string>&& values) : values_(std::move(values)) {}  // NOLINT(google-explicit-constructor)
   std::vector<std::string> take() && { return std::move(values_); }
 
  private:
@@ -68,9 +70,9 @@ class Batcher {
 
   // Queues one item; false (and `done` never called) when no reachable node serves
   // its first key. `done` gets the item's own result, or nullptr. With group keys,
-  // `run_args` go with the call if the item leads its run (the highest `rank`;
-  // call_layout.hpp).
-  bool add(Strings keys, Strings args, Callback done, Strings run_args = {}, int64_t rank = 0);
+  // `run_args` is called, and what it makes goes with the call, if the item leads its
+  // run (the highest `rank`; call_layout.hpp).
+  bool add(Strings keys, Strings args, Callback done, RunArgs run_args = {}, int64_t rank = 0);
 
   std::size_t calls() const { return calls_; }  // FCALLs sent, for tests and benchmarks
 
@@ -79,7 +81,7 @@ class Batcher {
     std::vector<std::string> keys;
     std::vector<std::string> args;
     Callback done;
-    std::vector<std::string> run_args;
+    RunArgs run_args;
     int64_t rank;
   };
   using Items = std::vector<Item>;

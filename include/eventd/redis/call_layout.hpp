@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,11 +28,15 @@
 
 namespace eventd::redis {
 
+// A run's arguments, made only for its lead: most quotes of a busy symbol lead no run,
+// and formatting their arguments would be work thrown away.
+using RunArgs = std::function<std::vector<std::string>()>;
+
 struct CallItem {
   std::span<const std::string> keys;
   std::span<const std::string> args;
-  std::span<const std::string> run_args = {};  // with group keys: sent if the item leads its run
-  int64_t rank = 0;                            // with group keys: the highest leads its run
+  const RunArgs* run_args = nullptr;  // with group keys: called if the item leads its run
+  int64_t rank = 0;                   // with group keys: the highest leads its run
 };
 
 class CallLayout {
@@ -48,6 +53,7 @@ class CallLayout {
  private:
   std::vector<std::size_t> order_;
   std::vector<std::string> numbers_;  // the count, run lengths and leads, which args_ views
+  std::vector<std::vector<std::string>> run_args_;  // the leads' run arguments, which args_ views
   std::vector<std::string_view> keys_;
   std::vector<std::string_view> args_;
 };
