@@ -4,7 +4,10 @@ per node, and every message still has its own result, key and ack.
 Each test fills the queue before eventd starts, so it finds hundreds of messages at
 once, and counts FCALLs in INFO commandstats to show the batching really happened.
 """
-from harness import (finish_and_count, history_len, quote, redis, redis_up, wait_until)
+import shlex
+import socket
+
+from harness import (REDIS_PORT, finish_and_count, history_len, quote, redis, redis_up, resp_command, wait_until)
 
 
 def fcalls():
@@ -13,6 +16,32 @@ def fcalls():
         if line.startswith("cmdstat_fcall:"):
             return int(line.split("calls=")[1].split(",")[0])
     return 0
+
+
+class Monitor:
+    """Redis MONITOR on a connection of its own: the commands Redis ran, as lists of
+    strings, up to a marker the test sends when it is done."""
+
+    def __init__(self):
+        self.sock = socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=10)
+        self.sock.sendall(resp_command(["MONITOR"]))
+        self.lines = self.sock.makefile("rb")
+        assert self.lines.readline() == b"+OK\r\n"
+
+    def commands_until_now(self):
+        marker = "monitor-marker"
+        redis("ECHO", marker)
+        out = []
+        for raw in self.lines:
+            # 1733100000.123456 [0 127.0.0.1:40000] "FCALL" "name" "3" ...
+            words = shlex.split(raw.decode("utf-8", "replace").split("] ", 1)[1])
+            if words == ["ECHO", marker]:
+                return out
+            out.append(words)
+        raise AssertionError("MONITOR connection closed")
+
+    def close(self):
+        self.sock.close()
 
 
 def prefill(fx, symbols, per_symbol):
@@ -81,3 +110,20 @@ def test_batches_cut_by_redis_dropping_connections_are_run_again_once(fx):
     assert redis_up()
     finish_and_count(fx, d, "CUT", n, start=False)
     assert fx.amqp.depth("eventd.quotes.dlq") == 0
+
+
+def test_a_lone_message_goes_at_once_in_a_call_of_its_own(fx):
+    # At a low rate no other message comes to fill a batch: each quote must go to Redis
+    # as soon as it arrives, in an FCALL of one item, not wait for company. Each is
+    # applied before the next is published, so nothing but the lone quote can flush it.
+    d = fx.start_daemon()
+    monitor = Monitor()
+    fx.on_teardown(monitor.close)
+    for i in range(5):
+        fx.amqp.publish("market.quotes", "", quote("LONE", 100.0 + i), message_id=f"lone-{i}")
+        wait_until(lambda: history_len("LONE") == i + 1, 10, 0.01, what=f"quote {i} applied with nothing after it")
+    calls = [c for c in monitor.commands_until_now() if c[0].upper() == "FCALL" and "quote" in c[1]]
+    # FCALL name numkeys keys... item-count ...: one call per quote, one item each.
+    assert len(calls) == 5, calls
+    assert [c[3 + int(c[2])] for c in calls] == ["1"] * 5, calls
+    assert d.stop() == 0
