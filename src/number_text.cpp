@@ -22,15 +22,6 @@ constexpr double kPow10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
 constexpr int kMaxFraction = 6;
 constexpr double kLimit = 1e9;
 
-int digit_count(uint64_t n) {
-  int d = 1;
-  while (n >= 10) {
-    n /= 10;
-    ++d;
-  }
-  return d;
-}
-
 // Writes `value` in fixed notation into `out` when it is a short decimal that to_chars
 // would also write in fixed notation; returns the length, or 0 to leave it to to_chars.
 std::size_t short_decimal(double value, char* out) {
@@ -40,7 +31,7 @@ std::size_t short_decimal(double value, char* out) {
     const double scaled = std::nearbyint(a * kPow10[k]);
     if (scaled == 0 || scaled / kPow10[k] != a) continue;
     const auto m = static_cast<uint64_t>(scaled);
-    const int digits = digit_count(m);
+    const int digits = decimal_digits(m);
     int significant = digits;  // m without its trailing zeros (only k == 0 has any)
     if (k == 0) {
       for (uint64_t t = m; t % 10 == 0; t /= 10) --significant;

@@ -221,6 +221,10 @@ void RedisClient::retire(Node& n) {
 }
 
 redis::Connection* RedisClient::connection_for_key(std::string_view key) {
+  return connection_for_slot(mode_ == Mode::Cluster ? redis::key_slot(key) : uint16_t{0});
+}
+
+redis::Connection* RedisClient::connection_for_slot(uint16_t slot) {
   if (mode_ == Mode::Standalone) {
     for (auto& [name, n] : nodes_) {
       if (!n.retired) return n.conn.get();
@@ -228,7 +232,7 @@ redis::Connection* RedisClient::connection_for_key(std::string_view key) {
     return nullptr;
   }
   if (mode_ != Mode::Cluster) return nullptr;
-  const redis::NodeAddress* master = map_.master_of(redis::key_slot(key));
+  const redis::NodeAddress* master = map_.master_of(slot);
   if (master == nullptr) return nullptr;
   auto it = nodes_.find(master->text());
   return it == nodes_.end() || it->second.retired ? nullptr : it->second.conn.get();
@@ -253,9 +257,10 @@ bool RedisClient::command(const std::vector<std::string_view>& args, Callback do
   return route(req);
 }
 
-const void* RedisClient::node_for(std::string_view key) {
-  redis::Connection* conn = connection_for_key(key);
-  return conn != nullptr && conn->up() ? conn : nullptr;
+RedisClient::KeyHome RedisClient::home_of(std::string_view key) {
+  const uint16_t slot = mode_ == Mode::Cluster ? redis::key_slot(key) : uint16_t{0};
+  redis::Connection* conn = connection_for_slot(slot);
+  return {conn != nullptr && conn->up() ? conn : nullptr, slot};
 }
 
 bool RedisClient::route(const std::shared_ptr<Request>& req) {

@@ -80,9 +80,13 @@ class RedisClient {
   bool fcall(std::string_view function, const std::vector<std::string_view>& keys,
              const std::vector<std::string_view>& args, Callback done, bool follow_redirects = true);
 
-  // The node that serves `key` now, as an identity to group requests by; nullptr
-  // when no reachable node serves it.
-  const void* node_for(std::string_view key);
+  // The node that serves `key` now, as an identity to group requests by (nullptr
+  // when no reachable node serves it), and on a cluster the key's slot (else 0).
+  struct KeyHome {
+    const void* node;
+    uint16_t slot;
+  };
+  KeyHome home_of(std::string_view key);
 
   // With redis.minReplicas > 0: calls `done(true)` once WAIT confirms that many
   // replicas of the node holding `key` have every write sent to it so far, else
@@ -106,6 +110,7 @@ class RedisClient {
   };
 
   redis::Connection* connection_for_key(std::string_view key);
+  redis::Connection* connection_for_slot(uint16_t slot);  // the slot is ignored on a standalone Redis
   Node& node(const redis::NodeAddress& address);  // creates and starts it if new
   void on_node_up(redis::Connection* conn);
   void on_node_down(redis::Connection* conn, const std::string& reason);

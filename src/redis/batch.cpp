@@ -5,8 +5,6 @@
 
 #include <string_view>
 
-#include "eventd/redis/slot.hpp"
-
 namespace eventd::redis {
 namespace {
 
@@ -27,11 +25,12 @@ Batcher::Batcher(uv_loop_t* loop, RedisClient& redis, std::string function, std:
 bool Batcher::add(Strings key_list, Strings arg_list, Callback done, RunArgs run_args, int64_t rank) {
   std::vector<std::string> keys = std::move(key_list).take();
   std::vector<std::string> args = std::move(arg_list).take();
-  const void* node = keys.empty() ? nullptr : redis_.node_for(keys.front());
-  if (node == nullptr) return false;
+  if (keys.empty()) return false;
   // A cluster refuses (CROSSSLOT) a call whose declared keys span slots, even on one
   // node: there a batch holds the messages of one slot.
-  const Group group{node, redis_.cluster() ? key_slot(keys.front()) : uint16_t{0}};
+  const auto [node, slot] = redis_.home_of(keys.front());
+  if (node == nullptr) return false;
+  const Group group{node, slot};
   Items& items = waiting_[group];
   items.push_back({std::move(keys), std::move(args), std::move(done), std::move(run_args), rank});
   if (items.size() >= max_items_) {

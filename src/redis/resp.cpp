@@ -4,17 +4,12 @@
 #include <charconv>
 #include <cstring>
 
+#include "eventd/number_text.hpp"
+
 namespace eventd::redis {
 namespace {
 
-std::size_t digit_count(std::size_t n) {
-  std::size_t d = 1;
-  while (n >= 10) {
-    n /= 10;
-    ++d;
-  }
-  return d;
-}
+std::size_t digit_count(std::size_t n) { return static_cast<std::size_t>(decimal_digits(n)); }
 
 // Writes `<prefix><n>\r\n` at `p`; returns the end.
 char* put_prefixed_number(char* p, char prefix, std::size_t n, std::size_t digits) {

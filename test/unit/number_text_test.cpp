@@ -85,3 +85,12 @@ TEST_CASE("format_number equals std::to_chars for random short decimals, their n
   }
   CHECK(tally.wrong == 0);
 }
+
+TEST_CASE("decimal_digits: the length std::to_chars writes") {
+  static_assert(eventd::decimal_digits(0) == 1 && eventd::decimal_digits(9) == 1 && eventd::decimal_digits(10) == 2);
+  for (uint64_t n : {uint64_t{99}, uint64_t{100}, uint64_t{999'999}, uint64_t{1'000'000}, UINT64_MAX}) {
+    char text[24];
+    const auto end = std::to_chars(text, text + sizeof text, n).ptr;
+    CHECK(eventd::decimal_digits(n) == end - text);
+  }
+}
