@@ -48,6 +48,7 @@ class Strings {
     values_.reserve(sizeof...(S));
     (values_.emplace_back(std::forward<S>(s)), ...);
   }
+  // A list made elsewhere (e.g. unwatched_quote_item), moved in whole.
   Strings(std::vector<std::string>&& values) : values_(std::move(values)) {}  // NOLINT(google-explicit-constructor)
   std::vector<std::string> take() && { return std::move(values_); }
 
