@@ -84,6 +84,8 @@ bool url_holds_password(std::string_view urls, UrlKind kind) {
   return false;
 }
 
+bool has_userinfo(std::string_view url) { return without_userinfo(url).size() != url.size(); }
+
 std::string without_userinfo(std::string_view url) {
   const auto scheme_end = url.find("://");
   if (scheme_end == std::string_view::npos) return std::string(url);

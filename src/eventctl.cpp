@@ -331,9 +331,11 @@ std::optional<std::string> management_get(const Config& config, const std::strin
   }
   std::string url = config.amqp.management_url + path;
   std::string body;
-  std::string user = config.amqp.endpoint().user + ":" + config.amqp.endpoint().password;
   curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl.get(), CURLOPT_USERPWD, user.c_str());
+  // The URL's own user when it names one (curl reads it from there; CURLOPT_USERPWD would
+  // override it), else the AMQP login's.
+  std::string user = config.amqp.endpoint().user + ":" + config.amqp.endpoint().password;
+  if (!has_userinfo(config.amqp.management_url)) curl_easy_setopt(curl.get(), CURLOPT_USERPWD, user.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(config.amqp.connect_timeout_ms));
   curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
   // An https management API behind the same private CA as the amqps listeners.
@@ -368,6 +370,14 @@ std::string argument_text(const rapidjson::Value& v) {
 // Names each missing or different exchange, queue and binding on stderr; 0 when all
 // match, 1 otherwise.
 int verify_topology(const Config& config, const Topology& topology) {
+  const bool own_user = has_userinfo(config.amqp.management_url);
+  if (config.amqp.endpoint().external && !own_user) {
+    // The management API takes no client certificate: it needs a user and password.
+    throw ConfigError("topology verify reads the management API, which does not log in with the client certificate "
+                      "(SASL EXTERNAL): give its user in amqp.managementUrl or EVENTD_MANAGEMENT_URL "
+                      "(http://user:password@host:15672)");
+  }
+  const std::string api_user = own_user ? "of amqp.managementUrl" : "'" + config.amqp.endpoint().user + "'";
   const std::string vhost = escape(config.amqp.endpoint().vhost);
   int problems = 0;
   auto report = [&problems](const std::string& line) {
@@ -385,7 +395,7 @@ int verify_topology(const Config& config, const Topology& topology) {
                       ": " + error +
                       " (set amqp.managementUrl or EVENTD_MANAGEMENT_URL)");
     }
-    if (status == 401) throw AmqpError("the management API refused user '" + config.amqp.endpoint().user + "' (401)");
+    if (status == 401) throw AmqpError("the management API refused the user " + api_user + " (401)");
     if (status == 404) return false;
     if (status != 200) throw AmqpError("management API answered HTTP " + std::to_string(status) + " for " + path);
     return !parse_json(doc, *body);

@@ -40,6 +40,9 @@ enum class UrlKind { Amqp, Redis };
 // RabbitMQ's default "guest:guest" is no secret and does not count.
 bool url_holds_password(std::string_view urls, UrlKind kind);
 
+// Whether the URL has userinfo ("http://u:pw@host/", "http://u@host/").
+bool has_userinfo(std::string_view url);
+
 // The URL without its userinfo ("http://u:pw@host:15672/x" -> "http://host:15672/x"),
 // for messages.
 std::string without_userinfo(std::string_view url);

@@ -15,7 +15,7 @@ Meant to be swapped for `scripts/dev-services start-cluster` once that exists: t
 tests only use start_cluster(), Cluster and Node.
 
 start_node() starts one node the same way with a rabbitmq.conf and plugins of the
-caller's (the TLS tests: TLS listeners only, no management plugin):
+caller's (the TLS tests: TLS listeners only; management on plain HTTP):
 
     node = start_node("eventd-it-tls", conf=lambda n: "listeners.tcp = none\n...",
                       plugins=["rabbitmq_auth_mechanism_ssl"], amqp_ports=range(41000, 41050),

@@ -78,7 +78,10 @@ def _tls_conf(node):
         "auth_mechanisms.2 = AMQPLAIN\n"
         "auth_mechanisms.3 = EXTERNAL\n"
         "ssl_cert_login_from = common_name\n"
-        "loopback_users = none\n")
+        "loopback_users = none\n"
+        # Plain HTTP on loopback: for topology verify, which reads the management API.
+        f"management.tcp.port = {node.mgmt_port}\n"
+        "management.tcp.ip = 127.0.0.1\n")
 
 
 def setup_module():
@@ -91,9 +94,10 @@ def setup_module():
     _leaf("otherhost", "otherhost", "DNS:otherhost", "serverAuth")
     for f in os.listdir(S.certs):
         os.chmod(os.path.join(S.certs, f), 0o644)
-    S.node = start_node("eventd-it-tls", conf=_tls_conf, plugins=["rabbitmq_auth_mechanism_ssl"],
+    S.node = start_node("eventd-it-tls", conf=_tls_conf, plugins=["rabbitmq_auth_mechanism_ssl", "rabbitmq_management"],
                         amqp_ports=TLS_PORTS, dist_ports=TLS_DIST_PORTS)
     S.node.ctl("add_user", USER, PASSWORD)
+    S.node.ctl("set_user_tags", USER, "management")  # may read the management API
     # The user EXTERNAL logs in as: the client certificate's CN (its password is never used).
     S.node.ctl("add_user", CLIENT_CN, secrets.token_hex(12))
 
@@ -227,6 +231,33 @@ def test_tls_eventctl_publish(fx):
     assert rc == 0, err
     # The broker's count of a quorum queue lags its confirms a little.
     wait_until(lambda: queue_depth(vq, "eventd.quotes") == 20, 20, 0.5, what="20 messages in eventd.quotes")
+
+
+def test_topology_verify_with_external_login_takes_the_management_url_user(fx):
+    # EXTERNAL: the AMQP login has no user or password, and the management API takes no
+    # client certificate, so verify needs a user of amqp.managementUrl's own.
+    vq = vhost(fx, CLIENT_CN, USER)
+    tls = {"caFile": cert("ca.pem"), "certFile": cert("client.pem"), "keyFile": cert("client.key")}
+    cfg = config_file(fx, "external.jsonc", {"amqp": {"tls": tls}})
+    mgmt = f"127.0.0.1:{S.node.node.mgmt_port}"
+    env = dict(fx.env, EVENTD_AMQP_URL=url(vq, userinfo=""), EVENTD_MANAGEMENT_URL=f"http://{mgmt}")
+    rc, out, err = fx.eventctl("--config", cfg, "topology", "apply", env=env)
+    assert rc == 0, err
+    rc, out, err = fx.eventctl("--config", cfg, "topology", "verify", env=env)
+    assert rc == 2, (rc, err)
+    line = one_line(err)
+    assert "EXTERNAL" in line and "amqp.managementUrl" in line, line
+
+    env["EVENTD_MANAGEMENT_URL"] = f"http://{USER}:{PASSWORD}@{mgmt}"
+    rc, out, err = fx.eventctl("--config", cfg, "topology", "verify", env=env)
+    assert rc == 0, err
+    assert err == "", err
+
+    # A wrong password there: refused, said as that URL's user, the password not shown.
+    env["EVENTD_MANAGEMENT_URL"] = f"http://{USER}:not-{PASSWORD}@{mgmt}"
+    rc, out, err = fx.eventctl("--config", cfg, "topology", "verify", env=env)
+    assert rc == 1, (rc, err)
+    assert one_line(err) == "eventctl: the management API refused the user of amqp.managementUrl (401)", err
 
 
 def test_tls_external_login_with_client_certificate(fx):

@@ -149,6 +149,13 @@ TEST_CASE("credentials: URLs in messages lose their userinfo") {
   CHECK(eventd::without_userinfo("no scheme") == "no scheme");
 }
 
+TEST_CASE("credentials: whether a URL has userinfo") {
+  CHECK(eventd::has_userinfo("http://u:pw@mgmt:15672"));
+  CHECK(eventd::has_userinfo("https://u@mgmt"));
+  CHECK_FALSE(eventd::has_userinfo("http://mgmt:15672/a@b"));
+  CHECK_FALSE(eventd::has_userinfo("http://127.0.0.1:15672"));
+}
+
 TEST_CASE("credentials: messages that quote URLs lose their userinfo") {
   using eventd::scrub_userinfo;
   CHECK(scrub_userinfo(R"(/amqp/managementUrl: must match ^https?://, got "ftp://u:pw@m:1/x")") ==
