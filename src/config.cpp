@@ -20,6 +20,7 @@
 
 #include "eventd/credentials.hpp"
 #include "eventd/json_parse.hpp"
+#include "eventd/json_pointer.hpp"
 #include "eventd/schema_registry.hpp"
 
 namespace eventd {
@@ -173,19 +174,6 @@ std::pair<std::string, uint16_t> parse_listen(std::string_view s, const std::str
   return {std::string(host), static_cast<uint16_t>(std::stoi(std::string(port)))};
 }
 
-std::string escape_token(std::string_view token) {
-  std::string out;
-  for (const char c : token) {
-    if (c == '~')
-      out += "~0";
-    else if (c == '/')
-      out += "~1";
-    else
-      out += c;
-  }
-  return out;
-}
-
 // RapidJSON keeps duplicate keys and lookups find the first: a second "prefetch"
 // would be silently ignored, so it is an error.
 void check_duplicate_keys(const Value& v, const std::string& pointer, const std::string& source) {
@@ -196,7 +184,7 @@ void check_duplicate_keys(const Value& v, const std::string& pointer, const std:
     std::set<std::string_view> seen;
     for (const auto& m : v.GetObject()) {
       const std::string_view key(m.name.GetString(), m.name.GetStringLength());
-      const std::string child = pointer + "/" + escape_token(key);
+      const std::string child = pointer + "/" + json_pointer_token(key);
       if (!seen.insert(key).second) fail(source, child, "duplicate key");
       check_duplicate_keys(m.value, child, source);
     }

@@ -16,6 +16,8 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "eventd/json_pointer.hpp"
+
 namespace eventd {
 
 namespace {
@@ -32,20 +34,6 @@ std::string pointer_text(const rapidjson::Pointer& p) {
 
 // A JSON pointer as shown in messages; the whole document is "(root)".
 std::string shown(const std::string& pointer) { return pointer.empty() ? "(root)" : pointer; }
-
-// RFC 6901 escaping of one reference token.
-std::string escape_token(std::string_view token) {
-  std::string out;
-  for (const char c : token) {
-    if (c == '~')
-      out += "~0";
-    else if (c == '/')
-      out += "~1";
-    else
-      out += c;
-  }
-  return out;
-}
 
 // Compact JSON text of `v`, cut to a readable length (JSON escaping keeps it one line).
 std::string json_text(const Value& v) {
@@ -158,7 +146,7 @@ std::string describe(std::string_view name, const rapidjson::SchemaValidator& va
     if (required && required->IsArray() && value && value->IsObject())
       for (const auto& r : required->GetArray())
         if (r.IsString() && !value->HasMember(r))
-          return where + "/" + escape_token({r.GetString(), r.GetStringLength()}) +
+          return where + "/" + json_pointer_token({r.GetString(), r.GetStringLength()}) +
                  ": required field missing";
     return at("required field missing");
   }
@@ -284,7 +272,7 @@ std::optional<std::string> find_control_character(const PatternFields& fields, c
     for (const auto& [name, child] : fields.properties) {
       const auto it = v.FindMember(rapidjson::StringRef(name.data(), static_cast<rapidjson::SizeType>(name.size())));
       if (it == v.MemberEnd()) continue;
-      if (auto problem = find_control_character(*child, it->value, pointer + "/" + escape_token(name))) return problem;
+      if (auto problem = find_control_character(*child, it->value, pointer + "/" + json_pointer_token(name))) return problem;
     }
     if (fields.additional) {
       for (const auto& m : v.GetObject()) {
@@ -292,7 +280,7 @@ std::optional<std::string> find_control_character(const PatternFields& fields, c
         const bool listed = std::any_of(fields.properties.begin(), fields.properties.end(),
                                         [&](const auto& p) { return p.first == key; });
         if (listed) continue;
-        if (auto problem = find_control_character(*fields.additional, m.value, pointer + "/" + escape_token(key)))
+        if (auto problem = find_control_character(*fields.additional, m.value, pointer + "/" + json_pointer_token(key)))
           return problem;
       }
     }

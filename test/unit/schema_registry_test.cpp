@@ -19,34 +19,13 @@
 #include "eventd/json_case.hpp"
 #include "eventd/quick_schema.hpp"
 #include "eventd/schema_registry.hpp"
+#include "source_root.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-// The repository root, found from this file's path (relative to the build directory
-// when meson compiles it) and the running executable; empty if not found.
-fs::path source_root() {
-  const fs::path file = __FILE__;
-  std::vector<fs::path> candidates;
-  if (file.is_absolute()) {
-    candidates.push_back(file);
-  } else {
-    std::error_code ec;
-    candidates.push_back(fs::current_path(ec) / file);
-    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-    if (!ec)
-      for (fs::path dir = exe.parent_path(); dir.has_relative_path(); dir = dir.parent_path())
-        candidates.push_back(dir / file);
-  }
-  for (const auto& c : candidates) {
-    std::error_code ec;
-    if (!fs::exists(c, ec)) continue;
-    for (fs::path dir = c.parent_path(); dir.has_relative_path(); dir = dir.parent_path())
-      if (fs::exists(dir / "eventd.jsonc", ec) && fs::is_directory(dir / "schemas", ec)) return dir;
-  }
-  return {};
-}
+using eventd::test::source_root;
 
 rapidjson::Document parse(const std::string& json) {
   rapidjson::Document doc;
