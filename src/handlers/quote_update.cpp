@@ -26,9 +26,11 @@ namespace {
 // later quotes go there at once, until that function answers kNoRules.
 //
 // The watched-symbol function (K, A, S as in function_library.hpp):
-// K: 1 idempotency, 2 quote, 3 history list, 4 rule specs, 5 outbox, 6-9 the rule
-//    index of each condition (keys::kConditions order), 10 rule state: all under {<SYMBOL>}.
-// A: price, change, timestamp, symbol, correlation id. S: ttl, history length, trim at.
+// K: 1 idempotency, 2 outbox (the message's own); 3 quote, 4 history list, 5 rule specs,
+//    6-9 the rule index of each condition (keys::kConditions order), 10 rule state (the
+//    symbol's, sent once per run of its quotes in a call): all under {<SYMBOL>}.
+// A: price, change, timestamp, correlation id; 5 symbol (the run's). S: ttl, history
+// length, trim at.
 //
 // Redis does not roll a function back when a command in it fails (e.g. WRONGTYPE), and a
 // retry of a half-applied quote would see itself as the previous quote and lose its
@@ -73,15 +75,15 @@ local function fire(K, A, before_price, before_change, price, change, ts)
     local members = crossed(c[1], c[2], c[3], c[4])
     for i = 1, #members, 1000 do
       local chunk = {unpack(members, i, math.min(i + 999, #members))}
-      local rules = redis.call('HMGET', K[4], unpack(chunk))
+      local rules = redis.call('HMGET', K[5], unpack(chunk))
       local last_fired = redis.call('HMGET', K[10], unpack(chunk))
       for j, rule in ipairs(rules) do
         local cooldown, fields = false, nil
         if rule then cooldown, fields = string.match(rule, '^(%d+) ({.+)$') end
         if cooldown and cooldown_over(tonumber(last_fired[j]), ts, tonumber(cooldown)) then
           if not head then
-            head = '{"type":"alert_triggered","timestamp":' .. A[3] .. ',"symbol":' .. cjson.encode(A[4])
-            if A[5] ~= '' then head = head .. ',"correlationId":' .. cjson.encode(A[5]) end
+            head = '{"type":"alert_triggered","timestamp":' .. A[3] .. ',"symbol":' .. cjson.encode(A[5])
+            if A[4] ~= '' then head = head .. ',"correlationId":' .. cjson.encode(A[4]) end
           end
           fired_rules[#fired_rules + 1] = chunk[j]
           fired[#fired + 1] = head .. ',"currentValue":' .. c[5] .. ',' .. string.sub(fields, 2)
@@ -92,19 +94,19 @@ local function fire(K, A, before_price, before_change, price, change, ts)
   return fired, fired_rules
 end
 local function quote(K, A, S)
-  local seen = already_seen(K[1], K[5])
+  local seen = already_seen(K[1], K[2])
   if seen then return seen end
   local price, change, ts = tonumber(A[1]), tonumber(A[2]), tonumber(A[3])
-  local before_ts, before_price, before_change, marked = read_quote(K[2])
+  local before_ts, before_price, before_change, marked = read_quote(K[3])
   local newest = (not before_ts) or tonumber(before_ts) <= ts
   local fired, fired_rules = {}, {}
   if newest and before_price and marked then
     fired, fired_rules = fire(K, A, tonumber(before_price), tonumber(before_change), price, change, ts)
   end
-  if redis.call('RPUSH', K[3], A[1]) > tonumber(S[3]) then redis.call('LTRIM', K[3], -tonumber(S[2]), -1) end
-  if newest then redis.call('SET', K[2], quote_value(A[3], A[1], A[2], marked)) end
+  if redis.call('RPUSH', K[4], A[1]) > tonumber(S[3]) then redis.call('LTRIM', K[4], -tonumber(S[2]), -1) end
+  if newest then redis.call('SET', K[3], quote_value(A[3], A[1], A[2], marked)) end
   for _, member in ipairs(fired_rules) do redis.call('HSET', K[10], member, A[3]) end
-  local result = settle(K[1], K[5], S[1], fired)
+  local result = settle(K[1], K[2], S[1], fired)
   if result == 1 and not marked then return @no_rules end
   return result
 end
@@ -266,7 +268,8 @@ uint32_t history_trim_at(uint32_t history_length) { return history_length + std:
 
 QuoteUpdateHandler::QuoteUpdateHandler(uv_loop_t* loop, RedisClient& redis, const Config& config)
     : ScriptHandler(loop, redis, config,
-                    {"quote", std::string(kOutboxLua) + kRulesLua + stored_quote_lua(), watched_lua(), 10, 5, 3}),
+                    {"quote", std::string(kOutboxLua) + kRulesLua + stored_quote_lua(), watched_lua(), 10, 4, 3,
+                     /*whole_batch=*/false, /*group_keys=*/8, /*run_args=*/1}),
       unwatched_(register_function(loop, redis,
                                    {"quote_unwatched", stored_quote_lua(), unwatched_lua(), 3, 1, 3, /*whole_batch=*/true,
                                     /*group_keys=*/2},
@@ -325,17 +328,18 @@ void QuoteUpdateHandler::send_watched(const rapidjson::Value& body, std::string_
   static_assert(keys::kConditions[0] == "price_above" && keys::kConditions[1] == "price_below" &&
                     keys::kConditions[2] == "change_pct_above" && keys::kConditions[3] == "change_pct_below",
                 "the function takes the rule indexes as K[6..9] in this order");
-  bool sent = batch_->add({std::string(idempotency), keys::quote(symbol), keys::history(symbol), keys::rules(symbol),
-                           keys::outbox(idempotency), index[0], index[1], index[2], index[3], keys::rule_state(symbol)},
+  bool sent = batch_->add({std::string(idempotency), keys::outbox(idempotency), keys::quote(symbol), keys::history(symbol),
+                           keys::rules(symbol), index[0], index[1], index[2], index[3], keys::rule_state(symbol)},
                           {format_number(body["price"].GetDouble()), format_number(body["change"].GetDouble()),
-                           std::to_string(timestamp), std::string(symbol),
-                           std::string(string_member(body, "correlationId"))},
+                           std::to_string(timestamp), std::string(string_member(body, "correlationId"))},
                           [this, symbol, done](const redisReply* reply) {
                             if (reply != nullptr && reply->type == REDIS_REPLY_INTEGER && reply->integer == kNoRules) {
                               if (auto it = watched_.find(symbol); it != watched_.end()) watched_.erase(it);
                             }
                             done(script_result(reply));
-                          });
+                          },
+                          // `symbol` views the body, which outlives the call's layout.
+                          [symbol] { return std::vector<std::string>{std::string(symbol)}; });
   if (!sent) done(HandlerResult::redis_unavailable());
 }
 

@@ -308,6 +308,30 @@ def test_price_rule_is_edge_triggered_with_cooldown(fx):
     assert len(stream("edge-a")) == 2 and len(stream("edge-b")) == 1, (stream("edge-a"), stream("edge-b"))
 
 
+def test_alerts_from_one_batch_of_several_symbols_carry_their_own_quote(fx):
+    # A backlog of interleaved quotes of three watched symbols: their function call holds
+    # a run of each symbol's quotes, sent with the symbol's keys (and its name) once. Each
+    # alert still names its own symbol and its own quote's correlation id and price.
+    d = fx.daemon(domain_config(fx))
+    fx.topology_apply(d.config_path)
+    symbols = ["RUNA", "RUNB", "RUNC"]
+    for s in symbols:
+        monitor_start(fx, f"run-{s}", {"rules": [rule(1, s, "price_above", 100, 0)], "channels": ["push"]})
+    base = now_ms() - 60_000
+    for i, price in enumerate((90, 101, 99, 102)):  # the reference, a crossing, back below, a crossing
+        for s in symbols:
+            fx.amqp.publish("market.quotes", s, quote(s, price, timestamp=base + i * 1000, correlationId=f"c-{s}-{i}"),
+                            message_id=f"{s}-{i}", type="quote_update")
+    d.start().wait_ready()
+    wait_until(lambda: all(len(alerts(f"run-{s}")) >= 2 for s in symbols), 30, what="two alerts per symbol")
+    settle(fx)
+    for s in symbols:
+        got = [(a["symbol"], a.get("correlationId"), a["currentValue"]) for a in alerts(f"run-{s}")]
+        assert got == [(s, f"c-{s}-1", 101), (s, f"c-{s}-3", 102)], got
+        assert [float(p) for p in redis("LRANGE", f"eventd:history:{{{s}}}", 0, -1)] == [90, 101, 99, 102]
+    assert d.stop() == 0
+
+
 def test_failed_quote_script_writes_nothing_so_its_retry_still_fires(fx):
     # Redis does not roll back a failed script: if the quote were stored before the
     # history push failed, the retry would see itself as the previous quote, cross

@@ -17,10 +17,13 @@
 // message's), returning one result per message. It saves the wrapper's pcall and
 // copies, and must then never raise (an error would fail every message of the call):
 // it runs its commands with redis.pcall and answers an error as that message's result.
-// Such a function may also take keys shared by runs of messages once per run
-// (`group_keys`, call_layout.hpp), with the run arguments of each run's lead: the
-// Batcher then puts the messages of a run next to each other, and the results are
-// mapped back.
+//
+// Either kind may take keys shared by runs of messages once per run (`group_keys`,
+// call_layout.hpp), with the run arguments of each run's lead: the Batcher then puts
+// the messages of a run next to each other, and the results are mapped back. A
+// per-message function then finds its own keys first in K and its run's group keys
+// after them, and in A its own arguments, then its run's (`run_args` of them, which
+// every message must make).
 #pragma once
 
 #include <uv.h>
@@ -39,11 +42,12 @@ struct FunctionSpec {
   std::string_view name;     // Lua identifier of the per-message function
   std::string prelude;       // Lua the function uses (local helpers)
   std::string_view body;     // defines local function <name>(K, A, S)
-  std::size_t keys;          // per message
-  std::size_t args;          // per message
+  std::size_t keys;          // per message, group keys included
+  std::size_t args;          // per message, run arguments not included
   std::size_t shared;        // per call
   bool whole_batch = false;  // <name>(keys, args) runs the whole call itself (above)
-  std::size_t group_keys = 0;  // whole_batch only: the last keys, sent once per run
+  std::size_t group_keys = 0;  // the last keys, sent once per run
+  std::size_t run_args = 0;    // per-message functions with group keys: A's last, per run
 };
 
 // The library's Lua (without its "#!lua" line; "@lib" stands for its name).
